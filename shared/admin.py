@@ -1,0 +1,154 @@
+"""Operator views and actions over Redis: queues, workers, nodes, job listings, requeue, purge."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import redis
+
+from shared import keys
+from shared.errors import InvalidRequest
+from shared.jobs import job_info
+from shared.models import JobInfo, JobStatus, NodeInfo, QueueInfo, WorkerInfo
+from shared.settings import Settings
+from shared.timeutil import rq_now, rq_parse, unix_now
+
+STATE_REGISTRY = {
+    JobStatus.STARTED: keys.started,
+    JobStatus.FINISHED: keys.finished,
+    JobStatus.FAILED: keys.failed,
+    JobStatus.CANCELED: keys.canceled,
+}
+
+
+class Admin:
+    def __init__(self, conn: redis.Redis, settings: Settings) -> None:
+        self.conn = conn
+        self.settings = settings
+
+    def queue_names(self) -> list[str]:
+        known = {k.decode()[len(keys.QUEUE_PREFIX) :] for k in self.conn.smembers(keys.RQ_QUEUES)}
+        ordered = list(self.settings.queues)
+        return ordered + sorted(known - set(ordered))
+
+    def queues(self) -> list[QueueInfo]:
+        names = self.queue_names()
+        now = unix_now()
+        pipe = self.conn.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(keys.queue(name))
+            pipe.zcard(keys.started(name))
+            for registry in (keys.finished, keys.failed, keys.canceled):
+                pipe.zcount(registry(name), now, "+inf")  # entries score by expiry
+        replies = pipe.execute()
+        return [
+            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c)
+            for name, (q, s, f, x, c) in zip(names, (replies[i : i + 5] for i in range(0, len(replies), 5)))
+        ]
+
+    def jobs(self, queue: str | None = None, state: JobStatus | None = None, limit: int = 50) -> list[JobInfo]:
+        """Jobs by queue and state, newest registry entries first (queued: in queue order)."""
+        queues = [queue] if queue else self.queue_names()
+        states = [state] if state else [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED]
+        ids: list[str] = []
+        for q in queues:
+            for s in states:
+                if s is JobStatus.QUEUED:
+                    raw = self.conn.lrange(keys.queue(q), 0, limit - 1)
+                else:
+                    raw = self.conn.zrevrange(STATE_REGISTRY[s](q), 0, limit - 1)
+                ids += [r.decode().split(":")[0] for r in raw]
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id in ids[: limit * 4]:
+            pipe.hgetall(keys.job(job_id))
+        found = [job_info(i, raw) for i, raw in zip(ids, pipe.execute()) if raw]
+        return found[:limit]
+
+    def requeue_failed(self, queue: str | None = None, job_ids: list[str] | None = None) -> list[str]:
+        """Put failed jobs back on their queue with one more attempt; returns the requeued ids."""
+        requeued = []
+        for q in [queue] if queue else self.queue_names():
+            candidates = job_ids if job_ids is not None else [i.decode() for i in self.conn.zrange(keys.failed(q), 0, -1)]
+            for job_id in candidates:
+                if self.conn.zrem(keys.failed(q), job_id):
+                    pipe = self.conn.pipeline(transaction=True)
+                    pipe.hset(keys.job(job_id), mapping={"status": "queued", "enqueued_at": rq_now(), "ferry_error": "", "ended_at": ""})
+                    pipe.persist(keys.job(job_id))
+                    pipe.delete(keys.results(job_id))
+                    pipe.rpush(keys.queue(q), job_id)
+                    pipe.publish(keys.WAKE_CHANNEL, q)
+                    pipe.execute()
+                    requeued.append(job_id)
+        return requeued
+
+    def purge(self, queue: str) -> int:
+        """Drop every queued job of a queue (running jobs finish); returns how many were dropped."""
+        if not self.conn.sismember(keys.RQ_QUEUES, keys.queue(queue)) and queue not in self.settings.queues:
+            raise InvalidRequest(f"no queue named {queue!r}; queues: {', '.join(self.queue_names())}")
+        ids = self.conn.lrange(keys.queue(queue), 0, -1)
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.delete(keys.queue(queue))
+        for job_id in ids:
+            pipe.delete(keys.job(job_id.decode()))
+        pipe.execute()
+        return len(ids)
+
+    def workers(self) -> list[WorkerInfo]:
+        names = [k.decode()[len("rq:worker:") :] for k in self.conn.smembers(keys.RQ_WORKERS)]
+        pipe = self.conn.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.worker(name))
+        found = []
+        for name, raw in zip(names, pipe.execute()):
+            if not raw:
+                continue
+            d = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+            found.append(
+                WorkerInfo(
+                    name=name,
+                    node=d.get("ferry_node"),
+                    pid=int(d["pid"]) if d.get("pid") else None,
+                    state=d.get("state", "?"),
+                    current_job=d.get("current_job") or None,
+                    queues=[q for q in d.get("queues", "").split(",") if q],
+                    successful=int(d.get("successful_job_count") or 0),
+                    failed=int(d.get("failed_job_count") or 0),
+                    last_heartbeat=rq_parse(d.get("last_heartbeat")),
+                )
+            )
+        return sorted(found, key=lambda w: w.name)
+
+    def nodes(self) -> list[NodeInfo]:
+        ids = [i.decode() for i in self.conn.zrange(keys.NODES, 0, -1)]
+        pipe = self.conn.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.hgetall(keys.node(node_id))
+            pipe.hgetall(keys.node_stats(node_id))
+        replies = pipe.execute()
+        now = unix_now()
+        found = []
+        for node_id, raw, stats in zip(ids, replies[::2], replies[1::2]):
+            if not raw:
+                continue
+            d = {k.decode(): v.decode() for k, v in raw.items()}
+            beat = float(d.get("last_heartbeat", 0))
+            found.append(
+                NodeInfo(
+                    id=node_id,
+                    host=d.get("host", "?"),
+                    pid=int(d.get("pid", 0)),
+                    processes=int(d.get("processes", 0)),
+                    queues=json.loads(d.get("queues", "[]")),
+                    started_at=float(d.get("started_at", 0)),
+                    last_heartbeat=beat,
+                    alive=d.get("state") != "stopped" and now - beat < self.settings.abandoned_after_s,
+                    shm_budget_bytes=int(d.get("shm_budget_bytes", 0)),
+                    stats={k.decode(): int(v) for k, v in stats.items()},
+                )
+            )
+        return found
+
+    def server_info(self) -> dict[str, str]:
+        info = self.conn.info("server")
+        return {"server": f"{info.get('redis_version', '?')}", "host": socket.gethostname()}

@@ -1,0 +1,131 @@
+"""The Python client other apps use: talks to Redis directly, with the same validation as the HTTP API."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+import redis
+
+from shared.admin import Admin
+from shared.errors import FerryError
+from shared.jobs import JobService
+from shared.models import JobInfo, JobRequest, JobResult, Submitted
+from shared.objects.ref import ObjectRef
+from shared.objects.store import ObjectStore
+from shared.redis_conn import connect, unavailable
+from shared.settings import Settings, get_settings
+from shared.tasks import load_tasks
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _redis_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn a Redis connection failure into RedisUnavailable, naming the URL and the fix."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise unavailable(args[0].url, exc) from exc  # type: ignore[attr-defined]
+
+    return wrapper
+
+
+class Client:
+    """Submit jobs, read their results, and put or get objects.
+
+    >>> client = Client("redis://localhost:6379/0")
+    >>> job = client.submit("echo", {"value": 42})
+    >>> client.result(job, wait_s=10).value
+    42
+    """
+
+    def __init__(self, redis_url: str | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.url = redis_url or self.settings.resolved_redis_url()
+        self.conn = connect(self.url)
+        self.tasks = load_tasks(self.settings.task_modules)
+        self.jobs = JobService(self.conn, self.settings, self.tasks)
+        self.objects = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s)
+        self.admin = Admin(self.conn, self.settings)
+
+    # --- jobs ---
+    @_redis_errors
+    def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> str:
+        """Enqueue a job and return its id. Options: queue, timeout_s, retries, idempotency_key."""
+        return self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options)).id
+
+    @_redis_errors
+    def submit_request(self, request: JobRequest) -> Submitted:
+        return self.jobs.submit(request)
+
+    @_redis_errors
+    def submit_many(self, requests: Iterable[JobRequest | dict[str, Any]]) -> list[Submitted]:
+        """Enqueue many jobs in a few round trips; all are validated before any is enqueued."""
+        parsed = [r if isinstance(r, JobRequest) else JobRequest.model_validate(_jsonify(r)) for r in requests]
+        return self.jobs.submit_many(parsed)
+
+    @_redis_errors
+    def status(self, job_id: str) -> JobInfo:
+        return self.jobs.status(job_id)
+
+    @_redis_errors
+    def result(self, job_id: str, wait_s: float = 0) -> JobResult:
+        """The job's result, waiting up to wait_s seconds for it; `ready` is false if it is not done."""
+        return self.jobs.result(job_id, wait_s)
+
+    @_redis_errors
+    def cancel(self, job_id: str) -> JobInfo:
+        return self.jobs.cancel(job_id)
+
+    # --- objects ---
+    @_redis_errors
+    def put(self, data: np.ndarray | bytes, ttl_s: int | None = None) -> ObjectRef:
+        """Store an array or bytes once in Redis; pass the returned ObjectRef as a task's Array argument."""
+        return self.objects.put(data, ttl_s)
+
+    @_redis_errors
+    def get(self, ref: ObjectRef | str) -> np.ndarray | bytes:
+        return self.objects.get(ref)
+
+    @_redis_errors
+    def delete(self, ref: ObjectRef | str) -> bool:
+        return self.objects.delete(ref.id if isinstance(ref, ObjectRef) else ref)
+
+    def fetch_result(self, job_id: str, wait_s: float = 0) -> Any:
+        """The result value, with an object reference replaced by its array; FerryError if it failed."""
+        result = self.result(job_id, wait_s)
+        if not result.ready:
+            raise FerryError(f"job {job_id} is still {result.status}")
+        if result.error is not None:
+            raise FerryError(f"job {job_id} {result.status}: {result.error}")
+        ref = result.object_ref()
+        return self.get(ref) if ref else result.value
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _jsonify(value: Any) -> Any:
+    """ObjectRefs inside args become their JSON form."""
+    if isinstance(value, ObjectRef):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _jsonify(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonify(v) for v in value]
+    return value
+
+
+__all__ = ["Client", "Sequence"]

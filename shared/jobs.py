@@ -1,0 +1,166 @@
+"""Job operations against Redis: submit (with validation and idempotency), status, result, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from shared import keys, wire
+from shared.errors import Conflict, JobNotFound
+from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.tasks import TaskRegistry
+from shared.timeutil import rq_now, rq_parse, unix_now
+
+RESULT_TYPE_STATUS = {b"1": JobStatus.FINISHED, b"2": JobStatus.FAILED, b"3": JobStatus.CANCELED}
+WAIT_SLICE_S = 2.0  # blocking reads are sliced so no single command outlives the socket time-out
+SUBMIT_BATCH = 500  # jobs per pipeline in submit_many
+
+
+class JobService:
+    """What producers need: put jobs in, watch them, get their results, cancel them."""
+
+    def __init__(self, conn: redis.Redis, settings: Settings, tasks: TaskRegistry) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.tasks = tasks
+        self.scripts = Scripts(conn)
+
+    # --- submit ---
+    def _enqueue_args(self, request: JobRequest) -> tuple[list[str], list[Any]]:
+        spec = self.tasks.get(request.task)
+        validated = spec.validate(request.args)
+        args = validated.model_dump(mode="json", exclude_unset=True)
+        queue = request.queue or self.settings.default_queue
+        job_id = wire.new_job_id()
+        fields = wire.job_fields(
+            request.task,
+            args,
+            queue,
+            request.timeout_s or self.settings.job_timeout_s,
+            self.settings.default_retries if request.retries is None else request.retries,
+            self.settings.result_ttl_s,
+            self.settings.failure_ttl_s,
+        )
+        idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
+        flat: list[Any] = [job_id, queue, self.settings.result_ttl_s]
+        for name, value in fields.items():
+            flat += [name, value]
+        return [keys.job(job_id), keys.queue(queue), idem], flat
+
+    def submit(self, request: JobRequest) -> Submitted:
+        """Validate and enqueue one job; a repeated idempotency key returns the first job instead."""
+        script_keys, script_args = self._enqueue_args(request)
+        created, job_id = self.scripts.enqueue(keys=script_keys, args=script_args)
+        return self._submitted(request, created, job_id)
+
+    def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:
+        """Validate every job first (all or nothing), then enqueue them in pipelined batches."""
+        prepared = [self._enqueue_args(request) for request in requests]
+        replies: list[Any] = []
+        for start in range(0, len(prepared), SUBMIT_BATCH):
+            pipe = self.conn.pipeline(transaction=False)
+            for script_keys, script_args in prepared[start : start + SUBMIT_BATCH]:
+                self.scripts.enqueue(keys=script_keys, args=script_args, client=pipe)
+            replies += pipe.execute()
+        return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies)]
+
+    def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
+        job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+        if created:
+            return Submitted(id=job_id, status=JobStatus.QUEUED, queue=request.queue or self.settings.default_queue)
+        info = self.status(job_id)
+        return Submitted(id=job_id, status=info.status, queue=info.queue or "", duplicate=True)
+
+    # --- inspect ---
+    def status(self, job_id: str) -> JobInfo:
+        raw = self.conn.hgetall(keys.job(job_id))
+        if not raw:
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
+        return job_info(job_id, raw)
+
+    def result(self, job_id: str, wait_s: float = 0) -> JobResult:
+        """The job's result; with wait_s, block up to that long for it to be ready."""
+        deadline = time.monotonic() + wait_s
+        stream = keys.results(job_id)
+        while True:
+            latest = self.conn.xrevrange(stream, "+", "-", count=1)
+            if latest:
+                return self._result_from_entry(job_id, latest[0][1])
+            info = self.status(job_id)  # raises JobNotFound
+            remaining = deadline - time.monotonic()
+            if info.status in (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED) or remaining <= 0:
+                return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
+            block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
+            self.conn.xread({stream: "0-0"}, block=block_ms, count=1)
+
+    def _result_from_entry(self, job_id: str, entry: dict[bytes, bytes]) -> JobResult:
+        status = RESULT_TYPE_STATUS.get(entry.get(b"type", b""), JobStatus.FAILED)
+        if status is JobStatus.FINISHED:
+            raw = entry.get(b"return_value")
+            value = json.loads(wire.unb64(raw)) if raw else None
+            return JobResult(id=job_id, status=status, ready=True, value=value)
+        error = self.conn.hget(keys.job(job_id), "ferry_error")
+        if status is JobStatus.CANCELED:
+            return JobResult(id=job_id, status=status, ready=True, error=(error or b"canceled").decode())
+        exc = entry.get(b"exc_string")
+        return JobResult(
+            id=job_id,
+            status=status,
+            ready=True,
+            error=(error.decode() if error else None) or (wire.read_exc_string(exc).strip().splitlines()[-1] if exc else "failed"),
+        )
+
+    def traceback(self, job_id: str) -> str | None:
+        entry = self.conn.xrevrange(keys.results(job_id), "+", "-", count=1)
+        if entry and entry[0][1].get(b"exc_string"):
+            return wire.read_exc_string(entry[0][1][b"exc_string"])
+        return None
+
+    # --- control ---
+    def cancel(self, job_id: str) -> JobInfo:
+        """Cancel a queued job, or interrupt a running one; Conflict if it already ended."""
+        score = unix_now() + self.settings.failure_ttl_s
+        (outcome,) = self.scripts.cancel(keys=[keys.job(job_id)], args=[job_id, rq_now(), self.settings.failure_ttl_s, score])
+        outcome = outcome.decode()
+        if outcome == "missing":
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
+        if outcome not in ("canceled", "canceling"):
+            raise Conflict(f"job {job_id} is already {outcome}; only queued or running jobs can be cancelled")
+        return self.status(job_id)
+
+
+def job_info(job_id: str, raw: dict[bytes, bytes]) -> JobInfo:
+    """A JobInfo from a job hash; tolerant of jobs written by plain RQ."""
+    field = lambda name: (raw.get(name.encode()) or b"").decode(errors="replace") or None  # noqa: E731
+    task = None
+    if raw.get(b"data"):
+        try:
+            task, _ = wire.decode_data(raw[b"data"])
+        except Exception:  # noqa: BLE001 - a foreign job still gets a status view
+            task = None
+    status = field("status") or "unknown"
+    try:
+        status = JobStatus(status)
+    except ValueError:
+        pass
+    return JobInfo(
+        id=job_id,
+        task=task,
+        queue=field("origin"),
+        status=status,
+        created_at=rq_parse(field("created_at")),
+        enqueued_at=rq_parse(field("enqueued_at")),
+        started_at=rq_parse(field("started_at")),
+        ended_at=rq_parse(field("ended_at")),
+        worker=field("worker_name"),
+        error=field("ferry_error"),
+        retries_left=int(field("retries_left")) if field("retries_left") else None,
+        attempts=int(field("number_of_retries") or 0) + (0 if status == JobStatus.QUEUED and not field("started_at") else 1),
+        timeout_s=int(float(field("timeout"))) if field("timeout") else None,
+    )

@@ -1,0 +1,102 @@
+"""Every Redis key, pub/sub channel and shared-memory name Ferry uses, in one place.
+
+RQ's own keys stay exactly as RQ writes them (`rq:...`) so that `rq info` and rq-dashboard see Ferry's
+queues, jobs and workers. Ferry's additions live under `ferry:`; segments in /dev/shm start `ferry_`.
+"""
+
+from __future__ import annotations
+
+# --- RQ's keys (rq/job.py, rq/queue.py, rq/registry.py, rq/results.py, rq/worker_registration.py) ---
+RQ_QUEUES = "rq:queues"
+RQ_WORKERS = "rq:workers"
+QUEUE_PREFIX = "rq:queue:"
+JOB_PREFIX = "rq:job:"
+
+
+def job(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def queue(name: str) -> str:
+    return f"{QUEUE_PREFIX}{name}"
+
+
+def started(queue_name: str) -> str:
+    """RQ 3's StartedJobRegistry: members `job_id:execution_id`, score = heartbeat deadline."""
+    return f"rq:wip:{queue_name}"
+
+
+def finished(queue_name: str) -> str:
+    return f"rq:finished:{queue_name}"
+
+
+def failed(queue_name: str) -> str:
+    return f"rq:failed:{queue_name}"
+
+
+def canceled(queue_name: str) -> str:
+    return f"rq:canceled:{queue_name}"
+
+
+def results(job_id: str) -> str:
+    """RQ 3's result stream for a job."""
+    return f"rq:results:{job_id}"
+
+
+def worker(name: str) -> str:
+    return f"rq:worker:{name}"
+
+
+def workers_by_queue(queue_name: str) -> str:
+    return f"rq:workers:{queue_name}"
+
+
+# --- Ferry's keys ---
+NODES = "ferry:nodes"  # zset: node id -> last heartbeat (unix seconds)
+OBJECTS = "ferry:objects"  # zset: object id -> creation time
+WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake at once
+IDEMPOTENCY_PREFIX = "ferry:idem:"
+
+
+def node(node_id: str) -> str:
+    return f"ferry:node:{node_id}"
+
+
+def node_stats(node_id: str) -> str:
+    """Hash of the node's cache counters (bytes_from_redis, bytes_from_shm, hits, misses, ...)."""
+    return f"ferry:node:{node_id}:stats"
+
+
+def control_channel(worker_name: str) -> str:
+    return f"ferry:control:{worker_name}"
+
+
+def idempotency(key: str) -> str:
+    return f"{IDEMPOTENCY_PREFIX}{key}"
+
+
+def object_meta(object_id: str) -> str:
+    """Written last when an object is put: its presence means every chunk is there."""
+    return f"ferry:obj:{object_id}"
+
+
+def object_chunk(object_id: str, index: int) -> str:
+    return f"ferry:obj:{object_id}:chunk:{index}"
+
+
+# --- Shared-memory names (files in /dev/shm) ---
+SEGMENT_PREFIX = "ferry_"
+PART_MARK = ".part"  # a segment still being written; never attached
+LOCK_SUFFIX = ".lock"
+
+
+def segment(node_id: str, object_id: str) -> str:
+    return f"{SEGMENT_PREFIX}{node_id}_{object_id}"
+
+
+def partial_segment(node_id: str, object_id: str, pid: int) -> str:
+    return f"{segment(node_id, object_id)}{PART_MARK}{pid}"
+
+
+def node_segment_prefix(node_id: str) -> str:
+    return f"{SEGMENT_PREFIX}{node_id}_"

@@ -1,0 +1,127 @@
+"""Models for everything that crosses HTTP or Redis: job requests, job views, results, queues, nodes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.objects.ref import ObjectRef
+
+QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class JobStatus(str, Enum):
+    """RQ's job states (the ones Ferry uses)."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class JobRequest(BaseModel):
+    """A job to run: a registered task, its JSON args, and optional routing and limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200, examples=["echo"])
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"value": "hello"}])
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN, description="default: FERRY_DEFAULT_QUEUE")
+    timeout_s: int | None = Field(None, gt=0, le=7 * 86_400, description="default: FERRY_JOB_TIMEOUT_S")
+    retries: int | None = Field(None, ge=0, le=100, description="extra attempts after a failure; default: FERRY_DEFAULT_RETRIES")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200, description="the same key submitted again returns the first job"
+    )
+
+
+class Submitted(BaseModel):
+    """The answer to a submission."""
+
+    id: str
+    status: JobStatus
+    queue: str
+    duplicate: bool = Field(False, description="true when the idempotency key matched an earlier job")
+
+
+class JobInfo(BaseModel):
+    """A job's state, as stored in Redis."""
+
+    id: str
+    task: str | None
+    queue: str | None
+    status: JobStatus | str
+    created_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    worker: str | None = None
+    error: str | None = None
+    retries_left: int | None = None
+    attempts: int = 0
+    timeout_s: int | None = None
+
+
+class JobResult(BaseModel):
+    """A job's outcome: `ready` is false while it is still queued or running."""
+
+    id: str
+    status: JobStatus | str
+    ready: bool
+    value: Any = None
+    error: str | None = None
+
+    def object_ref(self) -> ObjectRef | None:
+        """The ObjectRef when the task returned a large array that was stored as an object."""
+        from shared.objects.ref import REF_MARKER
+
+        if isinstance(self.value, dict) and REF_MARKER in self.value:
+            return ObjectRef.model_validate(self.value[REF_MARKER])
+        return None
+
+
+class QueueInfo(BaseModel):
+    name: str
+    queued: int
+    started: int
+    finished: int
+    failed: int
+    canceled: int
+
+
+class WorkerInfo(BaseModel):
+    name: str
+    node: str | None
+    pid: int | None
+    state: str
+    current_job: str | None
+    queues: list[str]
+    successful: int = 0
+    failed: int = 0
+    last_heartbeat: datetime | None = None
+
+
+class NodeInfo(BaseModel):
+    id: str
+    host: str
+    pid: int
+    processes: int
+    queues: list[str]
+    started_at: float
+    last_heartbeat: float
+    alive: bool
+    shm_budget_bytes: int
+    stats: dict[str, int] = Field(default_factory=dict)
+
+
+class TaskInfo(BaseModel):
+    name: str
+    description: str
+    input_schema: dict[str, Any]

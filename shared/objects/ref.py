@@ -1,0 +1,77 @@
+"""ObjectRef: what a job's JSON carries instead of a large array or blob."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from enum import Enum
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.errors import InvalidRequest
+
+REF_MARKER = "$ferry_ref"  # key that marks a reference inside a JSON result
+
+
+class ObjectKind(str, Enum):
+    ARRAY = "array"
+    BYTES = "bytes"
+
+
+class ObjectRef(BaseModel):
+    """A reference to an object stored in Redis; its id is a content hash, so equal data shares one id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    kind: ObjectKind
+    dtype: str = "uint8"
+    shape: tuple[int, ...] = ()
+    nbytes: int = Field(ge=0)
+
+    @field_validator("dtype")
+    @classmethod
+    def _numeric_dtype(cls, value: str) -> str:
+        try:
+            dtype = np.dtype(value)
+        except TypeError as exc:
+            raise ValueError(f"unknown dtype {value!r}") from exc
+        if dtype.kind not in "biufc":
+            raise ValueError(f"dtype {value!r} is not numeric (bool, int, uint, float or complex)")
+        return dtype.str
+
+    def as_result(self) -> dict[str, Any]:
+        """The JSON form used when a task's result is an object."""
+        return {REF_MARKER: self.model_dump(mode="json")}
+
+
+def normalize(data: Any) -> tuple[ObjectKind, np.ndarray]:
+    """The data as a C-contiguous numpy array, with its kind; refuses anything but numeric arrays and bytes."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return ObjectKind.BYTES, np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biufc":
+            raise InvalidRequest(f"arrays of dtype {data.dtype} cannot be objects; use a numeric dtype")
+        return ObjectKind.ARRAY, np.ascontiguousarray(data)
+    raise InvalidRequest(f"cannot store a {type(data).__name__} as an object; pass a numpy array or bytes")
+
+
+def ref_for(kind: ObjectKind, array: np.ndarray) -> ObjectRef:
+    """The reference for `array`: sha256 over kind, dtype, shape and bytes (≈1.8 GB/s with SHA-NI)."""
+    digest = hashlib.sha256(f"{kind.value}|{array.dtype.str}|{array.shape}|".encode())
+    digest.update(memoryview(array).cast("B") if array.nbytes else b"")
+    shape = tuple(int(n) for n in array.shape)
+    nbytes = int(array.nbytes)
+    assert nbytes == math.prod(shape) * array.dtype.itemsize
+    return ObjectRef(id=digest.hexdigest()[:32], kind=kind, dtype=array.dtype.str, shape=shape, nbytes=nbytes)
+
+
+def view(ref: ObjectRef, buffer: memoryview) -> np.ndarray:
+    """A read-only numpy view of `buffer` shaped as `ref` says; no copy."""
+    array = np.frombuffer(buffer, dtype=np.dtype(ref.dtype), count=math.prod(ref.shape) if ref.shape else 1)
+    if ref.kind is ObjectKind.ARRAY:
+        array = array.reshape(ref.shape)
+    array.flags.writeable = False
+    return array

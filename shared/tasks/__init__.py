@@ -1,0 +1,5 @@
+"""Tasks: register functions by name with `@task("name")`; only registered tasks ever run."""
+
+from shared.tasks.registry import Array, TaskRegistry, TaskSpec, load_tasks, registry, task
+
+__all__ = ["Array", "TaskRegistry", "TaskSpec", "load_tasks", "registry", "task"]

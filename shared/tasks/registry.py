@@ -1,0 +1,133 @@
+"""The task registry: the only functions a worker will ever run are the ones registered here by name."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from shared.errors import ConfigError, InvalidArgs, UnknownTask
+from shared.objects.ref import ObjectRef
+
+log = logging.getLogger("ferry.tasks")
+
+BUILTIN_MODULES = ("shared.tasks.examples",)
+
+
+class ArrayParam:
+    """Marks a task parameter that receives a stored object as a read-only, zero-copy numpy view."""
+
+
+Array = Annotated[np.ndarray, ArrayParam()]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: its name, function, and the pydantic model its JSON args must satisfy."""
+
+    name: str
+    func: Callable[..., Any]
+    input_model: type[BaseModel]
+    array_params: frozenset[str]
+    description: str
+
+    def validate(self, args: Any) -> BaseModel:
+        """The validated input; InvalidArgs naming each bad field otherwise."""
+        try:
+            return self.input_model.model_validate(args if args is not None else {})
+        except ValidationError as exc:
+            problems = [
+                {"field": ".".join(str(p) for p in err["loc"]) or "(args)", "message": err["msg"]} for err in exc.errors()
+            ]
+            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            raise InvalidArgs(f"invalid args for task {self.name!r}: {summary}", errors=problems) from exc
+
+    def input_schema(self) -> dict[str, Any]:
+        return self.input_model.model_json_schema()
+
+    def object_refs(self, validated: BaseModel) -> dict[str, ObjectRef]:
+        return {name: getattr(validated, name) for name in self.array_params}
+
+    def call(self, validated: BaseModel, arrays: dict[str, np.ndarray]) -> Any:
+        kwargs = {name: getattr(validated, name) for name in type(validated).model_fields}
+        kwargs.update(arrays)
+        return self.func(**kwargs)
+
+
+class TaskRegistry:
+    """Tasks by name. `task` is the decorator users apply to their own functions."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskSpec] = {}
+
+    def task(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a function as a task; its signature, with type hints, becomes the input model."""
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            spec = build_spec(name or f"{func.__module__}.{func.__qualname__}", func)
+            existing = self._tasks.get(spec.name)
+            if existing is not None and existing.func is not func:
+                if (existing.func.__module__, existing.func.__qualname__) != (func.__module__, func.__qualname__):
+                    raise ConfigError(f"task {spec.name!r} is registered twice ({existing.func.__module__} and {func.__module__})")
+            self._tasks[spec.name] = spec
+            return func
+
+        return register
+
+    def get(self, name: str) -> TaskSpec:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTask(f"no task named {name!r} is registered; known tasks: {known}", known=sorted(self._tasks)) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def specs(self) -> list[TaskSpec]:
+        return [self._tasks[name] for name in self.names()]
+
+
+def build_spec(name: str, func: Callable[..., Any]) -> TaskSpec:
+    hints = get_type_hints(func, include_extras=True)
+    fields: dict[str, Any] = {}
+    arrays = set()
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(f"task {name!r}: *args/**kwargs are not allowed; name every parameter")
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        if _is_array(annotation):
+            arrays.add(param.name)
+            annotation = ObjectRef
+        fields[param.name] = (annotation, default)
+    model_name = "".join(part.title() for part in name.replace("-", ".").replace("_", ".").split(".")) + "Args"
+    model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    description = inspect.getdoc(func) or ""
+    return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0])
+
+
+def _is_array(annotation: Any) -> bool:
+    return get_origin(annotation) is Annotated and any(isinstance(m, ArrayParam) for m in get_args(annotation)[1:])
+
+
+registry = TaskRegistry()
+task = registry.task
+
+
+def load_tasks(modules: Iterable[str] = ()) -> TaskRegistry:
+    """Import the built-in examples and the user's task modules (FERRY_TASK_MODULES); returns the registry."""
+    for module in (*BUILTIN_MODULES, *modules):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f"FERRY_TASK_MODULES: cannot import {module!r} ({exc}); check the module path and that it is installed"
+            ) from exc
+    return registry

@@ -1,0 +1,112 @@
+"""Ferry's wire format: RQ's job hash and result stream, with JSON where RQ would pickle.
+
+A job's `data` field is zlib(JSON [task name, null, [], args]), which is exactly what RQ writes with
+`rq.serializers.JSONSerializer`, so `rq info`, rq-dashboard and `Job.fetch(..., serializer=JSONSerializer)`
+read Ferry's jobs. Nothing here ever unpickles: data that is not JSON is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+import zlib
+from typing import Any
+
+import numpy as np
+
+from shared.errors import InvalidRequest
+from shared.timeutil import rq_now
+
+FERRY_META = json.dumps({"ferry": 1})
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def job_fields(
+    task: str, args: dict[str, Any], queue: str, timeout_s: int, retries: int, result_ttl_s: int, failure_ttl_s: int
+) -> dict[str, Any]:
+    """The RQ job hash for a new queued job."""
+    now = rq_now()
+    return {
+        "created_at": now,
+        "enqueued_at": now,
+        "data": zlib.compress(encode_data(task, args)),
+        "origin": queue,
+        "description": f"{task}({_short(args)})",
+        "status": "queued",
+        "timeout": timeout_s,
+        "result_ttl": result_ttl_s,
+        "failure_ttl": failure_ttl_s,
+        "retries_left": retries,
+        "number_of_retries": 0,
+        "meta": FERRY_META,
+        "started_at": "",
+        "ended_at": "",
+        "last_heartbeat": "",
+        "worker_name": "",
+    }
+
+
+def encode_data(task: str, args: dict[str, Any]) -> bytes:
+    return json.dumps([task, None, [], args], separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_data(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """(task name, args) from a job's `data`; InvalidRequest for anything but Ferry/RQ-JSON (never unpickles)."""
+    try:
+        raw = zlib.decompress(raw)
+    except zlib.error:
+        pass  # RQ falls back to uncompressed data too
+    try:
+        func, _instance, positional, kwargs = json.loads(raw)
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("job data is not Ferry's JSON format (pickled RQ jobs are refused); enqueue it through Ferry") from exc
+    if not isinstance(func, str) or not isinstance(kwargs, dict):
+        raise InvalidRequest("job data names no task; enqueue it through Ferry")
+    if positional:
+        raise InvalidRequest(f"job for {func!r} passes positional args; Ferry tasks take named args only")
+    return func, kwargs
+
+
+def _short(args: dict[str, Any], limit: int = 80) -> str:
+    text = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in args.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dumps_value(value: Any) -> bytes:
+    """A task's result as JSON; numpy scalars and small arrays become plain numbers and lists."""
+    return json.dumps(value, default=_jsonable, separators=(",", ":")).encode()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (bytes, bytearray)):
+        raise TypeError("bytes results must be objects; return a numpy array or put() them")
+    raise TypeError(f"a {type(value).__name__} result is not JSON; return JSON-friendly values or numpy arrays")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: bytes | str) -> bytes:
+    return base64.b64decode(text)
+
+
+def exc_string(text: str) -> str:
+    """RQ's result-stream encoding of an error text."""
+    return b64(zlib.compress(text.encode()))
+
+
+def read_exc_string(encoded: bytes | str) -> str:
+    return zlib.decompress(unb64(encoded)).decode(errors="replace")
