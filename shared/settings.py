@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     object_ttl_s: int = Field(86_400, gt=0)
     object_chunk_bytes: int = Field(8 * 1024 * 1024, gt=0)
     result_object_threshold_bytes: int = Field(64 * 1024, ge=0)  # larger array results become objects
-    shm_dir: Path = Path("/dev/shm")
     shm_budget_bytes: int | None = Field(None, gt=0)  # None: 80% of /dev/shm's free space at node start
 
     api_host: str = "127.0.0.1"

@@ -18,6 +18,7 @@ from pathlib import Path
 from shared.errors import ShmFull
 
 _TRACK_FLAG = sys.version_info >= (3, 13)
+SHM_DIR = Path("/dev/shm")  # where multiprocessing.shared_memory puts segments on Linux
 
 
 def _open(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:

@@ -1,0 +1,1 @@
+"""The `ferry` admin CLI: one module per command group, assembled in `cli`."""

@@ -1,0 +1,30 @@
+"""`ferry worker`: run one worker node in the foreground."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from shared.logs import configure
+from services.admin.common import handle_errors, settings
+from services.worker.node import Node
+
+
+@handle_errors
+def worker(
+    processes: Annotated[Optional[int], typer.Option("--processes", "-p", help="Worker processes on this node [default: FERRY_PROCESSES, else CPU count].")] = None,
+    queues: Annotated[Optional[str], typer.Option("--queues", "-q", help="Comma-separated queues in priority order [default: FERRY_QUEUES].")] = None,
+) -> None:
+    """Run a worker node: N long-lived processes that run jobs, restarted if they crash.
+
+    SIGTERM or Ctrl-C lets running jobs finish; a second one kills them (their jobs are requeued).
+    The node id is FERRY_NODE_ID (default: the host name); each node has its own shared-memory cache.
+    """
+    config = settings()
+    configure(config.log_level)
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else config.queues
+    config = config.model_copy(update={"queues": queue_list})
+    if processes is not None and processes < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--processes")
+    raise typer.Exit(Node(config, processes or config.processes, queue_list).run())

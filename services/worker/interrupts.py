@@ -1,0 +1,53 @@
+"""Interrupting the running task from a signal: its timeout (SIGALRM) and a cancel request (SIGUSR1).
+
+Worker processes run tasks in their main thread and keep it (no fork per job), so a timeout is the
+signal-based death penalty RQ's SimpleWorker uses. The handler raises only while a task is running.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from shared.errors import JobCanceled, JobTimeout
+
+
+class Interrupts:
+    def __init__(self) -> None:
+        self._armed_job: str | None = None
+        self._timeout_s = 0.0
+        self._cancel_for: str | None = None
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.signal(signal.SIGUSR1, self._on_cancel)
+
+    @contextmanager
+    def armed(self, job_id: str, timeout_s: float) -> Iterator[None]:
+        """Run the body with a deadline; raises JobTimeout or JobCanceled inside it."""
+        self._timeout_s = timeout_s
+        self._cancel_for = None
+        self._armed_job = job_id
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        try:
+            yield
+        finally:
+            self._armed_job = None
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Called from another thread: interrupt the main thread if it runs `job_id`."""
+        if self._armed_job != job_id:
+            return False
+        self._cancel_for = job_id
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        return True
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed_job is not None:
+            raise JobTimeout(f"job exceeded its timeout of {self._timeout_s:g}s and was interrupted")
+
+    def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed_job is not None and self._cancel_for == self._armed_job:
+            raise JobCanceled("job was canceled while running")

@@ -1,0 +1,223 @@
+"""The node supervisor: starts N worker processes, replaces any that die, and cleans up after them.
+
+It owns the node's registration in Redis (`ferry:node:<id>`), its shared-memory namespace
+(`/dev/shm/ferry_<id>_*`, swept at start and at stop), and the reaper. On SIGTERM or SIGINT it lets
+every running job finish; a second signal kills the processes, and their jobs are requeued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import redis
+
+from shared import keys
+from shared.errors import ConfigError
+from shared.objects.segments import SHM_DIR
+from shared.objects.cache import default_budget, sweep_node
+from shared.redis_conn import connect_checked
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.timeutil import unix_now
+from services.worker import process as worker_process
+from services.worker.reaper import reap
+
+log = logging.getLogger("ferry.node")
+
+RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # by consecutive quick crashes of one slot
+QUICK_CRASH_S = 5.0
+
+
+@dataclass
+class Slot:
+    index: int
+    process: BaseProcess | None = None
+    started_at: float = 0.0
+    quick_crashes: int = 0
+    restart_at: float = 0.0
+
+
+class Node:
+    def __init__(self, settings: Settings, processes: int, queues: list[str]) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.queues = queues
+        self.stop_requests = 0
+        self.slots = [Slot(i) for i in range(processes)]
+        self.context = multiprocessing.get_context("fork")  # children inherit warm imports: fast restarts
+
+    def run(self) -> int:
+        self.conn = connect_checked(self.settings)
+        self.redis_url = self.settings.resolved_redis_url()
+        self.scripts = Scripts(self.conn)
+        self.node_id = self.settings.node_id
+        self._refuse_duplicate_node()
+        files, freed = sweep_node(SHM_DIR, self.node_id)
+        if files:
+            log.info("node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", self.node_id, files, freed)
+        self.budget = self.settings.shm_budget_bytes or default_budget(SHM_DIR)
+        self._register()
+        reap(self.conn, self.scripts, self.settings)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info("node %s: starting %d worker processes on queues %s (shm budget %d bytes)",
+                 self.node_id, self.processes, ",".join(self.queues), self.budget)
+        for slot in self.slots:
+            self._start(slot)
+        try:
+            self._supervise()
+        finally:
+            self._shutdown()
+        return 0
+
+    # --- supervision ---
+    def _supervise(self) -> None:
+        next_beat = next_reap = 0.0
+        while self.stop_requests == 0:
+            sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+            wait(sentinels, timeout=0.5)
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.process is not None and not slot.process.is_alive():
+                    self._on_death(slot)
+                if slot.process is None and now >= slot.restart_at and self.stop_requests == 0:
+                    self._start(slot)
+            try:
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + self.settings.heartbeat_interval_s
+                if now >= next_reap:
+                    reap(self.conn, self.scripts, self.settings)
+                    next_reap = now + self.settings.reap_interval_s
+            except redis.RedisError as exc:
+                log.warning("node %s: Redis error (%s); will retry", self.node_id, exc)
+
+    def _start(self, slot: Slot) -> None:
+        process = self.context.Process(
+            target=worker_process.main,
+            args=(self.settings, self.redis_url, slot.index, self.queues, self.budget),
+            name=f"ferry-worker-{slot.index}",
+            daemon=False,
+        )
+        process.start()
+        slot.process, slot.started_at = process, time.monotonic()
+
+    def _on_death(self, slot: Slot) -> None:
+        process = slot.process
+        assert process is not None
+        name = worker_process.worker_name(self.node_id, slot.index, process.pid or 0)
+        code = process.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        slot.process = None
+        self._requeue_current_job(name, process.pid or 0, how)
+        if self.stop_requests:
+            return
+        lived = time.monotonic() - slot.started_at
+        slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_S else 0
+        delay = RESTART_BACKOFF_S[min(slot.quick_crashes, len(RESTART_BACKOFF_S) - 1)]
+        slot.restart_at = time.monotonic() + delay
+        log.warning("node %s: worker process %s (pid %s) %s; restarting in %.1fs", self.node_id, slot.index, process.pid, how, delay)
+
+    def _requeue_current_job(self, name: str, pid: int, how: str) -> None:
+        """A dead process's running job goes back to its queue now, not after the heartbeat deadline."""
+        try:
+            job_id, member, queue = self.conn.hmget(keys.worker(name), "current_job", "current_execution", "current_queue")
+            if job_id and member and queue:
+                reason = f"worker process {pid} died ({how}) while running the job"
+                outcome = worker_process.settle_failure(
+                    self.scripts, job_id.decode(), queue.decode(), member.decode(), reason, reason, True, name, self.settings.failure_ttl_s
+                )
+                log.warning("job %s: %s; %s", job_id.decode(), reason, outcome)
+            worker_process.unregister_worker(self.conn, name, self.queues)
+        except redis.RedisError as exc:
+            log.warning("node %s: could not requeue the job of %s (%s); the reaper will", self.node_id, name, exc)
+
+    # --- registration ---
+    def _refuse_duplicate_node(self) -> None:
+        raw = self.conn.hgetall(keys.node(self.settings.node_id))
+        if raw and raw.get(b"state") != b"stopped":
+            beat = float(raw.get(b"last_heartbeat", 0))
+            if unix_now() - beat < self.settings.abandoned_after_s and raw.get(b"host", b"").decode() == socket.gethostname():
+                pid = int(raw.get(b"pid", 0))
+                if pid != os.getpid() and _alive(pid):
+                    raise ConfigError(
+                        f"node {self.settings.node_id!r} is already running here (pid {pid}); "
+                        "give this node its own FERRY_NODE_ID"
+                    )
+
+    def _register(self) -> None:
+        now = unix_now()
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.delete(keys.node(self.node_id), keys.node_stats(self.node_id))
+        pipe.hset(keys.node(self.node_id), mapping={
+            "host": socket.gethostname(), "pid": os.getpid(), "processes": self.processes,
+            "queues": json.dumps(self.queues), "started_at": now, "last_heartbeat": now, "state": "running",
+            "shm_budget_bytes": self.budget,
+        })
+        pipe.hset(keys.node_stats(self.node_id), mapping={
+            "bytes_from_redis": 0, "bytes_from_shm": 0, "hits": 0, "misses": 0, "evictions": 0, "resident_bytes": 0})
+        pipe.zadd(keys.NODES, {self.node_id: now})
+        pipe.execute()
+
+    def _heartbeat(self) -> None:
+        now = unix_now()
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.hset(keys.node(self.node_id), "last_heartbeat", now)
+        pipe.zadd(keys.NODES, {self.node_id: now})
+        pipe.execute()
+
+    # --- shutdown ---
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requests += 1
+        if self.stop_requests == 1:
+            log.info("node %s: %s received; letting running jobs finish (send again to kill them)",
+                     self.node_id, signal.Signals(signum).name)
+            self._signal_children(signal.SIGTERM)
+        else:
+            log.warning("node %s: killing worker processes; their jobs go back to their queues", self.node_id)
+            self._signal_children(signal.SIGKILL)
+
+    def _signal_children(self, sig: int) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.pid:
+                try:
+                    os.kill(slot.process.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def _shutdown(self) -> None:
+        self._signal_children(signal.SIGTERM)
+        for slot in self.slots:
+            while slot.process is not None:
+                slot.process.join(0.5)
+                if not slot.process.is_alive():
+                    self._on_death(slot)
+        files, freed = sweep_node(SHM_DIR, self.node_id)
+        try:
+            pipe = self.conn.pipeline(transaction=True)
+            pipe.hset(keys.node(self.node_id), mapping={"state": "stopped", "last_heartbeat": unix_now()})
+            pipe.expire(keys.node(self.node_id), 3600)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("node %s: could not record its stop (%s)", self.node_id, exc)
+        log.info("node %s: stopped; freed %d bytes of shared memory", self.node_id, freed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
