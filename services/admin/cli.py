@@ -1,10 +1,11 @@
-"""The `ferry` command: assembles the command groups, one module each."""
+"""The `ferry` command: the composition root. It assembles the admin command groups (one module each)
+and mounts each service's own entry point (`services/<service>/entry.py`); nothing else crosses services."""
 
 from __future__ import annotations
 
 import typer
 
-from services.admin import worker
+from services.worker import entry as worker_entry
 
 app = typer.Typer(
     name="ferry",
@@ -25,7 +26,7 @@ def _root() -> None:
     """Ferry's admin CLI."""
 
 
-app.command("worker")(worker.worker)
+app.command("worker")(worker_entry.worker)
 
 
 def main() -> None:

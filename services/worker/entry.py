@@ -1,4 +1,4 @@
-"""`ferry worker`: run one worker node in the foreground."""
+"""The worker service's entry point, mounted by the admin CLI as `ferry worker`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from shared.logs import configure
-from services.admin.common import handle_errors, settings
+from shared.cli import handle_errors, settings
 from services.worker.node import Node
 
 

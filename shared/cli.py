@@ -1,4 +1,4 @@
-"""What every command shares: exit codes, error reporting, JSON output, and the client."""
+"""CLI helpers every entry point shares (admin CLI, `ferry worker`, `ferry producer`): exit codes, errors, JSON output."""
 
 from __future__ import annotations
 

@@ -1,0 +1,94 @@
+"""Helpers for tests: deadlines instead of sleeps, and worker nodes as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+
+from shared import keys
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.02, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class NodeProcess:
+    """`ferry worker` as a real subprocess (its own process group, so killing it kills its workers too)."""
+
+    def __init__(self, env: dict[str, str], node_id: str, processes: int = 2, queues: str | None = None,
+                 extra_args: list[str] | None = None, command: list[str] | None = None) -> None:
+        self.node_id = node_id
+        self.processes = processes
+        self.env = dict(env, FERRY_NODE_ID=node_id)
+        args = command or [sys.executable, "-m", "services.admin.cli", "worker", "--processes", str(processes)]
+        if queues and not command:
+            args += ["--queues", queues]
+        self.log_path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"ferry-node-{node_id}-{os.getpid()}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args + (extra_args or []), env=self.env, cwd=REPO, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def workers(self, conn: redis.Redis) -> list[str]:
+        names = [k.decode()[len("rq:worker:"):] for k in conn.smembers(keys.RQ_WORKERS)]
+        return sorted(n for n in names if n.startswith(f"{self.node_id}."))
+
+    def wait_ready(self, conn: redis.Redis, timeout: float = 20.0) -> NodeProcess:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node {self.node_id} exited with {self.proc.returncode}:\n{self.output()}")
+            return len(self.workers(conn)) >= self.processes
+        wait_for(ready, timeout, what=f"node {self.node_id} to register {self.processes} workers")
+        return self
+
+    def worker_pids(self, conn: redis.Redis) -> list[int]:
+        return [int(name.rsplit(".", 1)[1]) for name in self.workers(conn)]
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole node: supervisor and worker processes together (what an OOM kill or `docker kill` does)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.terminate()
+        self.kill()  # whatever is left in its group
+        self._log.close()
+
+
+def shm_files(node_id: str) -> list[str]:
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"ferry_{node_id}_"))
