@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ def _root() -> None:
 
 
 app.command("worker")(worker_entry.worker)
+app.command("producer")(producer_entry.producer)
 
 
 def main() -> None:
