@@ -94,7 +94,12 @@ class JobService:
                 return self._result_from_entry(job_id, latest[0][1])
             info = self.status(job_id)  # raises JobNotFound
             remaining = deadline - time.monotonic()
-            if info.status in (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED) or remaining <= 0:
+            if info.status in (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED):
+                latest = self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended since our first read
+                if latest:
+                    return self._result_from_entry(job_id, latest[0][1])
+                return JobResult(id=job_id, status=info.status, ready=False, error=info.error or "its result expired")
+            if remaining <= 0:
                 return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
             block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
             self.conn.xread({stream: "0-0"}, block=block_ms, count=1)
@@ -141,7 +146,7 @@ def job_info(job_id: str, raw: dict[bytes, bytes]) -> JobInfo:
     task = None
     if raw.get(b"data"):
         try:
-            task, _ = wire.decode_data(raw[b"data"])
+            task, _, _ = wire.decode_data(raw[b"data"])
         except Exception:  # noqa: BLE001 - a foreign job still gets a status view
             task = None
     status = field("status") or "unknown"

@@ -54,8 +54,8 @@ def encode_data(task: str, args: dict[str, Any]) -> bytes:
     return json.dumps([task, None, [], args], separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_data(raw: bytes) -> tuple[str, dict[str, Any]]:
-    """(task name, args) from a job's `data`; InvalidRequest for anything but Ferry/RQ-JSON (never unpickles)."""
+def decode_data(raw: bytes) -> tuple[str, list[Any], dict[str, Any]]:
+    """(function name, positional args, named args) from a job's `data`; refuses anything but JSON (never unpickles)."""
     try:
         raw = zlib.decompress(raw)
     except zlib.error:
@@ -64,11 +64,9 @@ def decode_data(raw: bytes) -> tuple[str, dict[str, Any]]:
         func, _instance, positional, kwargs = json.loads(raw)
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise InvalidRequest("job data is not Ferry's JSON format (pickled RQ jobs are refused); enqueue it through Ferry") from exc
-    if not isinstance(func, str) or not isinstance(kwargs, dict):
+    if not isinstance(func, str) or not isinstance(kwargs, dict) or not isinstance(positional, list):
         raise InvalidRequest("job data names no task; enqueue it through Ferry")
-    if positional:
-        raise InvalidRequest(f"job for {func!r} passes positional args; Ferry tasks take named args only")
-    return func, kwargs
+    return func, positional, kwargs
 
 
 def _short(args: dict[str, Any], limit: int = 80) -> str:

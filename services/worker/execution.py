@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from shared import wire
+from shared.errors import InvalidRequest
 from shared.objects.cache import NodeCache
 from shared.objects.ref import normalize, ref_for
 from shared.objects.store import ObjectStore
@@ -47,8 +48,10 @@ class Executor:
 
     def run(self, job: ClaimedJob) -> bytes:
         """The job's result as JSON bytes; raises the task's error (or a FerryError) on failure."""
-        task_name, args = wire.decode_data(job.data)
-        spec = self.tasks.get(task_name)
+        task_name, positional, args = wire.decode_data(job.data)
+        spec = self.tasks.get(task_name)  # the allow-list: nothing outside the registry is imported or run
+        if positional:
+            raise InvalidRequest(f"task {task_name!r} takes named args only; this job passes positional ones")
         validated = spec.validate(args)
         with self.interrupts.armed(job.id, job.timeout_s):
             arrays = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}

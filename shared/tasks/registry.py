@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import inspect
 import logging
 from collections.abc import Callable, Iterable
@@ -122,7 +124,13 @@ task = registry.task
 
 
 def load_tasks(modules: Iterable[str] = ()) -> TaskRegistry:
-    """Import the built-in examples and the user's task modules (FERRY_TASK_MODULES); returns the registry."""
+    """Import the built-in examples and the user's task modules (FERRY_TASK_MODULES); returns the registry.
+
+    The working directory is importable, as with `rq worker --path .`, so `ferry worker` run from a
+    project finds `myapp.tasks` without installing it.
+    """
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in (*BUILTIN_MODULES, *modules):
         try:
             importlib.import_module(module)
