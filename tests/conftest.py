@@ -99,5 +99,5 @@ def start_node(env: dict[str, str], conn: redis.Redis) -> Iterator[Callable[...,
     for node in started:
         node.close()
     for node in started:
-        for name in shm_files(node.node_id):  # a crashed test must not leak memory either
+        for name in shm_files(node.node_id, locks=True):  # a crashed test must not leak memory either
             os.unlink(f"/dev/shm/{name}")

@@ -43,3 +43,11 @@ def flaky(marker: str) -> str:
         open(marker, "w").close()
         raise RuntimeError("first attempt fails")
     return "ok"
+
+
+@task("test.hold")
+def hold(data: Array, seconds: float) -> list[float]:
+    """Sum the view, wait (while other jobs may evict the object), and sum it again."""
+    first = float(data.sum())
+    time.sleep(seconds)
+    return [first, float(data.sum())]

@@ -67,6 +67,7 @@ class Node:
             log.info("node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", self.node_id, files, freed)
         self.budget = self.settings.shm_budget_bytes or default_budget(SHM_DIR)
         self._register()
+        self._forget_dead_workers()
         reap(self.conn, self.scripts, self.settings)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -168,6 +169,14 @@ class Node:
             "bytes_from_redis": 0, "bytes_from_shm": 0, "hits": 0, "misses": 0, "evictions": 0, "resident_bytes": 0})
         pipe.zadd(keys.NODES, {self.node_id: now})
         pipe.execute()
+
+    def _forget_dead_workers(self) -> None:
+        """Unregister worker processes an earlier run of this node left behind when it was killed."""
+        prefix = keys.worker(f"{self.node_id}.")
+        for raw in self.conn.smembers(keys.RQ_WORKERS):
+            key = raw.decode()
+            if key.startswith(prefix) and not _alive(int(key.rsplit(".", 1)[1])):
+                worker_process.unregister_worker(self.conn, key[len(keys.worker("")) :], self.queues)
 
     def _heartbeat(self) -> None:
         now = unix_now()

@@ -127,20 +127,24 @@ class WorkerProcess:
         except BaseException as exc:  # noqa: BLE001 - every failure is settled, none is lost
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 self.stopping.set()
+            self._flush_cache_stats(self.conn.pipeline(transaction=False)).execute()
             self._settle_failure(job, exc)
         else:
             self._finish(job, payload, started)
         finally:
             self.cache.release_stale()
-            self._flush_cache_stats()
 
     def _finish(self, job: ClaimedJob, payload: bytes, started: float) -> None:
+        """Record the result, with the job's cache counters, in one round trip (counters land before the result shows)."""
         ended = unix_now()
+        pipe = self._flush_cache_stats(self.conn.pipeline(transaction=False))
         self.scripts.finish(
             keys=[keys.job(job.id), keys.started(job.queue), keys.finished(job.queue), keys.results(job.id), self.key],
             args=[job.member, rq_now(), job.result_ttl_s, ended + job.result_ttl_s, wire.b64(payload), self.name,
                   job.execution_id, started, ended, job.id],
+            client=pipe,
         )
+        pipe.execute()
         log.debug("worker %s: %s finished", self.name, job.id)
 
     def _settle_failure(self, job: ClaimedJob, exc: BaseException) -> None:
@@ -152,16 +156,15 @@ class WorkerProcess:
         self.conn.hincrby(self.key, "failed_job_count", 1)
         log.info("worker %s: job %s %s: %s", self.name, job.id, outcome, short)
 
-    def _flush_cache_stats(self) -> None:
+    def _flush_cache_stats(self, pipe: redis.client.Pipeline) -> redis.client.Pipeline:
+        """Queue the node cache counters this job produced onto `pipe` (nothing when it used no object)."""
         counters = self.cache.drain_counters()
-        if not counters:
-            return
-        pipe = self.conn.pipeline(transaction=False)
-        stats_key = keys.node_stats(self.settings.node_id)
-        for name, value in counters.items():
-            pipe.hincrby(stats_key, name, value)
-        pipe.hset(stats_key, "resident_bytes", self.cache.resident_bytes())
-        pipe.execute()
+        if counters:
+            stats_key = keys.node_stats(self.settings.node_id)
+            for name, value in counters.items():
+                pipe.hincrby(stats_key, name, value)
+            pipe.hset(stats_key, "resident_bytes", self.cache.resident_bytes())
+        return pipe
 
     # --- side thread: heartbeat, wake-ups, cancel requests ---
     def _subscribe(self) -> redis.client.PubSub:
