@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+import socket
 from typing import Any
 
 import numpy as np
@@ -99,26 +99,39 @@ class ObjectStore:
         )
 
     def read_into(self, ref: ObjectRef, buffer: memoryview) -> int:
-        """Copy the object's bytes into `buffer` (e.g. a shared-memory segment); returns bytes read."""
+        """Copy the object's bytes straight into `buffer` (e.g. a shared-memory segment); returns bytes read.
+
+        The chunks are received with `recv_into` directly into the buffer: no intermediate bytes object,
+        one copy from the socket to their final place.
+        """
         meta = self._meta(ref.id)
-        chunk_bytes, nchunks = int(meta["chunk_bytes"]), int(meta["chunks"])
-        offset = 0
-        for chunk in self._chunks(ref.id, nchunks, chunk_bytes):
-            buffer[offset : offset + len(chunk)] = chunk
-            offset += len(chunk)
+        nchunks = int(meta["chunks"])
+        pool = self.conn.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.connect()
+            reader = _BulkReader(connection._sock)  # type: ignore[attr-defined]
+            offset = 0
+            for first in range(0, nchunks, CHUNKS_PER_ROUND_TRIP):
+                batch = range(first, min(first + CHUNKS_PER_ROUND_TRIP, nchunks))
+                connection.send_packed_command(connection.pack_commands([("GET", keys.object_chunk(ref.id, i)) for i in batch]))
+                missing = None
+                for index in batch:
+                    got = reader.read_bulk_into(buffer[offset:])
+                    if got < 0:
+                        missing = index
+                    else:
+                        offset += got
+                if missing is not None:
+                    raise ObjectNotFound(f"object {ref.id}: chunk {missing} has expired or was deleted; put it again")
+        except BaseException:
+            connection.disconnect()  # its stream position is unknown now
+            raise
+        finally:
+            pool.release(connection)
         if offset != ref.nbytes:
             raise ObjectNotFound(f"object {ref.id} is incomplete in Redis ({offset} of {ref.nbytes} bytes); put it again")
         return offset
-
-    def _chunks(self, object_id: str, nchunks: int, chunk_bytes: int) -> Iterator[bytes]:
-        for first in range(0, nchunks, CHUNKS_PER_ROUND_TRIP):
-            pipe = self.conn.pipeline(transaction=False)
-            for index in range(first, min(first + CHUNKS_PER_ROUND_TRIP, nchunks)):
-                pipe.get(keys.object_chunk(object_id, index))
-            for index, chunk in enumerate(pipe.execute(), start=first):
-                if chunk is None:
-                    raise ObjectNotFound(f"object {object_id}: chunk {index} has expired or was deleted; put it again")
-                yield chunk
 
     def get(self, ref_or_id: ObjectRef | str) -> np.ndarray | bytes:
         """The object as a new numpy array (arrays) or bytes (blobs), read from Redis."""
@@ -165,3 +178,50 @@ class ObjectStore:
         if gone:
             self.conn.zrem(keys.OBJECTS, *gone)
         return gone
+
+
+class _BulkReader:
+    """Reads RESP bulk replies ($<n>\\r\\n<data>\\r\\n) from a socket, the data straight into a caller's buffer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pending = bytearray()
+
+    def read_bulk_into(self, dest: memoryview) -> int:
+        """Read one reply into `dest`; its length, or -1 for a nil (missing key)."""
+        header = self._line()
+        if header[:1] == b"-":
+            raise redis.ResponseError(header[1:].decode(errors="replace"))
+        size = int(header[1:])
+        if size < 0:
+            return -1
+        if size > len(dest):
+            raise ObjectNotFound(f"a chunk is larger than the object's declared size ({size} > {len(dest)} bytes left)")
+        taken = min(len(self.pending), size)
+        dest[:taken] = self.pending[:taken]
+        del self.pending[:taken]
+        while taken < size:
+            received = self.sock.recv_into(dest[taken:size])
+            if received == 0:
+                raise redis.ConnectionError("Redis closed the connection mid-reply")
+            taken += received
+        self._take(2)  # the CRLF after the data
+        return size
+
+    def _line(self) -> bytes:
+        while (end := self.pending.find(b"\r\n")) < 0:
+            self._fill()
+        line = bytes(self.pending[:end])
+        del self.pending[: end + 2]
+        return line
+
+    def _take(self, count: int) -> None:
+        while len(self.pending) < count:
+            self._fill()
+        del self.pending[:count]
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise redis.ConnectionError("Redis closed the connection mid-reply")
+        self.pending += data
