@@ -166,6 +166,13 @@ def job_info(job_id: str, raw: dict[bytes, bytes]) -> JobInfo:
         worker=field("worker_name"),
         error=field("ferry_error"),
         retries_left=int(field("retries_left")) if field("retries_left") else None,
-        attempts=int(field("number_of_retries") or 0) + (0 if status == JobStatus.QUEUED and not field("started_at") else 1),
+        attempts=_attempts(status, int(field("number_of_retries") or 0), bool(field("started_at"))),
         timeout_s=int(float(field("timeout"))) if field("timeout") else None,
     )
+
+
+def _attempts(status: JobStatus | str, retries_used: int, ever_started: bool) -> int:
+    """Executions so far: one per retry consumed, plus the current or last one unless the job waits to run."""
+    if status == JobStatus.QUEUED or not ever_started:
+        return retries_used
+    return retries_used + 1

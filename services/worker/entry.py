@@ -13,8 +13,8 @@ from services.worker.node import Node
 
 @handle_errors
 def worker(
-    processes: Annotated[Optional[int], typer.Option("--processes", "-p", help="Worker processes on this node [default: FERRY_PROCESSES, else CPU count].")] = None,
-    queues: Annotated[Optional[str], typer.Option("--queues", "-q", help="Comma-separated queues in priority order [default: FERRY_QUEUES].")] = None,
+    processes: Annotated[Optional[int], typer.Option("--processes", "-p", help="Worker processes on this node (default: FERRY_PROCESSES, else the CPU count).")] = None,
+    queues: Annotated[Optional[str], typer.Option("--queues", "-q", help="Comma-separated queues in priority order (default: FERRY_QUEUES).")] = None,
 ) -> None:
     """Run a worker node: N long-lived processes that run jobs, restarted if they crash.
 
