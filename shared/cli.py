@@ -6,14 +6,16 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
+import redis
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 
 from shared.client import Client
 from shared.errors import FerryError
+from shared.redis_conn import unavailable
 from shared.settings import Settings, get_settings
 
 # Exit codes (documented in README.md and `ferry --help`):
@@ -41,10 +43,16 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except FerryError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            _fail(exc)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            _fail(unavailable(get_settings().redis_url or "the configured server", exc))
 
     return wrapper
+
+
+def _fail(exc: FerryError) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code) from None
 
 
 def settings() -> Settings:

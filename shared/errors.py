@@ -10,9 +10,11 @@ FerryError
 │   └── ObjectNotFound     no object with that id (or it expired)     (exit 4, HTTP 404)
 ├── InvalidArgs            a task's arguments fail validation         (exit 2, HTTP 422)
 ├── InvalidRequest         any other malformed input                  (exit 2, HTTP 400)
+│   └── UnsupportedMediaType  a body of a type the route does not read (HTTP 415)
 ├── Conflict               the job is in a state that forbids it      (exit 5, HTTP 409)
 ├── ObjectTooLarge         over a configured size limit               (exit 2, HTTP 413)
 ├── ShmFull                no room in the node's shared memory        (exit 6, HTTP 507)
+├── RedisFull              Redis refused a write at its maxmemory     (exit 6, HTTP 507)
 └── JobExecutionError      raised inside a worker while running a job (never leaves the worker)
     ├── JobTimeout
     └── JobCanceled
@@ -91,6 +93,12 @@ class InvalidRequest(FerryError):
     http_status = 400
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """The body's Content-Type is not one the route reads."""
+
+    http_status = 415
+
+
 class Conflict(FerryError):
     """The job's state forbids the operation (e.g. cancelling a finished job)."""
 
@@ -107,6 +115,13 @@ class ObjectTooLarge(FerryError):
 
 class ShmFull(FerryError):
     """The node's shared memory cannot hold the object."""
+
+    exit_code = 6
+    http_status = 507
+
+
+class RedisFull(FerryError):
+    """Redis refused a write because it reached its maxmemory."""
 
     exit_code = 6
     http_status = 507

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from shared import keys, wire
-from shared.errors import Conflict, JobNotFound
+from shared.errors import Conflict, FerryError, JobNotFound
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -61,7 +61,15 @@ class JobService:
 
     def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         """Validate every job first (all or nothing), then enqueue them in pipelined batches."""
-        prepared = [self._enqueue_args(request) for request in requests]
+        prepared = []
+        for index, request in enumerate(requests):
+            try:
+                prepared.append(self._enqueue_args(request))
+            except FerryError as exc:
+                exc.details["index"] = index
+                exc.message = f"jobs[{index}]: {exc.message}; no job was enqueued"
+                exc.args = (exc.message,)
+                raise
         replies: list[Any] = []
         for start in range(0, len(prepared), SUBMIT_BATCH):
             pipe = self.conn.pipeline(transaction=False)
@@ -131,12 +139,12 @@ class JobService:
     def cancel(self, job_id: str) -> JobInfo:
         """Cancel a queued job, or interrupt a running one; Conflict if it already ended."""
         score = unix_now() + self.settings.failure_ttl_s
-        (outcome,) = self.scripts.cancel(keys=[keys.job(job_id)], args=[job_id, rq_now(), self.settings.failure_ttl_s, score])
-        outcome = outcome.decode()
+        outcome, *state = (part.decode() for part in self.scripts.cancel(
+            keys=[keys.job(job_id)], args=[job_id, rq_now(), self.settings.failure_ttl_s, score]))
         if outcome == "missing":
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
-        if outcome not in ("canceled", "canceling"):
-            raise Conflict(f"job {job_id} is already {outcome}; only queued or running jobs can be cancelled")
+        if outcome == "already":
+            raise Conflict(f"job {job_id} is already {state[0]}; only queued or running jobs can be cancelled")
         return self.status(job_id)
 
 

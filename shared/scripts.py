@@ -115,7 +115,7 @@ if f[1] == 'started' then
   redis.call('PUBLISH', 'ferry:control:' .. f[3], 'cancel ' .. ARGV[1])
   return {'canceling'}
 end
-return {f[1]}
+return {'already', f[1]}
 """
 
 

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("node_id")
     @classmethod
     def _check_node_id(cls, value: str) -> str:

@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Optional
 
 import typer
+import uvicorn
 
-from shared.cli import handle_errors
+from shared.cli import handle_errors, settings
+from shared.logs import configure
+from shared.tasks import load_tasks
+from services.producer.app import create_app
+from services.producer.deps import api_token
+
+log = logging.getLogger("ferry.producer")
+
+GRACEFUL_SHUTDOWN_S = 10  # long-polls are cut after this; their clients simply ask again
 
 
 @handle_errors
 def producer(
-    host: Annotated[Optional[str], typer.Option(help="Interface to listen on [default: FERRY_API_HOST].")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to listen on [default: FERRY_API_PORT].")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Interface to listen on (default: FERRY_API_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port to listen on (default: FERRY_API_PORT).")] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
-    raise NotImplementedError("being built")
+    config = settings()
+    configure(config.log_level)
+    # Fail here, as one line and an exit code, rather than with a traceback from inside uvicorn's startup.
+    config.resolved_redis_url()
+    load_tasks(config.task_modules)
+    host = host or config.api_host
+    port = port or config.api_port
+    debug = config.log_level.upper() == "DEBUG"
+    if not debug:
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our line below says where we listen
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    log.info("API at %s, docs at %s/docs", base, base)
+    if api_token(config) is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("FERRY_API_TOKEN is not set, so anyone who can reach %s can submit jobs", base)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_config=None,  # keep Ferry's log format (shared.logs); uvicorn's loggers propagate to it
+        access_log=debug,  # one line per request is for debugging, not for the hot path
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )

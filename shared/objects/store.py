@@ -15,7 +15,7 @@ import numpy as np
 import redis
 
 from shared import keys
-from shared.errors import ObjectNotFound
+from shared.errors import ObjectNotFound, RedisFull
 from shared.objects.ref import ObjectKind, ObjectRef, normalize, ref_for
 from shared.timeutil import unix_now
 
@@ -45,6 +45,21 @@ class ObjectStore:
         if self.conn.exists(keys.object_meta(ref.id)) and self._refresh_ttl(ref.id, nchunks, ttl):
             log.debug("object %s: already stored, TTL refreshed", ref.id)
             return
+        try:
+            self._write(ref, array, nchunks, ttl)
+        except redis.ResponseError as exc:
+            if not _is_oom(exc):
+                raise
+            if not self.conn.exists(keys.object_meta(ref.id)):  # chunks of an incomplete copy would pin memory until their TTL
+                self.conn.delete(*(keys.object_chunk(ref.id, i) for i in range(nchunks)))
+            raise RedisFull(
+                f"Redis is out of memory and refused an object of {ref.nbytes} bytes ({exc}); delete objects you no "
+                "longer need (`ferry objects rm`), shorten FERRY_OBJECT_TTL_S, or raise the server's maxmemory"
+            ) from exc
+        log.info("object %s: stored %d bytes in %d chunks, ttl %ds", ref.id, ref.nbytes, nchunks, ttl)
+
+    def _write(self, ref: ObjectRef, array: np.ndarray, nchunks: int, ttl: int) -> None:
+        """Chunks first, the meta hash last: a reader never sees an incomplete object."""
         raw = memoryview(array).cast("B") if ref.nbytes else memoryview(b"")
         pipe = self.conn.pipeline(transaction=False)
         for index in range(nchunks):
@@ -68,7 +83,6 @@ class ObjectStore:
         pipe.expire(keys.object_meta(ref.id), ttl)
         pipe.zadd(keys.OBJECTS, {ref.id: unix_now()})
         pipe.execute()
-        log.info("object %s: stored %d bytes in %d chunks, ttl %ds", ref.id, ref.nbytes, nchunks, ttl)
 
     def _refresh_ttl(self, object_id: str, nchunks: int, ttl: int) -> bool:
         """Extend every key of a stored object; False when a chunk is already gone (then rewrite it)."""
@@ -225,3 +239,8 @@ class _BulkReader:
         if not data:
             raise redis.ConnectionError("Redis closed the connection mid-reply")
         self.pending += data
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """Redis's refusal of a write over maxmemory (redis-py strips the "OOM" prefix when it maps the class)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM")

@@ -1,0 +1,51 @@
+"""What the service knows about itself: tasks, queues, nodes, and the health check."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from shared.models import NodeInfo, QueueInfo, TaskInfo
+from shared.redis_conn import ping
+from services.producer.deps import ClientDep
+from services.producer.schemas import Health, errors
+
+router = APIRouter(prefix="/v1", tags=["service"])
+health_router = APIRouter(tags=["service"])
+
+
+@router.get(
+    "/tasks",
+    response_model=list[TaskInfo],
+    summary="Registered tasks and their input schemas",
+    description="The tasks this producer accepts (FERRY_TASK_MODULES plus the built-in examples); "
+    "`input_schema` is the JSON Schema a job's `args` must satisfy.",
+)
+def tasks(client: ClientDep) -> list[TaskInfo]:
+    return [TaskInfo(name=s.name, description=s.description, input_schema=s.input_schema()) for s in client.tasks.specs()]
+
+
+@router.get("/queues", response_model=list[QueueInfo], summary="Queues and their job counts", responses=errors())
+def queues(client: ClientDep) -> list[QueueInfo]:
+    return client.admin.queues()
+
+
+@router.get(
+    "/nodes",
+    response_model=list[NodeInfo],
+    summary="Worker nodes",
+    description="Every node that registered, with `alive` false once its heartbeat is older than FERRY_ABANDONED_AFTER_S.",
+)
+def nodes(client: ClientDep) -> list[NodeInfo]:
+    return client.admin.nodes()
+
+
+@health_router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Liveness and Redis reachability (no token needed)",
+    responses=errors(503),
+)
+def healthz(request: Request) -> Health:
+    # A connection of its own, without retries and with short time-outs: a health check must answer fast.
+    ping(request.app.state.health_conn, request.app.state.client.url)
+    return Health()
