@@ -8,7 +8,7 @@ import socket
 import redis
 
 from shared import keys
-from shared.errors import InvalidRequest
+from shared.errors import NotFound
 from shared.jobs import job_info
 from shared.models import JobInfo, JobStatus, NodeInfo, QueueInfo, WorkerInfo
 from shared.settings import Settings
@@ -85,7 +85,7 @@ class Admin:
     def purge(self, queue: str) -> int:
         """Drop every queued job of a queue (running jobs finish); returns how many were dropped."""
         if not self.conn.sismember(keys.RQ_QUEUES, keys.queue(queue)) and queue not in self.settings.queues:
-            raise InvalidRequest(f"no queue named {queue!r}; queues: {', '.join(self.queue_names())}")
+            raise NotFound(f"no queue named {queue!r}; queues: {', '.join(self.queue_names())}")
         ids = self.conn.lrange(keys.queue(queue), 0, -1)
         pipe = self.conn.pipeline(transaction=True)
         pipe.delete(keys.queue(queue))
@@ -143,6 +143,7 @@ class Admin:
                     started_at=float(d.get("started_at", 0)),
                     last_heartbeat=beat,
                     alive=d.get("state") != "stopped" and now - beat < self.settings.abandoned_after_s,
+                    state=d.get("state", "running"),
                     shm_budget_bytes=int(d.get("shm_budget_bytes", 0)),
                     stats={k.decode(): int(v) for k, v in stats.items()},
                 )

@@ -12,6 +12,7 @@ import redis
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from shared.client import Client
 from shared.errors import FerryError
@@ -44,14 +45,21 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except FerryError as exc:
             _fail(exc)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            _fail(unavailable(get_settings().redis_url or "the configured server", exc))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # from Admin, ObjectStore or raw commands
+            _fail(unavailable(_redis_url(), exc))
 
     return wrapper
 
 
+def _redis_url() -> str:
+    try:
+        return get_settings().resolved_redis_url()
+    except FerryError:
+        return "the configured server"
+
+
 def _fail(exc: FerryError) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code) from None
 
 

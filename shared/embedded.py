@@ -75,7 +75,10 @@ class EmbeddedRedis:
                 "--maxmemory-policy", "noeviction", "--protected-mode", "yes", "--loglevel", "warning",
                 "--logfile", str(self.data_dir / "server.log"),
             ]
-            self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
+            # Its own session: a terminal's Ctrl-C reaches our process, which stops the server last, after
+            # the workers have recorded their jobs; die_with_parent still ends it if we are killed.
+            self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            preexec_fn=die_with_parent, start_new_session=True)
             if self._wait_ready():
                 return self
             self.stop()

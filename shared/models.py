@@ -117,6 +117,7 @@ class NodeInfo(BaseModel):
     started_at: float
     last_heartbeat: float
     alive: bool
+    state: str = "running"  # "stopped" after a clean shutdown
     shm_budget_bytes: int
     stats: dict[str, int] = Field(default_factory=dict)
 

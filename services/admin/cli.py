@@ -3,10 +3,14 @@ and mounts each service's own entry point (`services/<service>/entry.py`); nothi
 
 from __future__ import annotations
 
+import os
+
 import typer
 
+from services.admin import demo, health, jobs, objects, queues, tasks, up
 from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
+from shared.cli import console, err_console
 
 app = typer.Typer(
     name="ferry",
@@ -22,17 +26,39 @@ app = typer.Typer(
 )
 
 
+PIPE_WIDTH = 200  # columns when stdout is not a terminal: no table squeezed to 80, one line per row for grep
+
+
 @app.callback()
 def _root() -> None:
     """Ferry's admin CLI."""
+    for output in (console, err_console):
+        if not output.is_terminal and "COLUMNS" not in os.environ:
+            output.width = PIPE_WIDTH
 
 
+# Jobs, one at a time.
+app.command("submit")(jobs.submit)
+app.command("status")(jobs.status)
+app.command("result")(jobs.result)
+app.command("cancel")(jobs.cancel)
+# Queues, nodes and many jobs.
+app.command("info")(queues.info)
+app.command("jobs")(queues.jobs)
+app.command("requeue")(queues.requeue)
+app.command("purge")(queues.purge)
+app.command("tasks")(tasks.tasks)
+app.add_typer(objects.app, name="objects")
+app.command("health")(health.health)
+# Running Ferry.
+app.command("up")(up.up)
+app.command("demo")(demo.demo)
 app.command("worker")(worker_entry.worker)
 app.command("producer")(producer_entry.producer)
 
 
 def main() -> None:
-    app()
+    app(prog_name="ferry")  # also under `python -m services.admin.cli`, as `ferry up` starts the node
 
 
 if __name__ == "__main__":

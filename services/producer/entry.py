@@ -6,13 +6,10 @@ import logging
 from typing import Annotated, Optional
 
 import typer
-import uvicorn
 
 from shared.cli import handle_errors, settings
 from shared.logs import configure
 from shared.tasks import load_tasks
-from services.producer.app import create_app
-from services.producer.deps import api_token
 
 log = logging.getLogger("ferry.producer")
 
@@ -25,6 +22,11 @@ def producer(
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port to listen on (default: FERRY_API_PORT).")] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn  # here, not at import: every other `ferry` command starts faster without it
+
+    from services.producer.app import create_app
+    from services.producer.deps import api_token
+
     config = settings()
     configure(config.log_level)
     # Fail here, as one line and an exit code, rather than with a traceback from inside uvicorn's startup.

@@ -1,0 +1,194 @@
+"""One job at a time: `ferry submit`, `status`, `result`, `cancel`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from services.admin.common import command, esc, fail, invalid, note, open_client, styled_status, write_json
+from shared.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PENDING, console, print_json
+from shared.client import Client
+from shared.errors import InvalidRequest
+from shared.models import JobInfo, JobRequest, JobResult, JobStatus
+
+OBJECT_ARG_PREFIX = "@obj:"  # `--arg data=@obj:<id>` passes a stored object by id
+
+
+def parse_args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
+    """Task args from `--json '{...}'` and `--arg k=v` (v as JSON when it parses, else the string); --arg wins."""
+    args: dict[str, Any] = {}
+    if args_json is not None:
+        try:
+            args = json.loads(args_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"--json is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+        if not isinstance(args, dict):
+            raise InvalidRequest(f"--json must be a JSON object like '{{\"value\": 1}}', not a {type(args).__name__}")
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InvalidRequest(f"--arg {pair!r}: write it as NAME=VALUE, e.g. --arg n=3 or --arg text=hello")
+        try:
+            args[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            args[name] = raw
+    return args
+
+
+def resolve_objects(client: Client, args: dict[str, Any]) -> dict[str, Any]:
+    """Replace `@obj:<id>` values by the stored object's reference (ObjectNotFound if it does not exist)."""
+    resolved = {}
+    for name, value in args.items():
+        if isinstance(value, str) and value.startswith(OBJECT_ARG_PREFIX):
+            value = client.objects.ref(value[len(OBJECT_ARG_PREFIX) :].strip()).model_dump(mode="json")
+        resolved[name] = value
+    return resolved
+
+
+@command
+def submit(
+    task: Annotated[str, typer.Argument(help="Registered task name (see `ferry tasks`).")],
+    arg: Annotated[Optional[list[str]], typer.Option("--arg", "-a", metavar="NAME=VALUE", help="A task argument; VALUE is JSON when it parses (3, [1,2], true), else a string; @obj:ID passes a stored object.")] = None,
+    args_json: Annotated[Optional[str], typer.Option("--json", metavar="JSON", help="All arguments as one JSON object; --arg values override its keys.")] = None,
+    queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Queue (default: FERRY_DEFAULT_QUEUE).")] = None,
+    timeout: Annotated[Optional[int], typer.Option("--timeout", help="Seconds the job may run (default: FERRY_JOB_TIMEOUT_S).")] = None,
+    retries: Annotated[Optional[int], typer.Option("--retries", help="Extra attempts after a failure (default: FERRY_DEFAULT_RETRIES).")] = None,
+    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="Submitting the same key again returns the first job.")] = None,
+    wait: Annotated[Optional[float], typer.Option("--wait", "-w", metavar="SECONDS", min=0, help="Wait up to this long for the result and print it.")] = None,
+    json_output: Annotated[bool, typer.Option("--json-output", help="Print JSON (the submission, or the result with --wait).")] = False,
+) -> None:
+    """Submit a job and print its id; with --wait, print its result (exit 1 if it failed, 7 if still pending)."""
+    with open_client() as client:
+        args = resolve_objects(client, parse_args(arg or [], args_json))
+        try:
+            request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout, retries=retries,
+                                 idempotency_key=idempotency_key)
+        except ValidationError as exc:
+            raise invalid(exc, "job") from exc
+        submitted = client.submit_request(request)
+        if wait is None:
+            if json_output:
+                print_json(submitted)
+            else:
+                print(submitted.id)
+                if submitted.duplicate:
+                    note(f"idempotency key {idempotency_key!r} matched this earlier job ({_status_text(submitted.status)})")
+            return
+        if not json_output:
+            note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait:g}s")
+        raise typer.Exit(show_result(client.result(submitted.id, wait_s=wait), json_output, waited_s=wait))
+
+
+@command
+def status(
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+) -> None:
+    """Show a job's state: task, queue, status, attempts, times, worker, error."""
+    with open_client() as client:
+        info = client.status(job_id)
+        if json_output:
+            print_json(info)
+            return
+        console.print(job_table(info))
+        if info.status == JobStatus.FAILED:
+            trace = client.jobs.traceback(job_id)
+            if trace and trace.strip() != (info.error or "").strip():
+                console.print("[bold]traceback[/bold]")
+                console.print(trace.rstrip(), highlight=False, markup=False)
+
+
+@command
+def result(
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
+    wait: Annotated[float, typer.Option("--wait", "-w", metavar="SECONDS", min=0, help="Wait up to this long for the job to end.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Print a job's result (exit 1 if it failed or was cancelled, 7 if not done yet)."""
+    with open_client() as client:
+        raise typer.Exit(show_result(client.result(job_id, wait_s=wait), json_output, waited_s=wait))
+
+
+@command
+def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB_ID")]) -> None:
+    """Cancel a queued job, or interrupt a running one (exit 5 if it already ended)."""
+    with open_client() as client:
+        info = client.cancel(job_id)
+    if info.status == JobStatus.CANCELED:
+        console.print(f"job {job_id} canceled", highlight=False)
+    else:
+        console.print(f"job {job_id} is running; its worker was told to stop it (`ferry status {job_id}` shows when it has)",
+                      highlight=False)
+
+
+def show_result(res: JobResult, json_output: bool, waited_s: float = 0) -> int:
+    """Print a result and return the exit code: 0 finished, 1 failed or canceled, 4 result expired, 7 pending."""
+    code = result_exit_code(res)
+    if json_output:
+        print_json(res)
+        return code
+    if code == EXIT_OK:
+        ref = res.object_ref()
+        if ref is None:
+            write_json(res.value)
+        else:
+            shape = "x".join(str(n) for n in ref.shape) or "scalar"
+            print(f"object {ref.id} ({ref.kind.value}, {ref.dtype}, shape {shape}, {ref.nbytes} bytes)")
+            note(f"the result is a stored object; fetch it with: ferry objects get {ref.id} -o result.npy")
+        return code
+    if code == EXIT_PENDING:
+        after = f" after waiting {waited_s:g}s" if waited_s else ""
+        state = "running" if res.status == JobStatus.STARTED else _status(res)
+        fail(f"job {res.id} is still {state}{after}; try `ferry result {res.id} --wait 30`",
+             EXIT_PENDING, style="yellow", prefix="pending: ")
+    if code == EXIT_NOT_FOUND:
+        fail(f"job {res.id} finished but its result has expired (FERRY_RESULT_TTL_S)", code)
+    fail(f"job {res.id} {_status(res)}: {res.error or 'no error recorded'}", code)
+
+
+def result_exit_code(res: JobResult) -> int:
+    status = JobStatus(res.status) if res.status in JobStatus._value2member_map_ else None
+    if res.ready:
+        return EXIT_OK if status is JobStatus.FINISHED else EXIT_FAILED
+    if status is JobStatus.FINISHED:
+        return EXIT_NOT_FOUND
+    if status in (JobStatus.FAILED, JobStatus.CANCELED):
+        return EXIT_FAILED
+    return EXIT_PENDING
+
+
+def job_table(info: JobInfo) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows = [
+        ("id", info.id), ("task", info.task), ("queue", info.queue), ("status", styled_status(info.status)),
+        ("attempts", str(info.attempts)), ("retries left", _text(info.retries_left)), ("timeout", f"{info.timeout_s}s" if info.timeout_s else "-"),
+        ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
+        ("ended", _when(info.ended_at)), ("worker", info.worker), ("error", info.error),
+    ]
+    for name, value in rows:
+        if value not in (None, ""):
+            grid.add_row(name, value if name == "status" else esc(value))
+    return grid
+
+
+def _status_text(status: JobStatus | str) -> str:
+    return status.value if isinstance(status, JobStatus) else str(status)
+
+
+def _status(res: JobResult) -> str:
+    return _status_text(res.status)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _when(moment: Any) -> str | None:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else None

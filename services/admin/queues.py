@@ -1,0 +1,158 @@
+"""Queues, nodes and many jobs at once: `ferry info`, `jobs`, `requeue`, `purge`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from services.admin.common import ago, command, esc, styled_status, fail, note, open_client, short, table, write_json
+from shared.cli import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, console, human_bytes, print_json
+from shared.client import Client
+from shared.errors import InvalidRequest, JobNotFound
+from shared.models import JobStatus, NodeInfo
+from shared.redis_conn import redact
+
+CACHE_COUNTERS = ("bytes_from_redis", "bytes_from_shm", "hits", "misses", "evictions", "resident_bytes")
+
+
+@command
+def info(json_output: Annotated[bool, typer.Option("--json", help="Print everything as one JSON document.")] = False) -> None:
+    """Show queues (jobs by state), nodes (liveness, processes, shared-memory cache counters) and workers."""
+    with open_client() as client:
+        server = client.admin.server_info()
+        queues, nodes, workers = client.admin.queues(), client.admin.nodes(), client.admin.workers()
+        url = redact(client.url)
+    if json_output:
+        write_json({
+            "redis": {"url": url, "version": server["server"]},
+            "queues": [q.model_dump(mode="json") for q in queues],
+            "nodes": [n.model_dump(mode="json") for n in nodes],
+            "workers": [w.model_dump(mode="json") for w in workers],
+        })
+        return
+    console.print(f"[bold]Redis[/bold] {url} (server {server['server']})", highlight=False)
+    console.print()
+    queue_table = table("queue", "queued", "started", "finished", "failed", "canceled", title="Queues")
+    for q in queues:
+        queue_table.add_row(esc(q.name), str(q.queued), str(q.started), str(q.finished),
+                            f"[red]{q.failed}[/red]" if q.failed else "0", str(q.canceled))
+    console.print(queue_table)
+    console.print()
+    if nodes:
+        console.print(node_table(nodes))
+        console.print()
+        console.print(cache_table(nodes))
+    else:
+        console.print("[bold]Nodes[/bold]\nno worker node has registered; start one with `ferry worker`", highlight=False)
+    console.print()
+    if workers:
+        worker_table = table("worker", "node", "pid", "state", "current job", "ok", "failed", "heartbeat", title="Workers")
+        for w in workers:
+            worker_table.add_row(esc(w.name), esc(w.node or "-"), str(w.pid or "-"), esc(w.state), esc(w.current_job or "-"),
+                                 str(w.successful), str(w.failed), ago(w.last_heartbeat))
+        console.print(worker_table)
+    else:
+        console.print("[bold]Workers[/bold]\nno worker process is registered", highlight=False)
+
+
+def node_table(nodes: list[NodeInfo], title: str = "Nodes") -> Table:
+    """Nodes: liveness, processes, queues, shared-memory budget."""
+    t = table("node", "host", "alive", "processes", "queues", "shm budget", "heartbeat", title=title)
+    for n in nodes:
+        t.add_row(esc(n.id), esc(n.host), "[green]yes[/green]" if n.alive else "[red]no[/red]", str(n.processes),
+                  esc(",".join(n.queues)), human_bytes(n.shm_budget_bytes), ago(n.last_heartbeat))
+    return t
+
+
+def cache_table(nodes: list[NodeInfo], title: str = "Node caches (since each node started)") -> Table:
+    """Each node's shared-memory cache counters, as its worker processes report them to Redis."""
+    t = table("node", "resident", "from redis", "from shm", "hits", "misses", "evictions", title=title)
+    for n in nodes:
+        s = {name: n.stats.get(name, 0) for name in CACHE_COUNTERS}
+        t.add_row(esc(n.id), human_bytes(s["resident_bytes"]), human_bytes(s["bytes_from_redis"]),
+                  human_bytes(s["bytes_from_shm"]), str(s["hits"]), str(s["misses"]), str(s["evictions"]))
+    return t
+
+
+@command
+def jobs(
+    queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Only this queue (default: all).")] = None,
+    state: Annotated[Optional[JobStatus], typer.Option("--state", "-s", case_sensitive=False, help="Only jobs in this state (default: all).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="At most this many jobs.")] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list.")] = False,
+) -> None:
+    """List jobs by queue and state (queued jobs in queue order; others newest first)."""
+    with open_client() as client:
+        found = client.admin.jobs(queue, state, limit)
+    if json_output:
+        print_json(found)
+        return
+    if not found:
+        what = " ".join(filter(None, [state.value if state else None, "jobs"]))
+        console.print(f"no {what}{f' in queue {queue}' if queue else ''}", highlight=False)
+        return
+    t = table("job", "task", "queue", "status", "attempts", "ended", "error")
+    for j in found:
+        t.add_row(j.id, esc(j.task or "?"), esc(j.queue or "?"), styled_status(j.status), str(j.attempts), ago(j.ended_at),
+                  esc(short(j.error or "", 50)))
+    console.print(t)
+
+
+@command
+def requeue(
+    job_ids: Annotated[Optional[list[str]], typer.Argument(metavar="JOB_ID", help="Failed jobs to requeue.", show_default=False)] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Requeue failed jobs (the only kind that can be).")] = False,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Every failed job (of --queue, or of every queue).")] = False,
+    queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Only failed jobs of this queue.")] = None,
+) -> None:
+    """Put failed jobs back on their queue for one more attempt: `ferry requeue --failed --all` or `--failed ID...`."""
+    if not failed:
+        raise InvalidRequest("only failed jobs can be requeued: pass --failed (with --all or job ids)")
+    if bool(all_jobs) == bool(job_ids):
+        raise InvalidRequest("pass either --all or one or more job ids (not both)")
+    with open_client() as client:
+        requeued = client.admin.requeue_failed(queue, job_ids or None)
+        missing = [] if all_jobs else [i for i in job_ids or [] if i not in requeued]
+        states = {i: _state_of(client, i) for i in missing}
+    if requeued:
+        noun = "job" if len(requeued) == 1 else "jobs"
+        console.print(f"requeued {len(requeued)} failed {noun}", highlight=False)
+    elif all_jobs:
+        console.print(f"no failed jobs to requeue{f' in queue {queue}' if queue else ''}", highlight=False)
+    if missing:
+        described = ", ".join(f"{i} ({states[i]})" for i in missing)
+        code = EXIT_NOT_FOUND if any(s == "not found" for s in states.values()) else EXIT_CONFLICT
+        fail(f"not requeued, not a failed job{f' of queue {queue}' if queue else ''}: {described}", code)
+
+
+def _state_of(client: Client, job_id: str) -> str:
+    try:
+        status = client.status(job_id).status
+    except JobNotFound:
+        return "not found"
+    return status.value if isinstance(status, JobStatus) else str(status)
+
+
+@command
+def purge(
+    queue: Annotated[str, typer.Argument(help="The queue to empty.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop every queued job of a queue (running jobs finish). Asks first unless --yes."""
+    with open_client() as client:
+        waiting = next((q.queued for q in client.admin.queues() if q.name == queue), None)
+        if waiting == 0:
+            console.print(f"queue {queue} has no queued jobs; nothing to purge", highlight=False)
+            return
+        if not yes and waiting is not None:
+            if not sys.stdin.isatty():
+                fail(f"queue {queue} holds {waiting} queued jobs; pass --yes to purge without a prompt", EXIT_USAGE)
+            if not typer.confirm(f"Drop {waiting} queued jobs from queue {queue}?", default=False):
+                fail("nothing purged", EXIT_FAILED, style="yellow", prefix="aborted: ")
+        dropped = client.admin.purge(queue)  # InvalidRequest naming the queues for an unknown queue
+    console.print(f"purged {dropped} queued {'job' if dropped == 1 else 'jobs'} from queue {queue}", highlight=False)
+    if dropped:
+        note("jobs already running were not touched")
