@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 
 _PR_SET_PDEATHSIG = 1
@@ -15,3 +16,14 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, sig)
     except OSError:  # not Linux: the parent's own cleanup still runs
         pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (EPERM means it does, owned by another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

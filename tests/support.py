@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import redis
 
+from shared.processes import pid_alive
 from shared import keys
 
 T = TypeVar("T")
@@ -57,7 +58,7 @@ class NodeProcess:
                 raise AssertionError(f"node {self.node_id} exited with {self.proc.returncode}:\n{self.output()}")
             if conn.hget(keys.node(self.node_id), "pid") != str(self.proc.pid).encode():
                 return False  # an earlier run of this node id may still be registered
-            return len([p for p in self.worker_pids(conn) if _alive(p)]) >= self.processes
+            return len([p for p in self.worker_pids(conn) if pid_alive(p)]) >= self.processes
         wait_for(ready, timeout, what=f"node {self.node_id} to register {self.processes} workers")
         return self
 
@@ -96,11 +97,3 @@ def shm_files(node_id: str, locks: bool = False) -> list[str]:
     """The node's segments in /dev/shm (and its zero-byte lock files, with `locks`)."""
     return sorted(n for n in os.listdir("/dev/shm")
                   if n.startswith(f"ferry_{node_id}_") and (locks or not n.endswith(".lock")))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False

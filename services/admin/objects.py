@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
+from shared.processes import pid_alive
 from services.admin.common import command, esc, fail, note, open_client, table, write_json
 from services.admin.queues import CACHE_COUNTERS, cache_table
 from shared.cli import EXIT_NOT_FOUND, console, human_bytes, print_json
@@ -179,7 +180,7 @@ def sweep_shared_memory(shm_dir: Path, alive_nodes: set[str]) -> list[Removed]:
             dead_nodes.add(node)
             if segments.unlink(s.name, shm_dir):
                 removed.append(Removed(s.name, s.size, f"node {node} is not alive"))
-        elif s.partial_pid is not None and not _alive(s.partial_pid):
+        elif s.partial_pid is not None and not pid_alive(s.partial_pid):
             if segments.unlink(s.name, shm_dir):
                 removed.append(Removed(s.name, s.size, f"its writer, pid {s.partial_pid}, died mid-fetch"))
     for node in dead_nodes:
@@ -230,14 +231,3 @@ def describe(ref: ObjectRef) -> str:
 
 def shape_text(ref: ObjectRef) -> str:
     return "x".join(str(n) for n in ref.shape) if ref.shape else "-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-

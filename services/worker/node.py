@@ -21,6 +21,7 @@ from types import FrameType
 
 import redis
 
+from shared.processes import pid_alive
 from shared import keys
 from shared.errors import ConfigError
 from shared.objects.segments import SHM_DIR
@@ -150,7 +151,7 @@ class Node:
             beat = float(raw.get(b"last_heartbeat", 0))
             if unix_now() - beat < self.settings.abandoned_after_s and raw.get(b"host", b"").decode() == socket.gethostname():
                 pid = int(raw.get(b"pid", 0))
-                if pid != os.getpid() and _alive(pid):
+                if pid != os.getpid() and pid_alive(pid):
                     raise ConfigError(
                         f"node {self.settings.node_id!r} is already running here (pid {pid}); "
                         "give this node its own FERRY_NODE_ID"
@@ -175,7 +176,7 @@ class Node:
         prefix = keys.worker(f"{self.node_id}.")
         for raw in self.conn.smembers(keys.RQ_WORKERS):
             key = raw.decode()
-            if key.startswith(prefix) and not _alive(int(key.rsplit(".", 1)[1])):
+            if key.startswith(prefix) and not pid_alive(int(key.rsplit(".", 1)[1])):
                 worker_process.unregister_worker(self.conn, key[len(keys.worker("")) :], self.queues)
 
     def _heartbeat(self) -> None:
@@ -220,13 +221,3 @@ class Node:
         except redis.RedisError as exc:
             log.warning("node %s: could not record its stop (%s)", self.node_id, exc)
         log.info("node %s: stopped; freed %d bytes of shared memory", self.node_id, freed)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

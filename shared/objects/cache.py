@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.processes import pid_alive
 from shared import keys
 from shared.errors import ShmFull
 from shared.objects import segments
@@ -140,7 +141,7 @@ class NodeCache:
         with self._lock("node"):
             files = self.segment_files()
             self._sweep_dead_partials(files)
-            resident = sum(f.size for f in files if f.partial_pid is None or _alive(f.partial_pid))
+            resident = sum(f.size for f in files if f.partial_pid is None or pid_alive(f.partial_pid))
             for victim in sorted((f for f in files if f.partial_pid is None), key=lambda f: f.mtime):
                 if resident + ref.nbytes <= self.budget_bytes:
                     break
@@ -158,7 +159,7 @@ class NodeCache:
 
     def _sweep_dead_partials(self, files: list[SegmentFile]) -> None:
         for f in files:
-            if f.partial_pid is not None and not _alive(f.partial_pid):
+            if f.partial_pid is not None and not pid_alive(f.partial_pid):
                 segments.unlink(f.name, self.shm_dir)
                 log.info("segment %s: removed, its writer (pid %d) died mid-fetch", f.name, f.partial_pid)
 
@@ -253,13 +254,3 @@ def sweep_node(shm_dir: Path, node_id: str) -> tuple[int, int]:
                 count += 1
                 freed += size
     return count, freed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -13,7 +13,7 @@ import redis
 from shared import keys
 from shared.client import Client
 from shared.models import JobRequest
-from tests.support import REPO, NodeProcess, shm_files, wait_for
+from tests.support import NodeProcess, shm_files, wait_for
 
 
 def _stats(conn: redis.Redis, node_id: str) -> dict[str, int]:
