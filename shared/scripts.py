@@ -7,7 +7,10 @@ job is either requeued or failed exactly once, whoever (worker, supervisor, reap
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
 
 ENQUEUE = """
@@ -119,6 +122,16 @@ return {'already', f[1]}
 """
 
 
+def queue_script(pipe: Pipeline, script: Script, keys: list[str], args: list[Any]) -> None:
+    """Add `script` to a pipeline as a bare EVALSHA.
+
+    redis-py's `script(client=pipe)` makes every `execute()` send SCRIPT EXISTS first: one more round
+    trip per job on the worker's hot path. The caller loads the scripts once (`Scripts.load`) and, on
+    NoScriptError (a restarted or flushed server), loads them again and retries.
+    """
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
 class Scripts:
     """The scripts bound to one connection (EVALSHA, reloaded by redis-py if the server forgot them)."""
 
@@ -128,3 +141,9 @@ class Scripts:
         self.finish: Script = conn.register_script(FINISH)
         self.settle_failure: Script = conn.register_script(SETTLE_FAILURE)
         self.cancel: Script = conn.register_script(CANCEL)
+        self._conn = conn
+
+    def load(self) -> None:
+        """Load every script into the server (for bare EVALSHA in pipelines, see `queue_script`)."""
+        for script in (self.enqueue, self.claim, self.finish, self.settle_failure, self.cancel):
+            script.sha = self._conn.script_load(script.script)

@@ -29,7 +29,7 @@ from shared.objects.segments import SHM_DIR
 from shared.objects.cache import NodeCache
 from shared.objects.store import ObjectStore
 from shared.redis_conn import connect
-from shared.scripts import Scripts
+from shared.scripts import Scripts, queue_script
 from shared.settings import Settings
 from shared.tasks import load_tasks
 from shared.timeutil import rq_now, unix_now
@@ -64,6 +64,7 @@ class WorkerProcess:
         signal.signal(signal.SIGINT, self._on_stop)
         self.conn = connect(self.redis_url)
         self.scripts = Scripts(self.conn)
+        self.scripts.load()
         store = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s)
         self.cache = NodeCache(self.settings.node_id, SHM_DIR, self.budget_bytes, store)
         self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store, self.settings.result_object_threshold_bytes)
@@ -137,14 +138,16 @@ class WorkerProcess:
     def _finish(self, job: ClaimedJob, payload: bytes, started: float) -> None:
         """Record the result, with the job's cache counters, in one round trip (counters land before the result shows)."""
         ended = unix_now()
+        script_keys = [keys.job(job.id), keys.started(job.queue), keys.finished(job.queue), keys.results(job.id), self.key]
+        script_args = [job.member, rq_now(), job.result_ttl_s, ended + job.result_ttl_s, wire.b64(payload), self.name,
+                       job.execution_id, started, ended, job.id]
         pipe = self._flush_cache_stats(self.conn.pipeline(transaction=False))
-        self.scripts.finish(
-            keys=[keys.job(job.id), keys.started(job.queue), keys.finished(job.queue), keys.results(job.id), self.key],
-            args=[job.member, rq_now(), job.result_ttl_s, ended + job.result_ttl_s, wire.b64(payload), self.name,
-                  job.execution_id, started, ended, job.id],
-            client=pipe,
-        )
-        pipe.execute()
+        queue_script(pipe, self.scripts.finish, script_keys, script_args)
+        try:
+            pipe.execute()
+        except redis.exceptions.NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH): load, run again
+            self.scripts.load()
+            self.scripts.finish(keys=script_keys, args=script_args)
         log.debug("worker %s: %s finished", self.name, job.id)
 
     def _settle_failure(self, job: ClaimedJob, exc: BaseException) -> None:
