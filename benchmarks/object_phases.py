@@ -1,0 +1,126 @@
+"""Where the time of a shared input goes: Ferry's object path, phase by phase, in one process.
+
+    python -m benchmarks.object_phases [--size-mb 100] [--repeat 3]
+
+Phases (best of --repeat, against a private Redis): hashing the array for its id (`ref_for`), writing it
+(`ObjectStore.put_prepared`), fetching it into a fresh node segment (`NodeCache.array` on a miss:
+reserve + posix_fallocate + `read_into` + publish), attaching it from a second cache (what another worker
+process does) and reducing it the first time (page faults included), reducing it again, and reducing a
+private numpy copy. Also a prototype of a faster write, for comparison only: the same chunk SETs sent
+with the chunk's memoryview as its own socket write (see `zero_copy_put`), which avoids the two copies
+redis-py makes of every argument when hiredis is installed (`bytes(memoryview)`, then
+`hiredis.pack_command`). Ferry's code is not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from benchmarks.common import json_line, machine, table
+from benchmarks.rq_tasks import stats
+from shared import keys
+from shared.embedded import EmbeddedRedis
+from shared.objects.cache import NodeCache, sweep_node
+from shared.objects.ref import ObjectRef, normalize, ref_for
+from shared.objects.segments import SHM_DIR
+from shared.objects.store import ObjectStore
+from shared.redis_conn import connect
+
+CHUNK = 8 * 1024 * 1024  # Ferry's default FERRY_OBJECT_CHUNK_BYTES
+
+
+def best_of(repeat: int, action: Callable[[], object], before: Callable[[], object] = lambda: None) -> float:
+    times = []
+    for _ in range(repeat):
+        before()
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def zero_copy_put(store: ObjectStore, ref: ObjectRef, array: np.ndarray) -> None:
+    """Prototype: Ferry's chunk SETs, each sent as RESP header + the chunk's memoryview (no copy), 4 per round trip."""
+    raw = memoryview(array).cast("B")
+    conn = store.conn
+    connection = conn.connection_pool.get_connection()
+    try:
+        nchunks = max(1, -(-ref.nbytes // CHUNK))
+        for first in range(0, nchunks, 4):
+            batch = range(first, min(first + 4, nchunks))
+            for index in batch:
+                key = keys.object_chunk(ref.id, index).encode()
+                part = raw[index * CHUNK : (index + 1) * CHUNK]
+                header = b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(key), key, len(part))
+                connection.send_packed_command([header, part, b"\r\n$2\r\nEX\r\n$5\r\n86400\r\n"], check_health=False)
+            for _ in batch:
+                connection.read_response()
+    finally:
+        conn.connection_pool.release(connection)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    array = np.random.default_rng(args.size_mb).random(args.size_mb * 1_000_000 // 8)
+    node = f"phases-{os.getpid()}"
+    server = EmbeddedRedis().start()
+    try:
+        conn = connect(server.url)
+        store = ObjectStore(conn, CHUNK, 86_400)
+        ref = ref_for(*normalize(array))
+        phases: dict[str, float] = {}
+        phases["hash (ref_for, sha256)"] = best_of(args.repeat, lambda: ref_for(*normalize(array)))
+        phases["write (put_prepared)"] = best_of(args.repeat, lambda: store.put_prepared(ref, array), conn.flushall)
+        phases["write, zero-copy prototype"] = best_of(args.repeat, lambda: zero_copy_put(store, ref, array), conn.flushall)
+        written = b"".join(conn.get(keys.object_chunk(ref.id, i)) or b"" for i in range(-(-ref.nbytes // CHUNK)))
+        if written != memoryview(array).cast("B"):
+            raise SystemExit("the zero-copy prototype wrote different bytes")
+        conn.flushall()
+        store.put_prepared(ref, array)  # the real layout, for the fetch
+
+        def fresh_cache() -> NodeCache:
+            return NodeCache(node, SHM_DIR, 4 * array.nbytes, store)
+
+        def sweep() -> None:
+            sweep_node(SHM_DIR, node)
+
+        def use(reduce: bool, repeat: int = 0) -> float:
+            """Map the object through a new cache (fetching it if missing); reduce it once, or time `repeat` reductions."""
+            cache = fresh_cache()
+            try:
+                return reduce_view(cache.array(ref), reduce, repeat)
+            finally:
+                cache.close()  # the view is gone by now, so the segment can be unmapped
+
+        def reduce_view(view: np.ndarray, reduce: bool, repeat: int) -> float:
+            if reduce:
+                stats(view)
+            return best_of(repeat, lambda: stats(view)) if repeat else 0.0
+
+        phases["fetch into fresh segment (miss)"] = best_of(args.repeat, lambda: use(False), sweep)
+        use(False)  # leave one resident segment for the phases below
+        warm = np.ones(ref.nbytes, np.uint8)  # pages already touched: the socket-to-memory speed alone
+        phases["read_into a warm buffer"] = best_of(args.repeat, lambda: store.read_into(ref, memoryview(warm)))
+        phases["attach + first stats (2nd process)"] = best_of(args.repeat, lambda: use(True))
+        phases["stats on the shared segment"] = use(True, args.repeat)
+        phases["stats on a private numpy array"] = best_of(args.repeat, lambda: stats(array))
+    finally:
+        server.cleanup()
+        sweep_node(SHM_DIR, node)
+    rows = [[name, f"{s * 1000:.1f}", f"{array.nbytes / s / 1e6:,.0f}"] for name, s in phases.items()]
+    print(f"{args.size_mb} MB float64 array, best of {args.repeat}:")
+    print(table(["phase", "ms", "MB/s"], rows))
+    print(json_line({"benchmark": "object_phases", "size_mb": args.size_mb, "machine": machine(),
+                     "ms": {k: round(v * 1000, 2) for k, v in phases.items()}}))
+
+
+if __name__ == "__main__":
+    main()
