@@ -72,7 +72,7 @@ class Workers:
             try:
                 parent = psutil.Process(proc.pid)
                 if self.count_children_only:
-                    pids += [c.pid for c in parent.children()]
+                    pids += [c.pid for c in parent.children() if not _is_tracker(c)]
                 else:
                     pids += [proc.pid, *(c.pid for c in parent.children(recursive=True))]
             except psutil.NoSuchProcess:
@@ -84,6 +84,11 @@ class Workers:
         if not self.count_children_only:
             return []
         pids = []
+        for proc in self.procs:  # a tracker the supervisor started for all its workers
+            try:
+                pids += [c.pid for c in psutil.Process(proc.pid).children() if _is_tracker(c)]
+            except psutil.NoSuchProcess:
+                continue
         for pid in self.pids():
             try:
                 pids += [c.pid for c in psutil.Process(pid).children(recursive=True)]
@@ -208,3 +213,11 @@ def json_line(payload: dict[str, Any]) -> str:
 
 def mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:,.0f} MB"
+
+
+def _is_tracker(proc: psutil.Process) -> bool:
+    """multiprocessing's resource tracker: a helper process, not a worker."""
+    try:
+        return "resource_tracker" in " ".join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return False

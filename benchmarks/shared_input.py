@@ -192,7 +192,7 @@ def ferry(case: Case) -> Run:
             helper_pss = pss_bytes(helpers)
         run.pss_peak = max(peak.peak, run.pss_end)  # a short run can end between two samples
         if helpers:
-            run.note = f"+{mb(helper_pss)} PSS in {len(helpers)} grandchild processes (resource trackers), not counted"
+            run.note = f"+{mb(helper_pss)} PSS in {len(helpers)} resource tracker process(es), not counted"
         run.bytes_out = net_output_bytes(case.conn) - out_before
         counters = case.conn.hgetall(f"ferry:node:{node_id}:stats")
         run.extra = {**{k.decode(): int(v) for k, v in counters.items()}, "uncounted_helper_pss": helper_pss}

@@ -7,6 +7,7 @@ every running job finish; a second signal kills the processes, and their jobs ar
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
@@ -24,10 +25,12 @@ import redis
 from shared.processes import pid_alive
 from shared import keys
 from shared.errors import ConfigError
+from shared.objects import segments
 from shared.objects.segments import SHM_DIR
 from shared.objects.cache import default_budget, sweep_node
 from shared.redis_conn import connect_checked
 from shared.scripts import Scripts
+from shared.tasks import load_tasks
 from shared.settings import Settings
 from shared.timeutil import unix_now
 from services.worker import process as worker_process
@@ -74,6 +77,11 @@ class Node:
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("node %s: starting %d worker processes on queues %s (shm budget %d bytes)",
                  self.node_id, self.processes, ",".join(self.queues), self.budget)
+        # Forked workers share the supervisor's memory copy-on-write: move everything imported so far out
+        # of the collector's reach, so its passes do not write (and so copy) those pages in every worker.
+        load_tasks(self.settings.task_modules)  # import task modules once, here, shared by every worker
+        segments.share_tracker_with_children()
+        gc.freeze()
         for slot in self.slots:
             self._start(slot)
         try:

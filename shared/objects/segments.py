@@ -29,6 +29,16 @@ def _open(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:
     return shm
 
 
+def share_tracker_with_children() -> None:
+    """Start the resource tracker in a parent before it forks, so a node runs one tracker, not one per worker.
+
+    Ferry unregisters every segment at once, so the tracker never acts; on 3.11/3.12 SharedMemory still
+    insists on one, and each worker process would otherwise start its own (~9 MB each).
+    """
+    if not _TRACK_FLAG:
+        resource_tracker.ensure_running()
+
+
 def create(name: str, size: int, shm_dir: Path) -> shared_memory.SharedMemory:
     """A new segment of `size` bytes whose pages are reserved now; ShmFull if /dev/shm cannot hold it."""
     shm = _open(name, create=True, size=max(size, 1))
