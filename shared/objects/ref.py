@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import Any
 
@@ -12,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import InvalidRequest
 
-REF_MARKER = "$ferry_ref"  # key that marks a reference inside a JSON result
+REF_MARKER = "$ferry_ref"
+HASH_PIECE_BYTES = 16 * 1024 * 1024  # key that marks a reference inside a JSON result
 
 
 class ObjectKind(str, Enum):
@@ -59,13 +62,27 @@ def normalize(data: Any) -> tuple[ObjectKind, np.ndarray]:
 
 
 def ref_for(kind: ObjectKind, array: np.ndarray) -> ObjectRef:
-    """The reference for `array`: sha256 over kind, dtype, shape and bytes (≈1.8 GB/s with SHA-NI)."""
+    """The reference for `array`: a content hash over kind, dtype, shape and bytes.
+
+    The bytes are hashed as 16 MiB pieces on all cores (sha256 releases the GIL; ~1.8 GB/s a core with
+    SHA-NI) and the id is the sha256 of the header and the pieces' digests: hashing is on the critical
+    path of every put, and this halves it on two cores.
+    """
     digest = hashlib.sha256(f"{kind.value}|{array.dtype.str}|{array.shape}|".encode())
-    digest.update(memoryview(array).cast("B") if array.nbytes else b"")
+    for piece in _piece_digests(memoryview(array).cast("B") if array.nbytes else memoryview(b"")):
+        digest.update(piece)
     shape = tuple(int(n) for n in array.shape)
     nbytes = int(array.nbytes)
     assert nbytes == math.prod(shape) * array.dtype.itemsize
     return ObjectRef(id=digest.hexdigest()[:32], kind=kind, dtype=array.dtype.str, shape=shape, nbytes=nbytes)
+
+
+def _piece_digests(raw: memoryview) -> list[bytes]:
+    pieces = [raw[start : start + HASH_PIECE_BYTES] for start in range(0, len(raw), HASH_PIECE_BYTES)] or [raw]
+    if len(pieces) == 1:
+        return [hashlib.sha256(pieces[0]).digest()]
+    with ThreadPoolExecutor(max_workers=min(len(pieces), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda piece: hashlib.sha256(piece).digest(), pieces))
 
 
 def view(ref: ObjectRef, buffer: memoryview) -> np.ndarray:
