@@ -18,7 +18,7 @@ app = typer.Typer(
         "Ferry: a distributed task service on Redis.\n\n"
         "Settings come from FERRY_* environment variables (see README). Exit codes: 0 ok, 1 job failed or "
         "unexpected error, 2 bad input or settings, 3 Redis unreachable, 4 not found, 5 conflict, "
-        "6 shared memory full, 7 still pending after --wait."
+        "6 shared memory or Redis memory full, 7 still pending after --wait."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

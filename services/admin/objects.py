@@ -105,7 +105,7 @@ def ls(
 @app.command("rm")
 @command
 def rm(object_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Objects to delete.")]) -> None:
-    """Delete objects from Redis (nodes drop their copies at their next eviction or `ferry objects gc`)."""
+    """Delete objects from Redis (running nodes keep their shared-memory copies until they evict them or stop)."""
     with open_client() as client:
         missing = [object_id for object_id in object_ids if not client.delete(object_id)]
     for object_id in object_ids:

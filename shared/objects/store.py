@@ -179,7 +179,7 @@ class ObjectStore:
         return out.view(np.dtype(ref.dtype)).reshape(ref.shape)
 
     def delete(self, object_id: str) -> bool:
-        """Remove an object; False if it did not exist. Nodes drop their copies at their next eviction or gc."""
+        """Remove an object; False if it did not exist. Running nodes keep their copies until they evict them or stop."""
         raw = self.conn.hget(keys.object_meta(object_id), "chunks")
         pipe = self.conn.pipeline(transaction=True)
         pipe.delete(keys.object_meta(object_id))  # first: the object stops being complete at once
