@@ -94,11 +94,14 @@ class NodeCache:
         return mapping
 
     def _fetch(self, ref: ObjectRef) -> _Mapping:
-        shm, partial = self._reserve(ref)
+        shm, partial = self._reserve(ref, reserve_now=False)
+        reservation = segments.Reservation(shm, partial, ref.nbytes, self.shm_dir).start()  # stays ahead of the socket
         try:
-            self.store.read_into(ref, shm.buf[: ref.nbytes])
+            self.store.read_into(ref, shm.buf[: ref.nbytes], before_chunk=reservation.wait_through)
+            reservation.stop()
             mapping = self._publish(ref, shm, partial)
         except BaseException:
+            reservation.stop()
             shm.close()
             segments.unlink(partial, self.shm_dir)
             raise
@@ -130,8 +133,12 @@ class NodeCache:
         return mapping
 
     # --- space ---
-    def _reserve(self, ref: ObjectRef) -> tuple[shared_memory.SharedMemory, str]:
-        """Make room within the budget and create the partial segment, all under the node lock."""
+    def _reserve(self, ref: ObjectRef, reserve_now: bool = True) -> tuple[shared_memory.SharedMemory, str]:
+        """Make room within the budget and create the partial segment, all under the node lock.
+
+        With `reserve_now`, its pages are reserved before this returns; without, the caller reserves them
+        (a `segments.Reservation`) before it writes.
+        """
         if ref.nbytes > self.budget_bytes:
             raise ShmFull(
                 f"object {ref.id} needs {ref.nbytes} bytes but node {self.node_id}'s shared-memory budget is "
@@ -155,7 +162,9 @@ class NodeCache:
                     f"object {ref.id} needs {ref.nbytes} bytes; node {self.node_id} has {resident} of its "
                     f"{self.budget_bytes}-byte budget held by objects being fetched; retry, or raise FERRY_SHM_BUDGET_BYTES"
                 )
-            return segments.create(partial, ref.nbytes, self.shm_dir), partial
+            if reserve_now:
+                return segments.create(partial, ref.nbytes, self.shm_dir), partial
+            return segments.create_unreserved(partial, ref.nbytes, self.shm_dir), partial
 
     def _sweep_dead_partials(self, files: list[SegmentFile]) -> None:
         for f in files:

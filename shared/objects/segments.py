@@ -9,18 +9,21 @@ is opened (3.13+: `track=False`). Creation reserves the pages with posix_falloca
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
 import sys
+import threading
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 
 from shared.errors import ShmFull
 
 _TRACK_FLAG = sys.version_info >= (3, 13)
-SHM_DIR = Path("/dev/shm")
-MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux's value; Python 3.11 lacks the name  # where multiprocessing.shared_memory puts segments on Linux
+SHM_DIR = Path("/dev/shm")  # where multiprocessing.shared_memory puts segments on Linux
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux's value; Python 3.11 lacks the name
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _open(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:
@@ -42,39 +45,115 @@ def share_tracker_with_children() -> None:
 
 
 def create(name: str, size: int, shm_dir: Path) -> shared_memory.SharedMemory:
-    """A new segment of `size` bytes whose pages are reserved now; ShmFull if /dev/shm cannot hold it."""
-    shm = _open(name, create=True, size=max(size, 1))
+    """A new segment of `size` bytes whose pages are all reserved now; ShmFull if /dev/shm cannot hold it."""
+    shm = create_unreserved(name, size, shm_dir)
+    reservation = Reservation(shm, name, size, shm_dir)
+    reservation.run()
     try:
-        os.posix_fallocate(shm._fd, 0, max(size, 1))  # type: ignore[attr-defined]
-    except OSError as exc:
+        reservation.wait_through(size)
+    except BaseException:
         shm.close()
         unlink(name, shm_dir)
-        if exc.errno in (errno.ENOSPC, errno.ENOMEM):
-            free = free_bytes(shm_dir)
-            raise ShmFull(
-                f"{shm_dir} has only {free} bytes free, the object needs {size}; "
-                "give the node more shared memory (docker: shm_size) or lower FERRY_SHM_BUDGET_BYTES "
-                "so older objects are evicted first"
-            ) from exc
         raise
-    _populate(shm, MADV_POPULATE_WRITE)
     return shm
+
+
+def create_unreserved(name: str, size: int, shm_dir: Path) -> shared_memory.SharedMemory:
+    """A new, still sparse segment: reserve its pages (`Reservation`) before touching them."""
+    free = free_bytes(shm_dir)
+    if free < size:
+        raise _full(shm_dir, size, free)
+    return _open(name, create=True, size=max(size, 1))
+
+
+class Reservation:
+    """Reserves a sparse segment's pages piece by piece (posix_fallocate, then one madvise to map them).
+
+    Run in a thread, it stays ahead of a writer that calls `wait_through(end)` before touching bytes
+    below `end`: the page allocation then overlaps the network receive instead of preceding it, and a
+    full /dev/shm is still an ENOSPC error here, never a SIGBUS in the writer.
+    """
+
+    PIECE_BYTES = 8 * 1024 * 1024
+
+    def __init__(self, shm: shared_memory.SharedMemory, name: str, size: int, shm_dir: Path) -> None:
+        self.shm, self.name, self.size, self.shm_dir = shm, name, max(size, 1), shm_dir
+        self.reserved = 0
+        self.error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Reservation:
+        self._thread = threading.Thread(target=self.run, name=f"reserve-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reserving and wait for the thread (before the segment is unmapped under it)."""
+        self._stopped = True
+        if self._thread is not None:
+            self._thread.join()
+
+    def run(self) -> None:
+        address = _address(self.shm)
+        try:
+            for offset in range(0, self.size, self.PIECE_BYTES):
+                if self._stopped:
+                    return
+                length = min(self.PIECE_BYTES, self.size - offset)
+                os.posix_fallocate(self.shm._fd, offset, length)  # type: ignore[attr-defined]
+                _libc_madvise(address + offset, length, MADV_POPULATE_WRITE)
+                with self._changed:
+                    self.reserved = offset + length
+                    self._changed.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer by wait_through
+            with self._changed:
+                self.error = _full(self.shm_dir, self.size, free_bytes(self.shm_dir)) if _is_enospc(exc) else exc
+                self._changed.notify_all()
+
+    def wait_through(self, end: int) -> None:
+        """Return once bytes [0, end) are reserved; raise ShmFull (or the OS error) if they cannot be."""
+        with self._changed:
+            while self.reserved < min(end, self.size) and self.error is None:
+                self._changed.wait()
+            if self.reserved < min(end, self.size) and self.error is not None:
+                raise self.error
+
+
+def _full(shm_dir: Path, size: int, free: int) -> ShmFull:
+    return ShmFull(
+        f"{shm_dir} has only {free} bytes free, the object needs {size}; "
+        "give the node more shared memory (docker: shm_size) or lower FERRY_SHM_BUDGET_BYTES "
+        "so older objects are evicted first"
+    )
+
+
+def _is_enospc(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ENOMEM)
+
+
+def _address(shm: shared_memory.SharedMemory) -> int:
+    """The mapping's address (the temporary export is released before returning)."""
+    holder = ctypes.c_char.from_buffer(shm.buf)
+    try:
+        return ctypes.addressof(holder)
+    finally:
+        del holder
+
+
+def _libc_madvise(address: int, length: int, advice: int) -> None:
+    """madvise through libc, which (unlike mmap.madvise) lets other threads run meanwhile.
+
+    Mapping every page in one call costs about a third of faulting them in one by one; on kernels
+    without the advice (before Linux 5.14) the pages are simply faulted in on first use.
+    """
+    _LIBC.madvise(ctypes.c_void_p(address), ctypes.c_size_t(length), ctypes.c_int(advice))
 
 
 def attach(name: str) -> shared_memory.SharedMemory:
     """Map an existing segment; FileNotFoundError if it is gone (evicted or never made)."""
     return _open(name, create=False)  # pages map on first touch: a job reading a slice pays for that slice only
-
-
-def _populate(shm: shared_memory.SharedMemory, advice: int) -> None:
-    """Map every page now in one call rather than one fault per 4 KiB page later (a third of the cost).
-
-    Linux 5.14+; elsewhere the pages are simply faulted in on first use.
-    """
-    try:
-        shm._mmap.madvise(advice)  # type: ignore[attr-defined]
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def unlink(name: str, shm_dir: Path) -> bool:

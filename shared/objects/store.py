@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -134,14 +135,15 @@ class ObjectStore:
             id=object_id, kind=ObjectKind(meta["kind"]), dtype=meta["dtype"], shape=shape, nbytes=int(meta["nbytes"])
         )
 
-    def read_into(self, ref: ObjectRef, buffer: memoryview) -> int:
+    def read_into(self, ref: ObjectRef, buffer: memoryview, before_chunk: Callable[[int], None] | None = None) -> int:
         """Copy the object's bytes straight into `buffer` (e.g. a shared-memory segment); returns bytes read.
 
         The chunks are received with `recv_into` directly into the buffer: no intermediate bytes object,
-        one copy from the socket to their final place.
+        one copy from the socket to their final place. `before_chunk(end)` is called before bytes below
+        `end` are written (the node cache waits there for those pages to be reserved).
         """
         meta = self._meta(ref.id)
-        nchunks = int(meta["chunks"])
+        nchunks, chunk_bytes = int(meta["chunks"]), int(meta["chunk_bytes"])
         pool = self.conn.connection_pool
         connection = pool.get_connection()
         try:
@@ -153,6 +155,8 @@ class ObjectStore:
                 connection.send_packed_command(connection.pack_commands([("GET", keys.object_chunk(ref.id, i)) for i in batch]))
                 missing = None
                 for index in batch:
+                    if before_chunk is not None:
+                        before_chunk(min(offset + chunk_bytes, ref.nbytes))
                     got = reader.read_bulk_into(buffer[offset:])
                     if got < 0:
                         missing = index
