@@ -74,12 +74,24 @@ class NodeCache:
         mapping = self._mapped.get(ref.id) or self._attach(ref)
         if mapping is None:
             with self._lock(ref.id):
-                mapping = self._attach(ref) or self._fetch(ref)
+                mapping = self._attach(ref)
+                if mapping is None:
+                    mapping = self._fetch(ref)
+                    self._count_miss(ref)
+                else:
+                    self._count_hit(ref)
         else:
-            self.counters["hits"] += 1
-            self.counters["bytes_from_shm"] += ref.nbytes
+            self._count_hit(ref)
         self._touch(ref.id)
         return view(ref, mapping.shm.buf)
+
+    def _count_hit(self, ref: ObjectRef) -> None:
+        self.counters["hits"] += 1
+        self.counters["bytes_from_shm"] += ref.nbytes
+
+    def _count_miss(self, ref: ObjectRef) -> None:
+        self.counters["misses"] += 1
+        self.counters["bytes_from_redis"] += ref.nbytes
 
     def _attach(self, ref: ObjectRef) -> _Mapping | None:
         name = keys.segment(self.node_id, ref.id)
@@ -88,10 +100,7 @@ class NodeCache:
             inode = os.fstat(shm._fd).st_ino  # type: ignore[attr-defined]
         except FileNotFoundError:
             return None
-        mapping = self._remember(ref.id, shm, inode)
-        self.counters["hits"] += 1
-        self.counters["bytes_from_shm"] += ref.nbytes
-        return mapping
+        return self._remember(ref.id, shm, inode)
 
     def _fetch(self, ref: ObjectRef) -> _Mapping:
         shm, partial = self._reserve(ref, reserve_now=False)
@@ -105,8 +114,6 @@ class NodeCache:
             shm.close()
             segments.unlink(partial, self.shm_dir)
             raise
-        self.counters["misses"] += 1
-        self.counters["bytes_from_redis"] += ref.nbytes
         log.debug("object %s: fetched %d bytes from Redis into shared memory", ref.id, ref.nbytes)
         return mapping
 
