@@ -8,12 +8,16 @@ reserve + posix_fallocate + `read_into` + publish), attaching it from a second c
 process does) and reducing it the first time (page faults included), reducing it again, and reducing a
 private numpy copy, and, for comparison, the same chunk writes through a plain redis-py pipeline (which
 copies every argument twice when hiredis is installed: `bytes(memoryview)`, then `hiredis.pack_command`;
-Ferry sends the chunk's memoryview as it is). Ferry's code is not changed.
+Ferry sends the chunk's memoryview as it is). Last, one process writes a second object while another
+reads the first: what streaming a fetch behind its upload could gain at best (if the pair takes as
+long as a write plus a read, the server is the bottleneck and overlapping them gains nothing).
+Ferry's code is not changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -52,6 +56,34 @@ def pipeline_put(conn, ref: ObjectRef, array: np.ndarray) -> None:
         for index in range(first, min(first + 4, nchunks)):
             pipe.set(keys.object_chunk(ref.id, index), raw[index * CHUNK : (index + 1) * CHUNK], ex=86_400)
         pipe.execute()
+
+
+def write_and_read_at_once(url: str, ref: ObjectRef, other: np.ndarray) -> float:
+    """Wall time of putting `other` in this process while a forked process reads `ref` into a warm buffer."""
+    context = multiprocessing.get_context("fork")
+    ready, go = context.Barrier(2), context.Event()
+    reader = context.Process(target=_read_when_told, args=(url, ref, ready, go))
+    reader.start()
+    store = ObjectStore(connect(url), CHUNK, 86_400)
+    other_ref = ref_for(*normalize(other))
+    ready.wait()
+    start = time.perf_counter()
+    go.set()
+    store.put_prepared(other_ref, other)
+    reader.join()
+    elapsed = time.perf_counter() - start
+    store.delete(other_ref.id)
+    if reader.exitcode != 0:
+        raise RuntimeError(f"the reader process exited with {reader.exitcode}")
+    return elapsed
+
+
+def _read_when_told(url: str, ref: ObjectRef, ready, go) -> None:
+    store = ObjectStore(connect(url), CHUNK, 86_400)
+    warm = np.ones(ref.nbytes, np.uint8)
+    ready.wait()
+    go.wait()
+    store.read_into(ref, memoryview(warm))
 
 
 def main() -> None:
@@ -99,6 +131,9 @@ def main() -> None:
         phases["attach + first stats (2nd process)"] = best_of(args.repeat, lambda: use(True))
         phases["stats on the shared segment"] = use(True, args.repeat)
         phases["stats on a private numpy array"] = best_of(args.repeat, lambda: stats(array))
+        other = array + 1.0
+        phases["write one + read another, 2 processes at once"] = min(
+            write_and_read_at_once(server.url, ref, other) for _ in range(args.repeat))
     finally:
         server.cleanup()
         sweep_node(SHM_DIR, node)
