@@ -45,11 +45,20 @@ def put(
     note(f"stored {describe(ref)} in {elapsed:.2f}s; use it as --arg NAME=@obj:{ref.id}")
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_file(path: Path) -> np.ndarray | bytes:
     """A .npy file as an array (never unpickling), anything else as its bytes."""
     if not path.is_file():
         raise InvalidRequest(f"{path}: no such file")
     if path.suffix.lower() == ".npy":
+        with path.open("rb") as f:
+            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise InvalidRequest(
+                    f"{path}: not a .npy file (it lacks the .npy header); write arrays with numpy.save, "
+                    "or give the file another extension to store its raw bytes"
+                )
         try:
             return np.load(path, allow_pickle=False, mmap_mode="r")  # mapped: a large file is read once, by the hash
         except ValueError as exc:

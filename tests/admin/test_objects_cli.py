@@ -58,12 +58,17 @@ def test_put_ls_get_rm_round_trip_an_array_and_a_file(cli, client: Client, tmp_p
     assert cli("objects", "ls").stdout.strip() == "no objects stored"
 
 
-def test_put_refuses_missing_files_and_pickled_arrays(ferry, tmp_path: Path) -> None:
+def test_put_refuses_missing_files_files_that_are_not_npy_and_pickled_arrays(ferry, tmp_path: Path) -> None:
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     pickled = ferry("objects", "put", str(tmp_path / "objects.npy"))
     assert pickled.returncode == EXIT_USAGE
     assert one_line(pickled.stderr).startswith(f"error: {tmp_path / 'objects.npy'}: not a numeric .npy array")
     assert "Traceback" not in pickled.stderr
+    (tmp_path / "text.npy").write_text("hello")
+    not_npy = ferry("objects", "put", str(tmp_path / "text.npy"))
+    assert (not_npy.returncode, one_line(not_npy.stderr)) == (
+        EXIT_USAGE, f"error: {tmp_path / 'text.npy'}: not a .npy file (it lacks the .npy header); write arrays "
+        "with numpy.save, or give the file another extension to store its raw bytes")
     missing = ferry("objects", "put", str(tmp_path / "nope.npy"))
     assert (missing.returncode, one_line(missing.stderr)) == (EXIT_USAGE, f"error: {tmp_path / 'nope.npy'}: no such file")
 
