@@ -31,10 +31,11 @@ from shared.embedded import EmbeddedRedis
 from shared.objects.cache import NodeCache, sweep_node
 from shared.objects.ref import ObjectRef, normalize, ref_for
 from shared.objects.segments import SHM_DIR
-from shared.objects.store import ObjectStore
+from shared.objects.store import IN_FLIGHT_BYTES, ObjectStore
 from shared.redis_conn import connect
+from shared.settings import Settings
 
-CHUNK = 8 * 1024 * 1024  # Ferry's default FERRY_OBJECT_CHUNK_BYTES
+CHUNK = Settings.model_fields["object_chunk_bytes"].default  # Ferry's default FERRY_OBJECT_CHUNK_BYTES
 
 
 def best_of(repeat: int, action: Callable[[], object], before: Callable[[], object] = lambda: None) -> float:
@@ -48,12 +49,13 @@ def best_of(repeat: int, action: Callable[[], object], before: Callable[[], obje
 
 
 def pipeline_put(conn, ref: ObjectRef, array: np.ndarray) -> None:
-    """The chunk SETs as redis-py sends them in a pipeline, 4 per round trip (Ferry's write before it went zero-copy)."""
+    """The chunk SETs as redis-py sends them in a pipeline, as many per round trip as Ferry sends (Ferry's write before it went zero-copy)."""
     raw = memoryview(array).cast("B")
     nchunks = max(1, -(-ref.nbytes // CHUNK))
-    for first in range(0, nchunks, 4):
+    per_trip = max(1, IN_FLIGHT_BYTES // CHUNK)
+    for first in range(0, nchunks, per_trip):
         pipe = conn.pipeline(transaction=False)
-        for index in range(first, min(first + 4, nchunks)):
+        for index in range(first, min(first + per_trip, nchunks)):
             pipe.set(keys.object_chunk(ref.id, index), raw[index * CHUNK : (index + 1) * CHUNK], ex=86_400)
         pipe.execute()
 

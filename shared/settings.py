@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
 
     object_ttl_s: int = Field(86_400, gt=0)
-    object_chunk_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    object_chunk_bytes: int = Field(2 * 1024 * 1024, gt=0, le=512 * 1024 * 1024)  # Redis's largest string: 512 MB
     result_object_threshold_bytes: int = Field(64 * 1024, ge=0)  # larger array results become objects
     shm_budget_bytes: int | None = Field(None, gt=0)  # None: 80% of /dev/shm's free space at node start
 

@@ -22,7 +22,10 @@ from shared.timeutil import unix_now
 
 log = logging.getLogger("ferry.objects")
 
-CHUNKS_PER_ROUND_TRIP = 4  # 4 × 8 MiB in flight: enough to keep the socket busy, little extra memory
+# Bytes of requests (writes) or replies (reads) in flight per round trip. Enough to keep the socket busy;
+# small enough that Redis reuses its reply buffers: with 32 MiB of 8 MiB replies in flight, Redis 7
+# allocated (and page-faulted) fresh buffers for every reply, and a 100 MB read took 79 ms instead of 26.
+IN_FLIGHT_BYTES = 8 * 1024 * 1024
 
 
 class ObjectStore:
@@ -90,8 +93,9 @@ class ObjectStore:
         connection = pool.get_connection()
         try:
             connection.connect()
-            for first in range(0, nchunks, CHUNKS_PER_ROUND_TRIP):
-                batch = range(first, min(first + CHUNKS_PER_ROUND_TRIP, nchunks))
+            per_trip = _chunks_per_round_trip(self.chunk_bytes)
+            for first in range(0, nchunks, per_trip):
+                batch = range(first, min(first + per_trip, nchunks))
                 parts: list[bytes | memoryview] = []
                 for index in batch:
                     key = keys.object_chunk(object_id, index).encode()
@@ -150,8 +154,9 @@ class ObjectStore:
             connection.connect()
             reader = _BulkReader(connection._sock)  # type: ignore[attr-defined]
             offset = 0
-            for first in range(0, nchunks, CHUNKS_PER_ROUND_TRIP):
-                batch = range(first, min(first + CHUNKS_PER_ROUND_TRIP, nchunks))
+            per_trip = _chunks_per_round_trip(chunk_bytes)
+            for first in range(0, nchunks, per_trip):
+                batch = range(first, min(first + per_trip, nchunks))
                 connection.send_packed_command(connection.pack_commands([("GET", keys.object_chunk(ref.id, i)) for i in batch]))
                 missing = None
                 for index in batch:
@@ -265,6 +270,10 @@ class _BulkReader:
         if not data:
             raise redis.ConnectionError("Redis closed the connection mid-reply")
         self.pending += data
+
+
+def _chunks_per_round_trip(chunk_bytes: int) -> int:
+    return max(1, IN_FLIGHT_BYTES // chunk_bytes)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -66,7 +66,7 @@ def test_putting_equal_data_twice_stores_it_once(client: Client, conn: redis.Red
 
 
 def test_objects_are_chunked_get_back_equal_and_can_be_deleted(client: Client, conn: redis.Redis, settings) -> None:
-    data = np.random.default_rng(2).integers(0, 1000, size=(3000, 1000), dtype=np.int32)  # 12 MB, 2 chunks
+    data = np.random.default_rng(2).integers(0, 1000, size=(3000, 1000), dtype=np.int32)  # 12 MB: several chunks
     ref = client.put(data, ttl_s=120)
     assert ref.shape == (3000, 1000) and ref.dtype == "<i4" and ref.nbytes == data.nbytes
     assert len(conn.keys(f"ferry:obj:{ref.id}:chunk:*")) == -(-data.nbytes // settings.object_chunk_bytes)
