@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from rq import get_current_job
 
-# Variant (b) stores the array as keys of 16 MiB: no huge command or socket wait, and Redis refuses any
-# single string above 512 MB (proto-max-bulk-len).
+# Variant (b) stores the array as keys of 16 MiB by default (shared_input.py --rq-piece-mib): no huge
+# command or socket wait, and Redis refuses any single string above 512 MB (proto-max-bulk-len).
 PIECE_BYTES = 16 * 1024 * 1024
 
 
@@ -26,11 +26,11 @@ def stats_of_argument(data: np.ndarray) -> dict[str, float | int]:
     return stats(data)
 
 
-def stats_of_keys(prefix: str, nbytes: int, dtype: str) -> dict[str, float | int]:
+def stats_of_keys(prefix: str, nbytes: int, dtype: str, piece_bytes: int = PIECE_BYTES) -> dict[str, float | int]:
     """Variant (b): the array was SET once in Redis as pieces `<prefix>:<n>`; every job GETs them all back."""
     conn = get_current_job().connection
     buffer = np.empty(nbytes, dtype=np.uint8)
-    for index, start in enumerate(range(0, nbytes, PIECE_BYTES)):
+    for index, start in enumerate(range(0, nbytes, piece_bytes)):
         piece = conn.get(f"{prefix}:{index}")
         buffer[start : start + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
     return stats(buffer.view(np.dtype(dtype)))

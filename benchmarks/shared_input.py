@@ -1,12 +1,12 @@
 """Eight jobs reduce the same large float64 array on 2 worker processes: plain RQ, Ferry and Ray side by side.
 
     python -m benchmarks.shared_input [--sizes 100,400,1000] [--jobs 8] [--variants rq-arg,rq-get,ferry,ray]
-                                      [--skip-slow-above 400] [--timeout 600] [--repeat 1]
+                                      [--skip-slow-above 400] [--timeout 600] [--repeat 1] [--rq-piece-mib 16]
 
 Variants (every job computes the same count/sum/min/max/mean as Ferry's `array.stats`):
   rq-arg  plain RQ SimpleWorker x2, the array is the job's argument (RQ pickles + compresses it per job)
-  rq-get  plain RQ SimpleWorker x2, the array SET once in Redis (as 16 MiB keys: no huge command, and
-          Redis caps a string at 512 MB); each job GETs every piece into one numpy buffer
+  rq-get  plain RQ SimpleWorker x2, the array SET once in Redis (as 16 MiB keys, or --rq-piece-mib: no
+          huge command, and Redis caps a string at 512 MB); each job GETs every piece into one numpy buffer
   ferry   `ferry worker --processes 2`; client.put once, then `array.stats` jobs on the ObjectRef
   ray     ray.init(num_cpus=2), ray.put once, remote tasks (only if `import ray` works)
 
@@ -86,6 +86,7 @@ class Case:
     url: str
     conn: redis.Redis
     timeout_s: float
+    rq_piece_bytes: int = PIECE_BYTES
 
     def check(self, variant: str, results: list[dict[str, Any]]) -> None:
         if len(results) != self.jobs:
@@ -150,9 +151,10 @@ def rq_arg(case: Case) -> Run:
 def rq_get(case: Case) -> Run:
     def store_and_enqueue(queue: Queue) -> list[Any]:
         raw = memoryview(case.array).cast("B")
-        for index, start in enumerate(range(0, len(raw), PIECE_BYTES)):
-            queue.connection.set(f"{ARRAY_KEY}:{index}", raw[start : start + PIECE_BYTES])
-        args = (ARRAY_KEY, case.array.nbytes, case.array.dtype.str)
+        piece = case.rq_piece_bytes
+        for index, start in enumerate(range(0, len(raw), piece)):
+            queue.connection.set(f"{ARRAY_KEY}:{index}", raw[start : start + piece])
+        args = (ARRAY_KEY, case.array.nbytes, case.array.dtype.str, piece)
         return [queue.enqueue("benchmarks.rq_tasks.stats_of_keys", *args, job_timeout=int(case.timeout_s))
                 for _ in range(case.jobs)]
 
@@ -330,6 +332,8 @@ def main() -> None:
     parser.add_argument("--skip-slow-above", type=int, default=400, help="skip rq-arg for sizes above this (MB)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the median (by wall time) is reported")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per variant before it is abandoned")
+    parser.add_argument("--rq-piece-mib", type=int, default=PIECE_BYTES >> 20,
+                        help="size of the keys that variant (b) stores the array as, in MiB")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if set(variants) - set(VARIANTS):
@@ -338,12 +342,13 @@ def main() -> None:
 
     server = EmbeddedRedis().start()
     report: dict[str, Any] = {"benchmark": "shared_input", "jobs": args.jobs, "workers": 2, "repeat": args.repeat,
+                              "rq_piece_mib": args.rq_piece_mib,
                               "machine": machine(), "sizes": {}}
     try:
         conn = connect(server.url)
         for size_mb in sizes:
             array = np.random.default_rng(size_mb).random(size_mb * 1_000_000 // 8)
-            case = Case(size_mb, array, stats(array), args.jobs, server.url, conn, args.timeout)
+            case = Case(size_mb, array, stats(array), args.jobs, server.url, conn, args.timeout, args.rq_piece_mib << 20)
             runs = {v: median_run(case, v, args.skip_slow_above, args.repeat) for v in variants}
             values = ratios(runs, array.nbytes)
             print_tables(size_mb, array.nbytes, runs, values)
