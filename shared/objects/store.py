@@ -22,9 +22,9 @@ from shared.timeutil import unix_now
 
 log = logging.getLogger("ferry.objects")
 
-# Bytes of requests (writes) or replies (reads) in flight per round trip. Enough to keep the socket busy;
-# small enough that Redis reuses its reply buffers: with 32 MiB of 8 MiB replies in flight, Redis 7
-# allocated (and page-faulted) fresh buffers for every reply, and a 100 MB read took 79 ms instead of 26.
+# Bytes of requests (writes) or replies (reads) in flight per round trip: enough to keep the socket busy.
+# More is slower: with 32 MiB of 8 MiB replies in flight a 100 MB read took 79 ms on Redis 7.0 instead
+# of 26 (docs/benchmarks.md; most likely a freshly allocated server buffer per large reply).
 IN_FLIGHT_BYTES = 8 * 1024 * 1024
 
 
