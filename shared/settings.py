@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(2.0, gt=0)
     abandoned_after_s: int = Field(20, gt=0)  # a started job with no heartbeat this long is retried
     reap_interval_s: float = Field(5.0, gt=0)
+    idle_poll_s: float = Field(1.0, gt=0)  # idle workers also look for jobs this often: plain RQ publishes no wake-up
 
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
 

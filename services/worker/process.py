@@ -37,7 +37,6 @@ from services.worker.execution import ClaimedJob, Executor
 
 log = logging.getLogger("ferry.worker")
 
-IDLE_POLL_S = 1.0  # also catches jobs enqueued by plain RQ, which publishes no wake-up
 ERROR_BACKOFF_S = 1.0
 
 
@@ -103,7 +102,7 @@ class WorkerProcess:
                 self.stopping.wait(ERROR_BACKOFF_S)
                 continue
             if not claimed:
-                self.wake.wait(IDLE_POLL_S)
+                self.wake.wait(self.settings.idle_poll_s)  # a wake-up, or the poll that catches plain RQ's jobs
                 continue
             job_id, queue, data, timeout, result_ttl, failure_ttl = claimed
             job = ClaimedJob(
