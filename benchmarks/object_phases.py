@@ -31,7 +31,7 @@ from shared.embedded import EmbeddedRedis
 from shared.objects.cache import NodeCache, sweep_node
 from shared.objects.ref import ObjectRef, normalize, ref_for
 from shared.objects.segments import SHM_DIR
-from shared.objects.store import IN_FLIGHT_BYTES, ObjectStore
+from shared.objects.store import ObjectStore, chunks_per_round_trip
 from shared.redis_conn import connect
 from shared.settings import Settings
 
@@ -52,7 +52,7 @@ def pipeline_put(conn, ref: ObjectRef, array: np.ndarray) -> None:
     """The chunk SETs as redis-py sends them in a pipeline, as many per round trip as Ferry sends (Ferry's write before it went zero-copy)."""
     raw = memoryview(array).cast("B")
     nchunks = max(1, -(-ref.nbytes // CHUNK))
-    per_trip = max(1, IN_FLIGHT_BYTES // CHUNK)
+    per_trip = chunks_per_round_trip(CHUNK)
     for first in range(0, nchunks, per_trip):
         pipe = conn.pipeline(transaction=False)
         for index in range(first, min(first + per_trip, nchunks)):

@@ -93,7 +93,7 @@ class ObjectStore:
         connection = pool.get_connection()
         try:
             connection.connect()
-            per_trip = _chunks_per_round_trip(self.chunk_bytes)
+            per_trip = chunks_per_round_trip(self.chunk_bytes)
             for first in range(0, nchunks, per_trip):
                 batch = range(first, min(first + per_trip, nchunks))
                 parts: list[bytes | memoryview] = []
@@ -154,7 +154,7 @@ class ObjectStore:
             connection.connect()
             reader = _BulkReader(connection._sock)  # type: ignore[attr-defined]
             offset = 0
-            per_trip = _chunks_per_round_trip(chunk_bytes)
+            per_trip = chunks_per_round_trip(chunk_bytes)
             for first in range(0, nchunks, per_trip):
                 batch = range(first, min(first + per_trip, nchunks))
                 connection.send_packed_command(connection.pack_commands([("GET", keys.object_chunk(ref.id, i)) for i in batch]))
@@ -272,7 +272,8 @@ class _BulkReader:
         self.pending += data
 
 
-def _chunks_per_round_trip(chunk_bytes: int) -> int:
+def chunks_per_round_trip(chunk_bytes: int) -> int:
+    """How many chunks to pipeline per round trip: IN_FLIGHT_BYTES' worth, at least one."""
     return max(1, IN_FLIGHT_BYTES // chunk_bytes)
 
 
