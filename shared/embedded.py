@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 from shared.errors import ConfigError
-from shared.processes import die_with_parent
+from shared.processes import die_with_parent, terminate
 
 START_TIMEOUT_S = 10.0
 
@@ -102,13 +102,8 @@ class EmbeddedRedis:
             client.close()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            terminate(self.process, grace_s=5)
         self.process = None
 
     def cleanup(self) -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from shared.embedded import EmbeddedRedis, free_port
+from shared.processes import terminate
 from tests.conftest import TEST_TASK_MODULES
 from tests.support import REPO, wait_for
 
@@ -62,13 +63,8 @@ class Producer:
     def close(self) -> None:
         if hasattr(self, "http"):
             self.http.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, grace_s=10)
         self._log.close()
 
 
