@@ -55,6 +55,7 @@ def workers_by_queue(queue_name: str) -> str:
 NODES = "ferry:nodes"  # zset: node id -> last heartbeat (unix seconds)
 OBJECTS = "ferry:objects"  # zset: object id -> creation time
 WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake at once
+DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
 
 
