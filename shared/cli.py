@@ -1,54 +1,70 @@
-"""CLI helpers every entry point shares (admin CLI, `ferry worker`, `ferry producer`): exit codes, errors, JSON output."""
+"""How every entry point (`ferry`, `ferry worker`, `ferry producer`) ends on an error: one line and an exit code.
+
+Only this: no typer, no rich, no client. What the admin CLI prints (tables, JSON) lives with it in services/admin/.
+The exit codes themselves are named in shared/errors.py.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
+import os
 import sys
+import traceback
 from collections.abc import Callable
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import redis
-import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.markup import escape
 
-from shared.client import Client
-from shared.errors import FerryError
+from shared.errors import EXIT_INTERNAL, FerryError
 from shared.redis_conn import unavailable
 from shared.settings import Settings, get_settings
-
-# Exit codes (documented in README.md and `ferry --help`):
-EXIT_OK = 0
-EXIT_FAILED = 1  # the job failed or was cancelled; or an unexpected error
-EXIT_USAGE = 2  # bad input or settings
-EXIT_REDIS = 3  # Redis unreachable
-EXIT_NOT_FOUND = 4  # no such job, task or object
-EXIT_CONFLICT = 5  # the job's state forbids the action
-EXIT_SHM_FULL = 6  # the node's shared memory cannot hold an object
-EXIT_PENDING = 7  # waited, and the job is still not done
-
-console = Console()
-err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a FerryError into one red line and its exit code: no traceback for a user's mistake."""
+    """Turn a FerryError into one red line and its exit code: no traceback for a user's mistake.
+
+    A Redis failure that reaches here raw (from RQ, say) becomes the same RedisUnavailable line as anywhere else;
+    anything else is a bug: its traceback, then exit EXIT_INTERNAL (so that exit 1 keeps meaning "the job failed").
+    """
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except FerryError as exc:
-            _fail(exc)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # from Admin, ObjectStore or raw commands
-            _fail(unavailable(_redis_url(), exc))
+            fail(exc)
+        except redis.ConnectionError as exc:  # also NotRedis; from RQ or raw commands
+            fail(unavailable(_redis_url(), exc))
+        except redis.TimeoutError as exc:
+            fail(unavailable(_redis_url(), exc))
+        except (SystemExit, KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):  # Exit, Abort, usage errors: typer reports them
+                raise
+            traceback.print_exc()
+            error_line(f"unexpected {type(exc).__name__}; please report it with the traceback above")
+            raise SystemExit(EXIT_INTERNAL) from None
 
     return wrapper
+
+
+def fail(exc: FerryError) -> NoReturn:
+    """Print the error's one line on stderr and exit with its code."""
+    error_line(exc.message)
+    raise SystemExit(exc.exit_code) from None
+
+
+def error_line(message: str, prefix: str = "error: ", color: str = "31") -> None:
+    """One line on stderr, its prefix colored on a terminal."""
+    stream = sys.stderr
+    if stream.isatty() and "NO_COLOR" not in os.environ:
+        prefix = f"\x1b[{color}m{prefix}\x1b[0m"
+    stream.write(f"{prefix}{' '.join(message.splitlines())}\n")
+    stream.flush()
 
 
 def _redis_url() -> str:
@@ -58,31 +74,6 @@ def _redis_url() -> str:
         return "the configured server"
 
 
-def _fail(exc: FerryError) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(exc.exit_code) from None
-
-
 def settings() -> Settings:
+    """The process's settings (a ConfigError naming FERRY_X when one is invalid)."""
     return get_settings()
-
-
-def client() -> Client:
-    return Client(settings=get_settings())
-
-
-def print_json(value: Any) -> None:
-    """One JSON document on stdout, for scripts."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    elif isinstance(value, list):
-        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -15,7 +15,7 @@ from shared.jobs import JobService
 from shared.models import JobInfo, JobRequest, JobResult, Submitted
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
-from shared.redis_conn import connect, unavailable
+from shared.redis_conn import connect, probe, unavailable
 from shared.settings import Settings, get_settings
 from shared.tasks import load_tasks
 
@@ -36,10 +36,20 @@ def _redis_errors(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+JobId = str | Submitted  # a job id, or what `submit` returned
+
+
+def _id(job: JobId) -> str:
+    return job.id if isinstance(job, Submitted) else job
+
+
 class Client:
     """Submit jobs, read their results, and put or get objects.
 
-    >>> client = Client("redis://localhost:6379/0")
+    `Client()` uses FERRY_REDIS_URL, else the server of a `ferry up` running on this machine. It checks the
+    server once (a wrong URL fails here, within seconds, with one line that says what to fix).
+
+    >>> client = Client()
     >>> job = client.submit("echo", {"value": 42})
     >>> client.result(job, wait_s=10).value
     42
@@ -48,6 +58,7 @@ class Client:
     def __init__(self, redis_url: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.url = redis_url or self.settings.resolved_redis_url()
+        probe(self.url)  # ConfigError (malformed URL) or RedisUnavailable (refused, silent, not Redis)
         self.conn = connect(self.url)
         self.tasks = load_tasks(self.settings.task_modules)
         self.jobs = JobService(self.conn, self.settings, self.tasks)
@@ -56,9 +67,9 @@ class Client:
 
     # --- jobs ---
     @_redis_errors
-    def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> str:
-        """Enqueue a job and return its id. Options: queue, timeout_s, retries, idempotency_key."""
-        return self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options)).id
+    def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> Submitted:
+        """Enqueue a job; `.id` is its id. Options: queue, timeout_s, retries, idempotency_key."""
+        return self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options))
 
     @_redis_errors
     def submit_request(self, request: JobRequest) -> Submitted:
@@ -71,17 +82,17 @@ class Client:
         return self.jobs.submit_many(parsed)
 
     @_redis_errors
-    def status(self, job_id: str) -> JobInfo:
-        return self.jobs.status(job_id)
+    def status(self, job: JobId) -> JobInfo:
+        return self.jobs.status(_id(job))
 
     @_redis_errors
-    def result(self, job_id: str, wait_s: float = 0) -> JobResult:
-        """The job's result, waiting up to wait_s seconds for it; `ready` is false if it is not done."""
-        return self.jobs.result(job_id, wait_s)
+    def result(self, job: JobId, wait_s: float = 0) -> JobResult:
+        """The job's result, waiting up to wait_s seconds for it; `ready` is false if it has not ended."""
+        return self.jobs.result(_id(job), wait_s)
 
     @_redis_errors
-    def cancel(self, job_id: str) -> JobInfo:
-        return self.jobs.cancel(job_id)
+    def cancel(self, job: JobId) -> JobInfo:
+        return self.jobs.cancel(_id(job))
 
     # --- objects ---
     @_redis_errors
@@ -97,8 +108,9 @@ class Client:
     def delete(self, ref: ObjectRef | str) -> bool:
         return self.objects.delete(ref.id if isinstance(ref, ObjectRef) else ref)
 
-    def fetch_result(self, job_id: str, wait_s: float = 0) -> Any:
+    def fetch_result(self, job: JobId, wait_s: float = 0) -> Any:
         """The result value, with an object reference replaced by its array; FerryError if it failed."""
+        job_id = _id(job)
         result = self.result(job_id, wait_s)
         if not result.ready:
             raise FerryError(f"job {job_id} is still {result.status}")
@@ -128,4 +140,4 @@ def _jsonify(value: Any) -> Any:
     return value
 
 
-__all__ = ["Client", "Sequence"]
+__all__ = ["Client", "JobId"]

@@ -36,7 +36,7 @@ EXIT_REDIS = 3  # Redis cannot be reached, or what answers at FERRY_REDIS_URL is
 EXIT_NOT_FOUND = 4  # no such job, task or object (or it expired)
 EXIT_CONFLICT = 5  # the job's status forbids the action (e.g. canceling a finished job)
 EXIT_FULL = 6  # the node's shared memory or Redis's memory is full
-EXIT_PENDING = 7  # waited, and the job has not ended yet
+EXIT_NOT_READY = 7  # waited, and the job has not ended yet (its result is not ready: the API says `ready: false`)
 EXIT_INTERNAL = 70  # an unexpected error (a bug, or a service `ferry up` started died): see the traceback or log
 
 EXIT_CODES: dict[int, str] = {
@@ -47,7 +47,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NOT_FOUND: "not found",
     EXIT_CONFLICT: "conflict (e.g. canceling a finished job)",
     EXIT_FULL: "shared memory or Redis memory full",
-    EXIT_PENDING: "the job has not ended after --wait-s",
+    EXIT_NOT_READY: "the job has not ended after --wait-s",
     EXIT_INTERNAL: "unexpected error (a bug, or a service died: see its log)",
 }
 

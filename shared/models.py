@@ -43,12 +43,20 @@ class JobRequest(BaseModel):
 
 
 class Submitted(BaseModel):
-    """The answer to a submission."""
+    """The answer to a submission (`Client.submit`, `submit_many`, `POST /v1/jobs`).
+
+    It reads where a job id is expected: `str(submitted)` is the id, and it is hashable (frozen).
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     id: str
     status: JobStatus
     queue: str
     duplicate: bool = Field(False, description="true when the idempotency key matched an earlier job")
+
+    def __str__(self) -> str:
+        return self.id
 
 
 class JobInfo(BaseModel):

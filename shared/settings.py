@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -13,6 +12,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared import up_state
 from shared.errors import ConfigError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -97,31 +97,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"queue name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ -")
         return value
 
-    @property
-    def up_state_file(self) -> Path:
-        return self.state_dir / "up.json"
-
     def resolved_redis_url(self) -> str:
-        """FERRY_REDIS_URL, else the URL of a running `ferry up`, else a ConfigError that says what to do."""
+        """FERRY_REDIS_URL, else the URL of a running `ferry up` (shared/up_state.py), else a ConfigError saying what to do."""
         if self.redis_url:
             return self.redis_url
-        url = read_up_state(self.up_state_file)
-        if url:
-            return url
+        running = up_state.read(self.state_dir)
+        if running:
+            return running.redis_url
         raise ConfigError(
             "FERRY_REDIS_URL is not set and no `ferry up` is running: "
             "set FERRY_REDIS_URL=redis://HOST:6379/0, or run `ferry up` to start a private server."
         )
-
-
-def read_up_state(path: Path) -> str | None:
-    """The Redis URL a live `ferry up` wrote, or None when it is gone."""
-    try:
-        state = json.loads(path.read_text())
-        os.kill(int(state["pid"]), 0)
-        return str(state["redis_url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 @lru_cache(maxsize=1)

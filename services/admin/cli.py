@@ -10,15 +10,15 @@ import typer
 from services.admin import demo, health, jobs, objects, queues, tasks, up
 from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
-from shared.cli import console, err_console
+from services.admin.common import console, err_console
+from shared.errors import EXIT_CODES
 
 app = typer.Typer(
     name="ferry",
     help=(
         "Ferry: a distributed task service on Redis.\n\n"
-        "Settings come from FERRY_* environment variables (see README). Exit codes: 0 ok, 1 job failed or "
-        "unexpected error, 2 bad input or settings, 3 Redis unreachable, 4 not found, 5 conflict, "
-        "6 shared memory or Redis memory full, 7 still pending after --wait."
+        "Settings come from FERRY_* environment variables (see README). Exit codes: "
+        + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()) + "."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -1,4 +1,7 @@
-"""What every admin command shares: the decorator that turns errors into exit codes, the client, and output helpers."""
+"""What every admin command shares: the decorator that turns errors into exit codes, the client, and output.
+
+Presentation lives here, with the CLI (rich consoles, tables, the one JSON printer); shared/ carries none of it.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +9,37 @@ import json
 import sys
 import time
 from datetime import datetime
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared.cli import client as _client
-from shared.cli import err_console, handle_errors
+from shared.cli import handle_errors, settings
 from shared.client import Client
 from shared.errors import InvalidRequest
+from shared.settings import get_settings
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
+console = Console()
+err_console = Console(stderr=True)
 
 # An admin command: FerryErrors and Redis connection failures become one red line and their exit code.
 command = handle_errors
 
+# What every listing says when it is empty, and the one hint for "no node" (`ferry info`, `ferry demo`, ...).
+NO_NODE = "no worker node has registered; start one with `ferry worker` (or run `ferry up`)"
+
 
 def open_client() -> Client:
-    """The client for the configured Redis (FERRY_REDIS_URL, else a running `ferry up`)."""
-    return _client()
+    """The client for the configured Redis (FERRY_REDIS_URL, else a running `ferry up`), probed: a wrong URL fails here."""
+    return Client(settings=get_settings())
+
+
+def empty(what: str, where: str = "") -> None:
+    """The one empty-state line: `no <what>[ <where>]`, on stdout, exit 0 (nothing to act on is not an error)."""
+    console.print(f"no {what}{f' {where}' if where else ''}", highlight=False)
 
 
 def fail(message: str, code: int, style: str = "red", prefix: str = "error: ") -> NoReturn:
@@ -48,10 +59,33 @@ def invalid(exc: ValidationError, what: str) -> InvalidRequest:
     return InvalidRequest(f"invalid {what}: {problems}")
 
 
-def write_json(value: Any) -> None:
-    """One JSON document on stdout (pretty-printed when it is a container), for people and for `jq`."""
-    indent = 2 if isinstance(value, (dict, list)) else None
-    sys.stdout.write(json.dumps(value, indent=indent, default=str) + "\n")
+def print_json(value: Any) -> None:
+    """The one JSON printer: one document on stdout (indented when it is a container), for people and for `jq`.
+
+    Models are dumped as the API dumps them (`model_dump(mode="json")`), so a thing has one JSON shape everywhere.
+    """
+    indent = 2 if isinstance(value, (dict, list, tuple, BaseModel)) else None
+    sys.stdout.write(json.dumps(to_json(value), indent=indent, default=str) + "\n")
+
+
+def to_json(value: Any) -> Any:
+    """Models (also inside lists and dicts) as their JSON form."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
+
+
+def human_bytes(n: float) -> str:
+    """`1.5 MiB` style size."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def table(*columns: str, title: str | None = None) -> Table:
@@ -63,7 +97,7 @@ def table(*columns: str, title: str | None = None) -> Table:
     return t
 
 
-NO_WRAP_COLUMNS = {"job", "object", "segment", "node", "worker", "task", "queue", "status", "heartbeat", "ended"}
+NO_WRAP_COLUMNS = {"job", "object", "segment", "node", "worker process", "task", "queue", "status", "heartbeat", "ended"}
 NUMERIC_COLUMNS = {
     "queued", "started", "finished", "failed", "canceled", "processes", "shm budget", "resident", "from redis",
     "from shm", "hits", "misses", "evictions", "size", "ttl", "ok", "attempts", "pid",
@@ -104,4 +138,7 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["command", "fail", "invalid", "note", "open_client", "write_json", "table", "esc", "styled_status", "ago", "short"]
+__all__ = [
+    "NO_NODE", "ago", "command", "console", "empty", "err_console", "esc", "fail", "human_bytes", "invalid", "note",
+    "open_client", "print_json", "settings", "short", "styled_status", "table",
+]

@@ -16,15 +16,14 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.admin.common import command, esc, open_client, short, table
-from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_PENDING, console, human_bytes
+from services.admin.common import NO_NODE, command, console, esc, human_bytes, open_client, short, table
 from shared.client import Client
-from shared.errors import FerryError
+from shared.errors import EXIT_FAILED, EXIT_NOT_READY, EXIT_OK, FerryError
 from shared.models import JobRequest, JobResult, JobStatus, NodeInfo
 
 DEFAULT_SIZE_MB = 100
 DEFAULT_JOBS = 64
-DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_WAIT_S = 300.0
 SEED = 20_240_601  # the same array every run: equal data is one object, so a rerun shows the cache at work
 OBJECT_TTL_S = 600  # the demo's array leaves Redis on its own ten minutes later
 BUDGET_SHARE = 0.5  # shrink the array to half of the smallest node budget when it would not fit
@@ -46,11 +45,18 @@ class DemoFailed(Exception):
         self.code = code
 
 
+# The demo's options, spelled alike on `ferry demo` and `ferry up` and after their FERRY_DEMO_* variables.
+DemoSizeMb = Annotated[int, typer.Option("--demo-size-mb", envvar="FERRY_DEMO_SIZE_MB", min=1,
+                                         help="Size of the demo's shared array in MiB.")]
+DemoJobs = Annotated[int, typer.Option("--demo-jobs", envvar="FERRY_DEMO_JOBS", min=1,
+                                       help="array.stats jobs the demo fans out over slices of the array.")]
+
+
 @command
 def demo(
-    size_mb: Annotated[int, typer.Option("--size-mb", envvar="FERRY_DEMO_SIZE_MB", min=1, help="Size of the shared array in MiB.")] = DEFAULT_SIZE_MB,
-    jobs: Annotated[int, typer.Option("--jobs", envvar="FERRY_DEMO_JOBS", min=1, help="array.stats jobs fanned out over slices of it.")] = DEFAULT_JOBS,
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", min=1, help="Give up waiting for results after this long.")] = DEFAULT_TIMEOUT_S,
+    size_mb: DemoSizeMb = DEFAULT_SIZE_MB,
+    jobs: DemoJobs = DEFAULT_JOBS,
+    wait_s: Annotated[float, typer.Option("--wait-s", min=1, help="Give up waiting for results after this many seconds.")] = DEFAULT_WAIT_S,
 ) -> None:
     """Run Ferry's demo against the running nodes: example tasks, then one large array shared by many jobs.
 
@@ -58,15 +64,15 @@ def demo(
     nodes fetched from Redis versus read from their shared memory. Needs a worker node (`ferry up` runs one).
     """
     with open_client() as client:
-        raise typer.Exit(run_demo(client, size_mb, jobs, timeout))
+        raise typer.Exit(run_demo(client, size_mb, jobs, wait_s))
 
 
-def run_demo(client: Client, size_mb: int = DEFAULT_SIZE_MB, jobs: int = DEFAULT_JOBS, timeout_s: float = DEFAULT_TIMEOUT_S,
+def run_demo(client: Client, size_mb: int = DEFAULT_SIZE_MB, jobs: int = DEFAULT_JOBS, wait_s: float = DEFAULT_WAIT_S,
              check: Callable[[], None] | None = None) -> int:
     """Run the three parts of the demo; returns the exit code. `check` is called while waiting (it may raise)."""
     try:
         nodes = serving_nodes(client)
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + wait_s
         console.print("\n[bold]1. Small tasks[/bold]")
         run_examples(client, deadline, check)
         console.print("\n[bold]2. One large array, many jobs[/bold]")
@@ -86,7 +92,7 @@ def serving_nodes(client: Client) -> list[NodeInfo]:
     queue = client.settings.default_queue
     nodes = [n for n in client.admin.nodes() if n.alive and queue in n.queues]
     if not nodes:
-        raise DemoFailed(f"no live worker node serves queue {queue!r}; start one with `ferry worker` (or run `ferry up`)")
+        raise DemoFailed(f"no live worker node serves queue {queue!r}: {NO_NODE}")
     return nodes
 
 
@@ -104,7 +110,7 @@ def run_examples(client: Client, deadline: float, check: Callable[[], None] | No
          lambda v: v["words"] == len(words) and v["unique"] == len(set(words))),
     ]
     started = time.monotonic()
-    ids = [client.submit(task, args) for task, args, _ in examples]
+    ids = [client.submit(task, args).id for task, args, _ in examples]
     t = table("task", "args", "result", "check")
     for job_id, (task, args, verify) in zip(ids, examples):
         res = wait_result(client, job_id, deadline, check)
@@ -202,7 +208,7 @@ def wait_result(client: Client, job_id: str, deadline: float, check: Callable[[]
             check()
         if remaining <= 0:
             raise DemoFailed(f"job {job_id} is still {getattr(res.status, 'value', res.status)} after the demo's time limit; "
-                             "is a worker node serving the default queue? (`ferry info`)", EXIT_PENDING)
+                             "is a worker node serving the default queue? (`ferry info`)", EXIT_NOT_READY)
 
 
 def counters(client: Client) -> dict[str, dict[str, int]]:
@@ -235,4 +241,4 @@ def show_summary(client: Client, summary: dict[str, Any]) -> None:
         highlight=False,
     )
     console.print(f"without the node cache, the {jobs} jobs would have pulled {human_bytes(ref.nbytes * jobs)} from Redis. "
-                  f"The array stays in Redis for {OBJECT_TTL_S // 60} minutes: `ferry objects ls --node`.", highlight=False)
+                  f"The array stays in Redis for {OBJECT_TTL_S // 60} minutes: `ferry objects list`.", highlight=False)

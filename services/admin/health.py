@@ -1,4 +1,7 @@
-"""`ferry health`: the liveness check behind docker's healthcheck (exit 0 healthy, 3 no Redis, 1 node unhealthy)."""
+"""`ferry health`: the liveness check behind docker's healthcheck (exit 0 healthy, 1 not healthy, 3 no Redis).
+
+Exit 1 is what docker's HEALTHCHECK means by "unhealthy", and it is the CLI's "the answer is no" (as for a failed job).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ import typer
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from services.admin.common import ago, command, fail
+from services.admin.common import ago, command, console, fail, settings
 from shared import keys
 from shared.admin import Admin
-from shared.cli import EXIT_FAILED, console, settings
+from shared.errors import EXIT_FAILED
 from shared.redis_conn import connect, ping, redact
 
 CHECK_TIMEOUT_S = 2.0  # a healthcheck must answer well within docker's default 30 s timeout
@@ -23,7 +26,7 @@ def health(
     node: Annotated[Optional[str], typer.Option("--node", metavar="NODE_ID", help="Also require this node's heartbeat to be fresh and the node not stopped.")] = None,
     this_node: Annotated[bool, typer.Option("--this-node", help="--node with this machine's node id (FERRY_NODE_ID, else the host name, as `ferry worker` uses).")] = False,
 ) -> None:
-    """Exit 0 if Redis answers (and, with --node, the node is alive); else one line and exit 3 (Redis) or 1 (node).
+    """Exit 0 if Redis answers (and, with --node, the node is alive); else one line and exit 1 (node) or 3 (Redis).
 
     A worker container's healthcheck: `ferry health --this-node`.
     """

@@ -9,25 +9,24 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from services.admin.common import command, esc, fail, invalid, note, open_client, styled_status, write_json
-from shared.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PENDING, console, print_json
+from services.admin.common import command, console, esc, fail, invalid, note, open_client, print_json, styled_status
 from shared.client import Client
-from shared.errors import InvalidRequest
+from shared.errors import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_NOT_READY, InvalidRequest
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus
 
 OBJECT_ARG_PREFIX = "@obj:"  # `--arg data=@obj:<id>` passes a stored object by id
 
 
 def parse_args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
-    """Task args from `--json '{...}'` and `--arg k=v` (v as JSON when it parses, else the string); --arg wins."""
+    """Task args from `--args '{...}'` and `--arg k=v` (v as JSON when it parses, else the string); --arg wins."""
     args: dict[str, Any] = {}
     if args_json is not None:
         try:
             args = json.loads(args_json)
         except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"--json is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+            raise InvalidRequest(f"--args is not valid JSON ({exc.msg} at character {exc.pos})") from exc
         if not isinstance(args, dict):
-            raise InvalidRequest(f"--json must be a JSON object like '{{\"value\": 1}}', not a {type(args).__name__}")
+            raise InvalidRequest(f"--args must be a JSON object like '{{\"value\": 1}}', not a {type(args).__name__}")
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         name = name.strip()
@@ -54,24 +53,24 @@ def resolve_objects(client: Client, args: dict[str, Any]) -> dict[str, Any]:
 def submit(
     task: Annotated[str, typer.Argument(help="Registered task name (see `ferry tasks`).")],
     arg: Annotated[Optional[list[str]], typer.Option("--arg", "-a", metavar="NAME=VALUE", help="A task argument; VALUE is JSON when it parses (3, [1,2], true), else a string; @obj:ID passes a stored object.")] = None,
-    args_json: Annotated[Optional[str], typer.Option("--json", metavar="JSON", help="All arguments as one JSON object; --arg values override its keys.")] = None,
+    args_json: Annotated[Optional[str], typer.Option("--args", metavar="JSON", help="All arguments as one JSON object; --arg values override its keys.")] = None,
     queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Queue (default: FERRY_DEFAULT_QUEUE).")] = None,
-    timeout: Annotated[Optional[int], typer.Option("--timeout", help="Seconds the job may run (default: FERRY_JOB_TIMEOUT_S).")] = None,
-    retries: Annotated[Optional[int], typer.Option("--retries", help="Extra attempts after a failure (default: FERRY_DEFAULT_RETRIES).")] = None,
+    timeout_s: Annotated[Optional[int], typer.Option("--timeout-s", min=1, help="Seconds the job may run before it is interrupted (default: FERRY_JOB_TIMEOUT_S).")] = None,
+    retries: Annotated[Optional[int], typer.Option("--retries", min=0, help="Extra attempts after a failure (default: FERRY_DEFAULT_RETRIES).")] = None,
     idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="Submitting the same key again returns the first job.")] = None,
-    wait: Annotated[Optional[float], typer.Option("--wait", "-w", metavar="SECONDS", min=0, help="Wait up to this long for the result and print it.")] = None,
-    json_output: Annotated[bool, typer.Option("--json-output", help="Print JSON (the submission, or the result with --wait).")] = False,
+    wait_s: Annotated[Optional[float], typer.Option("--wait-s", "-w", min=0, help="Wait up to this many seconds for the result and print it.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON: the submission, or the result with --wait-s.")] = False,
 ) -> None:
-    """Submit a job and print its id; with --wait, print its result (exit 1 if it failed, 7 if still pending)."""
+    """Submit a job and print its id; with --wait-s, print its result (exit 1 if it failed or was canceled, 7 if it has not ended)."""
     with open_client() as client:
         args = resolve_objects(client, parse_args(arg or [], args_json))
         try:
-            request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout, retries=retries,
+            request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout_s, retries=retries,
                                  idempotency_key=idempotency_key)
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)
-        if wait is None:
+        if wait_s is None:
             if json_output:
                 print_json(submitted)
             else:
@@ -80,8 +79,8 @@ def submit(
                     note(f"idempotency key {idempotency_key!r} matched this earlier job ({_status_text(submitted.status)})")
             return
         if not json_output:
-            note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait:g}s")
-        raise typer.Exit(show_result(client.result(submitted.id, wait_s=wait), json_output, waited_s=wait))
+            note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait_s:g}s")
+        raise typer.Exit(show_result(client.result(submitted.id, wait_s=wait_s), json_output, waited_s=wait_s))
 
 
 @command
@@ -89,7 +88,7 @@ def status(
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
     json_output: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
-    """Show a job's state: task, queue, status, attempts, times, worker, error."""
+    """Show a job: task, queue, status, attempts, times, worker process, error."""
     with open_client() as client:
         info = client.status(job_id)
         if json_output:
@@ -106,28 +105,33 @@ def status(
 @command
 def result(
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
-    wait: Annotated[float, typer.Option("--wait", "-w", metavar="SECONDS", min=0, help="Wait up to this long for the job to end.")] = 0,
+    wait_s: Annotated[float, typer.Option("--wait-s", "-w", min=0, help="Wait up to this many seconds for the job to end.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Print a job's result (exit 1 if it failed or was cancelled, 7 if not done yet)."""
+    """Print a job's result (exit 1 if it failed or was canceled, 7 if it has not ended yet)."""
     with open_client() as client:
-        raise typer.Exit(show_result(client.result(job_id, wait_s=wait), json_output, waited_s=wait))
+        raise typer.Exit(show_result(client.result(job_id, wait_s=wait_s), json_output, waited_s=wait_s))
 
 
 @command
-def cancel(job_id: Annotated[str, typer.Argument(metavar="JOB_ID")]) -> None:
-    """Cancel a queued job, or interrupt a running one (exit 5 if it already ended)."""
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the job as JSON after the request.")] = False,
+) -> None:
+    """Cancel a queued job, or interrupt a started one (exit 5 if it already ended)."""
     with open_client() as client:
         info = client.cancel(job_id)
-    if info.status == JobStatus.CANCELED:
+    if json_output:
+        print_json(info)
+    elif info.status == JobStatus.CANCELED:
         console.print(f"job {job_id} canceled", highlight=False)
     else:
-        console.print(f"job {job_id} is running; its worker was told to stop it (`ferry status {job_id}` shows when it has)",
-                      highlight=False)
+        console.print(f"job {job_id} is started; its worker process was told to stop it "
+                      f"(`ferry status {job_id}` shows when it is canceled)", highlight=False)
 
 
 def show_result(res: JobResult, json_output: bool, waited_s: float = 0) -> int:
-    """Print a result and return the exit code: 0 finished, 1 failed or canceled, 4 result expired, 7 pending."""
+    """Print a result and return the exit code: 0 finished, 1 failed or canceled, 4 result expired, 7 not ended yet."""
     code = result_exit_code(res)
     if json_output:
         print_json(res)
@@ -135,17 +139,16 @@ def show_result(res: JobResult, json_output: bool, waited_s: float = 0) -> int:
     if code == EXIT_OK:
         ref = res.object_ref()
         if ref is None:
-            write_json(res.value)
+            print_json(res.value)
         else:
             shape = "x".join(str(n) for n in ref.shape) or "scalar"
             print(f"object {ref.id} ({ref.kind.value}, {ref.dtype}, shape {shape}, {ref.nbytes} bytes)")
             note(f"the result is a stored object; fetch it with: ferry objects get {ref.id} -o result.npy")
         return code
-    if code == EXIT_PENDING:
+    if code == EXIT_NOT_READY:
         after = f" after waiting {waited_s:g}s" if waited_s else ""
-        state = "running" if res.status == JobStatus.STARTED else _status(res)
-        fail(f"job {res.id} is still {state}{after}; try `ferry result {res.id} --wait 30`",
-             EXIT_PENDING, style="yellow", prefix="pending: ")
+        fail(f"job {res.id} is still {_status(res)}{after}; try `ferry result {res.id} --wait-s 30`",
+             EXIT_NOT_READY, style="yellow", prefix="not ready: ")
     if code == EXIT_NOT_FOUND:
         fail(f"job {res.id} finished but its result has expired (FERRY_RESULT_TTL_S)", code)
     fail(f"job {res.id} {_status(res)}: {res.error or 'no error recorded'}", code)
@@ -159,7 +162,7 @@ def result_exit_code(res: JobResult) -> int:
         return EXIT_NOT_FOUND
     if status in (JobStatus.FAILED, JobStatus.CANCELED):
         return EXIT_FAILED
-    return EXIT_PENDING
+    return EXIT_NOT_READY
 
 
 def job_table(info: JobInfo) -> Table:
@@ -168,7 +171,8 @@ def job_table(info: JobInfo) -> Table:
     grid.add_column()
     rows = [
         ("id", info.id), ("task", info.task), ("queue", info.queue), ("status", styled_status(info.status)),
-        ("attempts", str(info.attempts)), ("retries left", _text(info.retries_left)), ("timeout", f"{info.timeout_s}s" if info.timeout_s else "-"),
+        ("attempts", str(info.attempts)), ("retries left", _text(info.retries_left)),
+        ("timeout", f"{info.timeout_s}s" if info.timeout_s else "-"),
         ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
         ("ended", _when(info.ended_at)), ("worker", info.worker), ("error", info.error),
     ]

@@ -13,9 +13,9 @@ import numpy as np
 import typer
 
 from shared.processes import pid_alive
-from services.admin.common import command, esc, fail, note, open_client, table, write_json
+from services.admin.common import command, console, esc, fail, human_bytes, note, open_client, print_json, table
 from services.admin.queues import CACHE_COUNTERS, cache_table
-from shared.cli import EXIT_NOT_FOUND, console, human_bytes, print_json
+from shared.errors import EXIT_NOT_FOUND
 from shared import keys
 from shared.errors import InvalidRequest
 from shared.objects import segments
@@ -84,7 +84,7 @@ def ls(
                                   **{k: n.stats.get(k, 0) for k in CACHE_COUNTERS}} for n in nodes]
             document["segments"] = [{"name": s.name, "node": segment_node(s.name), "object_id": s.object_id, "bytes": s.size,
                                      "partial_pid": s.partial_pid} for s in resident]
-        write_json(document)
+        print_json(document)
         return
     if objects:
         t = table("object", "kind", "dtype", "shape", "size", "ttl")
@@ -164,7 +164,7 @@ def gc(json_output: Annotated[bool, typer.Option("--json", help="Print what was 
     removed = sweep_shared_memory(segments.SHM_DIR, alive)
     freed = sum(r.bytes for r in removed)
     if json_output:
-        write_json({"expired_index_entries": forgotten, "removed": [r.__dict__ for r in removed], "bytes_freed": freed})
+        print_json({"expired_index_entries": forgotten, "removed": [r.__dict__ for r in removed], "bytes_freed": freed})
         return
     for r in removed:
         console.print(f"removed {esc(r.name)} ({human_bytes(r.bytes)}; {esc(r.reason)})", highlight=False)

@@ -8,10 +8,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from services.admin.common import ago, command, esc, styled_status, fail, note, open_client, short, table, write_json
-from shared.cli import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, console, human_bytes, print_json
+from services.admin.common import (
+    NO_NODE, ago, command, console, empty, esc, fail, human_bytes, note, open_client, print_json, short, styled_status, table,
+)
 from shared.client import Client
-from shared.errors import InvalidRequest, JobNotFound
+from shared.errors import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_USAGE, InvalidRequest, JobNotFound
 from shared.models import JobStatus, NodeInfo
 from shared.redis_conn import redact
 
@@ -20,18 +21,17 @@ CACHE_COUNTERS = ("bytes_from_redis", "bytes_from_shm", "hits", "misses", "evict
 
 @command
 def info(json_output: Annotated[bool, typer.Option("--json", help="Print everything as one JSON document.")] = False) -> None:
-    """Show queues (jobs by state), nodes (liveness, processes, shared-memory cache counters) and workers."""
+    """Show queues (jobs by status), nodes (liveness, processes, shared-memory cache counters) and worker processes.
+
+    A node is what `ferry worker` runs on a machine; its worker processes (RQ's workers) run the jobs.
+    """
     with open_client() as client:
         server = client.admin.server_info()
-        queues, nodes, workers = client.admin.queues(), client.admin.nodes(), client.admin.workers()
+        queues, nodes, processes = client.admin.queues(), client.admin.nodes(), client.admin.workers()
         url = redact(client.url)
     if json_output:
-        write_json({
-            "redis": {"url": url, "version": server["server"]},
-            "queues": [q.model_dump(mode="json") for q in queues],
-            "nodes": [n.model_dump(mode="json") for n in nodes],
-            "workers": [w.model_dump(mode="json") for w in workers],
-        })
+        print_json({"redis": {"url": url, "version": server["server"]}, "queues": queues, "nodes": nodes,
+                    "worker_processes": processes})
         return
     console.print(f"[bold]Redis[/bold] {url} (server {server['server']})", highlight=False)
     console.print()
@@ -46,16 +46,19 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="Print everyth
         console.print()
         console.print(cache_table(nodes))
     else:
-        console.print("[bold]Nodes[/bold]\nno worker node has registered; start one with `ferry worker`", highlight=False)
+        console.print("[bold]Nodes[/bold]", highlight=False)
+        console.print(NO_NODE, highlight=False)
     console.print()
-    if workers:
-        worker_table = table("worker", "node", "pid", "state", "current job", "ok", "failed", "heartbeat", title="Workers")
-        for w in workers:
-            worker_table.add_row(esc(w.name), esc(w.node or "-"), str(w.pid or "-"), esc(w.state), esc(w.current_job or "-"),
-                                 str(w.successful), str(w.failed), ago(w.last_heartbeat))
-        console.print(worker_table)
-    else:
-        console.print("[bold]Workers[/bold]\nno worker process is registered", highlight=False)
+    if processes:
+        process_table = table("worker process", "node", "pid", "state", "current job", "ok", "failed", "heartbeat",
+                              title="Worker processes")
+        for w in processes:
+            process_table.add_row(esc(w.name), esc(w.node or "-"), str(w.pid or "-"), esc(w.state), esc(w.current_job or "-"),
+                                  str(w.successful), str(w.failed), ago(w.last_heartbeat))
+        console.print(process_table)
+    elif nodes:
+        console.print("[bold]Worker processes[/bold]", highlight=False)
+        empty("worker processes")
 
 
 def node_table(nodes: list[NodeInfo], title: str = "Nodes") -> Table:
@@ -80,19 +83,18 @@ def cache_table(nodes: list[NodeInfo], title: str = "Node caches (since each nod
 @command
 def jobs(
     queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Only this queue (default: all).")] = None,
-    state: Annotated[Optional[JobStatus], typer.Option("--state", "-s", case_sensitive=False, help="Only jobs in this state (default: all).")] = None,
+    status: Annotated[Optional[JobStatus], typer.Option("--status", "-s", case_sensitive=False, help="Only jobs with this status (default: all).")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="At most this many jobs.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list.")] = False,
 ) -> None:
-    """List jobs by queue and state (queued jobs in queue order; others newest first)."""
+    """List jobs by queue and status (queued jobs in queue order; others newest first)."""
     with open_client() as client:
-        found = client.admin.jobs(queue, state, limit)
+        found = client.admin.jobs(queue, status, limit)
     if json_output:
         print_json(found)
         return
     if not found:
-        what = " ".join(filter(None, [state.value if state else None, "jobs"]))
-        console.print(f"no {what}{f' in queue {queue}' if queue else ''}", highlight=False)
+        empty(" ".join(filter(None, [status.value if status else None, "jobs"])), f"in queue {queue}" if queue else "")
         return
     t = table("job", "task", "queue", "status", "attempts", "ended", "error")
     for j in found:
@@ -104,31 +106,32 @@ def jobs(
 @command
 def requeue(
     job_ids: Annotated[Optional[list[str]], typer.Argument(metavar="JOB_ID", help="Failed jobs to requeue.", show_default=False)] = None,
-    failed: Annotated[bool, typer.Option("--failed", help="Requeue failed jobs (the only kind that can be).")] = False,
     all_jobs: Annotated[bool, typer.Option("--all", help="Every failed job (of --queue, or of every queue).")] = False,
     queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Only failed jobs of this queue.")] = None,
+    _failed: Annotated[bool, typer.Option("--failed", hidden=True, help="Accepted and ignored (once required).")] = False,
 ) -> None:
-    """Put failed jobs back on their queue for one more attempt: `ferry requeue --failed --all` or `--failed ID...`."""
-    if not failed:
-        raise InvalidRequest("only failed jobs can be requeued: pass --failed (with --all or job ids)")
+    """Put failed jobs back on their queue for one more attempt: `ferry requeue --all` or `ferry requeue ID...`.
+
+    Only failed jobs can be requeued; a job id that is not a failed job is reported (exit 4 unknown, 5 not failed).
+    """
     if bool(all_jobs) == bool(job_ids):
         raise InvalidRequest("pass either --all or one or more job ids (not both)")
     with open_client() as client:
         requeued = client.admin.requeue_failed(queue, job_ids or None)
         missing = [] if all_jobs else [i for i in job_ids or [] if i not in requeued]
-        states = {i: _state_of(client, i) for i in missing}
+        statuses = {i: _status_of(client, i) for i in missing}
     if requeued:
         noun = "job" if len(requeued) == 1 else "jobs"
         console.print(f"requeued {len(requeued)} failed {noun}", highlight=False)
     elif all_jobs:
-        console.print(f"no failed jobs to requeue{f' in queue {queue}' if queue else ''}", highlight=False)
+        empty("failed jobs", f"in queue {queue}" if queue else "")
     if missing:
-        described = ", ".join(f"{i} ({states[i]})" for i in missing)
-        code = EXIT_NOT_FOUND if any(s == "not found" for s in states.values()) else EXIT_CONFLICT
+        described = ", ".join(f"{i} ({statuses[i]})" for i in missing)
+        code = EXIT_NOT_FOUND if any(s == "not found" for s in statuses.values()) else EXIT_CONFLICT
         fail(f"not requeued, not a failed job{f' of queue {queue}' if queue else ''}: {described}", code)
 
 
-def _state_of(client: Client, job_id: str) -> str:
+def _status_of(client: Client, job_id: str) -> str:
     try:
         status = client.status(job_id).status
     except JobNotFound:
@@ -141,18 +144,19 @@ def purge(
     queue: Annotated[str, typer.Argument(help="The queue to empty.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Drop every queued job of a queue (running jobs finish). Asks first unless --yes."""
+    """Drop every queued job of a queue (started jobs finish). Asks first unless --yes."""
     with open_client() as client:
         waiting = next((q.queued for q in client.admin.queues() if q.name == queue), None)
         if waiting == 0:
-            console.print(f"queue {queue} has no queued jobs; nothing to purge", highlight=False)
+            empty("queued jobs", f"in queue {queue}")
             return
         if not yes and waiting is not None:
             if not sys.stdin.isatty():
                 fail(f"queue {queue} holds {waiting} queued jobs; pass --yes to purge without a prompt", EXIT_USAGE)
             if not typer.confirm(f"Drop {waiting} queued jobs from queue {queue}?", default=False):
-                fail("nothing purged", EXIT_FAILED, style="yellow", prefix="aborted: ")
+                note("nothing purged")  # a person said no: nothing to do, exit 0
+                return
         dropped = client.admin.purge(queue)  # InvalidRequest naming the queues for an unknown queue
     console.print(f"purged {dropped} queued {'job' if dropped == 1 else 'jobs'} from queue {queue}", highlight=False)
     if dropped:
-        note("jobs already running were not touched")
+        note("started jobs were not touched")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from services.admin.common import command, esc, table
-from shared.cli import console, print_json, settings
+from services.admin.common import console, print_json, settings
 from shared.models import TaskInfo
 from shared.tasks import TaskSpec, load_tasks
 

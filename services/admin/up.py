@@ -9,7 +9,6 @@ reverse order, on Ctrl-C. The children run in their own sessions so that Ctrl-C 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -25,19 +24,17 @@ from types import FrameType
 from typing import IO, Annotated, Optional
 
 import redis
-
 import typer
 
 from services.admin import demo as demo_module
-from services.admin.common import command, esc
-from shared import keys
-from shared.cli import EXIT_FAILED, EXIT_OK, console, err_console, human_bytes, settings
+from services.admin.common import command, console, err_console, esc, human_bytes, settings
+from shared import keys, up_state
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
-from shared.errors import ConfigError
+from shared.errors import EXIT_INTERNAL, EXIT_OK, ConfigError
 from shared.processes import die_with_parent
 from shared.redis_conn import connect, connect_checked, redact
-from shared.settings import Settings, read_up_state
+from shared.settings import Settings
 
 READY_TIMEOUT_S = 60.0  # producer and node each; a cold start on a slow disk takes a few seconds
 POLL_S = 0.1  # readiness checks
@@ -107,7 +104,7 @@ class Stack:
     """What `ferry up` started, so that it can check on it and stop it in order."""
 
     config: Settings
-    redis: EmbeddedRedis | None = None
+    server: EmbeddedRedis | None = None  # the private server, when FERRY_REDIS_URL is not set
     redis_url: str = ""
     conn: redis.Redis | None = None  # for readiness checks
     children: list[Child] = field(default_factory=list)
@@ -121,8 +118,8 @@ class Stack:
             self.redis_url = self.config.redis_url
             return self.redis_url
         refuse_second_stack(self.config)
-        self.redis = EmbeddedRedis(persist=False).start()  # in its own session: Ctrl-C does not reach it
-        self.redis_url = self.redis.url
+        self.server = EmbeddedRedis(persist=False).start()  # in its own session: Ctrl-C does not reach it
+        self.redis_url = self.server.url
         return self.redis_url
 
     def connection(self) -> redis.Redis:
@@ -131,12 +128,8 @@ class Stack:
         return self.conn
 
     def write_state(self, api: str) -> None:
-        """Tell `ferry` commands in other terminals where this stack's Redis is (settings.resolved_redis_url)."""
-        path = self.config.up_state_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps({"pid": os.getpid(), "redis_url": self.redis_url, "api": api}))
-        os.replace(temporary, path)
+        """Tell `ferry` commands and `Client()` in other terminals where this stack's Redis is (shared/up_state.py)."""
+        up_state.write(self.config.state_dir, self.redis_url, api)
         self.state_written = True
 
     def start_child(self, name: str, log_name: str, args: list[str]) -> Child:
@@ -183,8 +176,8 @@ class Stack:
                     child.stop(PRODUCER_STOP_S)
             if self.conn is not None:
                 self.conn.close()
-            if self.redis is not None:
-                self.redis.cleanup()
+            if self.server is not None:
+                self.server.cleanup()
         finally:
             self._forget_state()
             for sig, handler in previous.items():
@@ -197,21 +190,17 @@ class Stack:
                 child._signal(signal.SIGTERM)
 
     def _forget_state(self) -> None:
-        if not self.state_written:
-            return
-        try:
-            if json.loads(self.config.up_state_file.read_text()).get("pid") == os.getpid():
-                self.config.up_state_file.unlink()
-        except (OSError, ValueError):
-            pass
+        if self.state_written:
+            up_state.forget(self.config.state_dir)
 
 
 def refuse_second_stack(config: Settings) -> None:
     """ConfigError when a `ferry up` with a private server already runs here: `ferry` commands could not tell them apart."""
-    running = read_up_state(config.up_state_file)
+    running = up_state.read(config.state_dir)
     if running and not config.redis_url:
         raise ConfigError(
-            f"`ferry up` is already running on this machine (Redis {running}, see {config.up_state_file}); "
+            f"`ferry up` is already running on this machine (Redis {running.redis_url}, API {running.api}, "
+            f"see {up_state.state_file(config.state_dir)}); "
             "stop it first, or set FERRY_REDIS_URL to run another stack against a server of your choice"
         )
 
@@ -223,11 +212,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @command
 def up(
     processes: Annotated[Optional[int], typer.Option("--processes", "-p", min=1, help="Worker processes in the node (default: FERRY_PROCESSES, else the CPU count).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Interface the API listens on (default: FERRY_API_HOST, i.e. 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="API port (default: FERRY_API_PORT).")] = None,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="Skip the demo.")] = False,
     exit_after_demo: Annotated[bool, typer.Option("--exit-after-demo", help="Stop everything once the demo has run; exit with its code.")] = False,
-    demo_size_mb: Annotated[int, typer.Option("--demo-size-mb", envvar="FERRY_DEMO_SIZE_MB", min=1, help="Size of the demo's shared array in MiB.")] = demo_module.DEFAULT_SIZE_MB,
-    demo_jobs: Annotated[int, typer.Option("--demo-jobs", envvar="FERRY_DEMO_JOBS", min=1, help="Jobs the demo fans out over the array.")] = demo_module.DEFAULT_JOBS,
+    demo_size_mb: demo_module.DemoSizeMb = demo_module.DEFAULT_SIZE_MB,
+    demo_jobs: demo_module.DemoJobs = demo_module.DEFAULT_JOBS,
 ) -> None:
     """Run Ferry on this machine: Redis (a private one unless FERRY_REDIS_URL is set), the API and a worker node.
 
@@ -235,7 +225,7 @@ def up(
     until Ctrl-C, which stops the API, then the node (running jobs finish), then Redis.
     """
     config = settings()
-    host = config.api_host
+    host = host or config.api_host
     port = port or config.api_port
     processes = processes or config.processes
     refuse_second_stack(config)
@@ -245,7 +235,7 @@ def up(
     try:
         url = stack.start_redis()
         api = f"http://{_reachable(host)}:{port}"
-        if stack.redis is not None:
+        if stack.server is not None:
             stack.write_state(api)
         producer = stack.start_child("producer", "producer", [sys.executable, "-m", "services.producer", "--host", host, "--port", str(port)])
         node = stack.start_child("worker node", "node", [sys.executable, "-m", "services.admin.cli", "worker", "--processes", str(processes)])
@@ -268,7 +258,7 @@ def up(
         code = EXIT_OK
     except ChildDied as exc:
         _report_death(stack, str(exc))
-        code = EXIT_FAILED
+        code = EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         stack.stop()
@@ -282,7 +272,8 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise ConfigError(f"cannot serve the API on {host}:{port} ({exc.strerror}); pass --port with a free port") from exc
+            raise ConfigError(f"cannot serve the API on {host}:{port} ({exc.strerror}); pass --port with a free port "
+                              "(or --host with an address of this machine)") from exc
 
 
 def _reachable(host: str) -> str:
@@ -315,7 +306,7 @@ def _node_ready(conn: redis.Redis, node_id: str, pid: int, processes: int) -> bo
 def _announce(stack: Stack, api: str, processes: int) -> None:
     config = stack.config
     budget = int(stack.connection().hget(keys.node(config.node_id), "shm_budget_bytes") or 0)
-    where = (f"{stack.redis_url} (private and in memory: gone when `ferry up` stops)" if stack.redis is not None
+    where = (f"{stack.redis_url} (private and in memory: gone when `ferry up` stops)" if stack.server is not None
              else f"{redact(stack.redis_url)} (from FERRY_REDIS_URL)")
     logs = ", ".join(str(c.log_path) for c in stack.children)
     console.print()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from services.admin.jobs import parse_args
-from shared.cli import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_PENDING, EXIT_USAGE
+from shared.errors import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_READY, EXIT_USAGE
 from shared.client import Client
 from tests.admin.helpers import one_line
 
@@ -20,12 +20,12 @@ def test_arg_values_are_json_when_they_parse_and_strings_otherwise() -> None:
 
 def test_submit_with_wait_prints_the_result_computed_by_a_node(ferry, start_node) -> None:
     start_node(processes=1)
-    done = ferry("submit", "stats.describe", "--arg", "values=[1, 2, 3, 6]", "--wait", "30")
+    done = ferry("submit", "stats.describe", "--arg", "values=[1, 2, 3, 6]", "--wait-s", "30")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"count": 4, "mean": 3.0, "stdev": 2.160246899469287, "min": 1.0, "median": 2.5, "max": 6.0}
     assert "waiting up to 30s" in done.stderr
 
-    text = ferry("submit", "text.word_count", "--json", '{"top": 1}', "--arg", "text=to be or not to be", "--wait", "30")
+    text = ferry("submit", "text.word_count", "--args", '{"top": 1}', "--arg", "text=to be or not to be", "--wait-s", "30")
     assert text.returncode == 0, text.stderr
     assert json.loads(text.stdout) == {"words": 6, "unique": 4, "top": [["to", 2]]}  # the unparsable value stayed a string
 
@@ -51,9 +51,11 @@ def test_submit_of_an_unknown_task_exits_4_listing_the_known_tasks(ferry) -> Non
 
 
 def test_bad_json_and_bad_options_are_usage_errors(cli) -> None:
-    assert cli("submit", "echo", "--json", "{nope").exit_code == EXIT_USAGE
-    listed = cli("submit", "echo", "--json", "[1]")
-    assert listed.exit_code == EXIT_USAGE and "--json must be a JSON object" in listed.stderr
+    assert cli("submit", "echo", "--args", "{nope").exit_code == EXIT_USAGE
+    listed = cli("submit", "echo", "--args", "[1]")
+    assert listed.exit_code == EXIT_USAGE and "--args must be a JSON object" in listed.stderr
+    # --json is the output flag everywhere: args after it are an error, not silently taken as the task's args.
+    assert cli("submit", "echo", "--json", '{"value": 1}').exit_code == EXIT_USAGE
     queue = cli("submit", "echo", "--queue", "no spaces")
     assert queue.exit_code == EXIT_USAGE and queue.stderr.startswith("error: invalid job: queue:")
     extra = cli("submit", "echo", "--arg", "value=1", "--arg", "n=3")
@@ -61,7 +63,7 @@ def test_bad_json_and_bad_options_are_usage_errors(cli) -> None:
 
 
 def test_a_submitted_job_is_queued_and_result_wait_exits_7_while_no_node_runs_it(ferry, cli, client: Client) -> None:
-    submitted = cli("submit", "echo", "--arg", "value=hello", "--queue", "low", "--retries", "0", "--timeout", "9")
+    submitted = cli("submit", "echo", "--arg", "value=hello", "--queue", "low", "--retries", "0", "--timeout-s", "9")
     assert submitted.exit_code == 0
     job_id = submitted.stdout.strip()
     info = client.status(job_id)
@@ -72,16 +74,16 @@ def test_a_submitted_job_is_queued_and_result_wait_exits_7_while_no_node_runs_it
     human = cli("status", job_id).stdout
     assert job_id in human and "queued" in human and "echo" in human
 
-    pending = ferry("result", job_id, "--wait", "0.3")
-    assert pending.returncode == EXIT_PENDING
-    assert one_line(pending.stderr) == f"pending: job {job_id} is still queued after waiting 0.3s; try `ferry result {job_id} --wait 30`"
-    waited = ferry("submit", "echo", "--wait", "0.2", "--json-output")
-    assert waited.returncode == EXIT_PENDING
+    pending = ferry("result", job_id, "--wait-s", "0.3")
+    assert pending.returncode == EXIT_NOT_READY
+    assert one_line(pending.stderr) == f"not ready: job {job_id} is still queued after waiting 0.3s; try `ferry result {job_id} --wait-s 30`"
+    waited = ferry("submit", "echo", "--wait-s", "0.2", "--json")
+    assert waited.returncode == EXIT_NOT_READY
     assert json.loads(waited.stdout)["ready"] is False
 
 
 def test_cancel_a_queued_job_then_its_result_exits_1_and_a_second_cancel_is_harmless(cli, client: Client) -> None:
-    job_id = client.submit("echo", {"value": 1})
+    job_id = client.submit("echo", {"value": 1}).id
     canceled = cli("cancel", job_id)
     assert canceled.exit_code == 0
     assert canceled.stdout.strip() == f"job {job_id} canceled"
@@ -100,14 +102,14 @@ def test_unknown_ids_exit_4(cli) -> None:
 
 def test_failed_job_exits_1_and_cancelling_a_finished_job_exits_5(cli, client: Client, start_node) -> None:
     start_node(processes=1)
-    failed = cli("submit", "test.fail", "--arg", "message=it broke", "--retries", "0", "--wait", "30")
+    failed = cli("submit", "test.fail", "--arg", "message=it broke", "--retries", "0", "--wait-s", "30")
     assert failed.exit_code == EXIT_FAILED
     assert failed.stderr.splitlines()[-1].endswith("failed: RuntimeError: it broke")
     job_id = failed.stderr.split()[1]
     shown = cli("status", job_id)
     assert "RuntimeError: it broke" in shown.stdout and "traceback" in shown.stdout  # the status shows the traceback
 
-    done = cli("submit", "echo", "--arg", "value=ok", "--wait", "30", "--json-output")
+    done = cli("submit", "echo", "--arg", "value=ok", "--wait-s", "30", "--json")
     assert done.exit_code == 0
     result = json.loads(done.stdout)
     assert (result["status"], result["value"]) == ("finished", "ok")

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from shared import keys
-from shared.cli import EXIT_NOT_FOUND, EXIT_USAGE
+from shared.errors import EXIT_NOT_FOUND, EXIT_USAGE
 from shared.client import Client
 from shared.timeutil import unix_now
 from tests.admin.helpers import one_line
@@ -79,7 +79,7 @@ def test_a_task_takes_an_object_by_id_and_ls_node_shows_the_cache(cli, start_nod
     np.save(tmp_path / "d.npy", data)
     object_id = cli("objects", "put", str(tmp_path / "d.npy")).stdout.strip()
 
-    done = cli("submit", "array.stats", "--arg", f"data=@obj:{object_id}", "--arg", "start=10", "--arg", "stop=20", "--wait", "30")
+    done = cli("submit", "array.stats", "--arg", f"data=@obj:{object_id}", "--arg", "start=10", "--arg", "stop=20", "--wait-s", "30")
     assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout)["sum"] == pytest.approx(float(data[10:20].sum()))
     missing = cli("submit", "array.stats", "--arg", "data=@obj:0000000000000000000000000000dead")
@@ -93,7 +93,7 @@ def test_a_task_takes_an_object_by_id_and_ls_node_shows_the_cache(cli, start_nod
     human = cli("objects", "ls", "--node").stdout
     assert f"ferry_{node.node_id}_{object_id}" in human and "Node caches" in human
 
-    scaled = cli("submit", "array.scale", "--arg", f"data=@obj:{object_id}", "--arg", "factor=2", "--wait", "30")
+    scaled = cli("submit", "array.scale", "--arg", f"data=@obj:{object_id}", "--arg", "factor=2", "--wait-s", "30")
     assert scaled.exit_code == 0
     assert scaled.stdout.startswith("object ") and "shape 100000" in scaled.stdout
     assert "ferry objects get" in scaled.stderr

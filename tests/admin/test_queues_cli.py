@@ -7,7 +7,7 @@ import json
 import redis
 
 from shared import keys
-from shared.cli import EXIT_NOT_FOUND, EXIT_USAGE
+from shared.errors import EXIT_NOT_FOUND, EXIT_USAGE
 from shared.client import Client
 from tests.admin.helpers import one_line
 
@@ -20,7 +20,7 @@ def test_info_json_shows_queues_nodes_with_cache_counters_and_workers(cli, clien
     shown = cli("info", "--json")
     assert shown.exit_code == 0
     info = json.loads(shown.stdout)
-    assert set(info) == {"redis", "queues", "nodes", "workers"}
+    assert set(info) == {"redis", "queues", "nodes", "worker_processes"}
     assert info["redis"]["url"] == client.url and info["redis"]["version"]
     queues = {q["name"]: q for q in info["queues"]}
     assert list(queues)[:3] == ["high", "default", "low"]
@@ -30,11 +30,11 @@ def test_info_json_shows_queues_nodes_with_cache_counters_and_workers(cli, clien
     assert (n["id"], n["alive"], n["processes"]) == (node.node_id, True, 2)
     assert {"bytes_from_redis", "bytes_from_shm", "hits", "misses", "evictions", "resident_bytes"} <= set(n["stats"])
     assert n["shm_budget_bytes"] > 0
-    assert sorted(w["name"] for w in info["workers"]) == node.workers(client.conn)
-    assert {w["state"] for w in info["workers"]} <= {"idle", "busy"}
+    assert sorted(w["name"] for w in info["worker_processes"]) == node.workers(client.conn)
+    assert {w["state"] for w in info["worker_processes"]} <= {"idle", "busy"}
 
     human = cli("info").stdout
-    for expected in ("Queues", "Nodes", "Node caches", "Workers", node.node_id, "from redis", "from shm", "evictions"):
+    for expected in ("Queues", "Nodes", "Node caches", "Worker processes", node.node_id, "from redis", "from shm", "evictions"):
         assert expected in human
 
 
@@ -44,37 +44,36 @@ def test_info_says_when_no_node_has_registered(cli) -> None:
     assert "no worker node has registered" in shown.stdout
 
 
-def test_a_failed_job_is_listed_by_state_then_requeued_and_succeeds(cli, client: Client, start_node, tmp_path) -> None:
+def test_a_failed_job_is_listed_by_status_then_requeued_and_succeeds(cli, client: Client, start_node, tmp_path) -> None:
     start_node(processes=1)
     marker = tmp_path / "attempted"
-    flaky = client.submit("test.flaky", {"marker": str(marker)}, retries=0)
+    flaky = client.submit("test.flaky", {"marker": str(marker)}, retries=0).id
     assert client.result(flaky, wait_s=30).status == "failed"
-    fine = client.submit("echo", {"value": 1})
+    fine = client.submit("echo", {"value": 1}).id
     client.result(fine, wait_s=30)
 
-    failed = json.loads(cli("jobs", "--state", "failed", "--json").stdout)
+    failed = json.loads(cli("jobs", "--status", "failed", "--json").stdout)
     assert [(j["id"], j["task"], j["status"]) for j in failed] == [(flaky, "test.flaky", "failed")]
-    listed = cli("jobs", "--state", "failed").stdout
+    listed = cli("jobs", "--status", "failed").stdout
     assert flaky in listed and "first attempt fails" in listed and fine not in listed
     assert {j["id"] for j in json.loads(cli("jobs", "--json").stdout)} == {flaky, fine}
-    assert cli("jobs", "--state", "queued").stdout.strip() == "no queued jobs"
+    assert cli("jobs", "--status", "queued").stdout.strip() == "no queued jobs"
 
-    requeued = cli("requeue", "--failed", "--all")
+    requeued = cli("requeue", "--all")
     assert requeued.exit_code == 0
     assert requeued.stdout.strip() == "requeued 1 failed job"
     result = client.result(flaky, wait_s=30)
     assert (result.status, result.value) == ("finished", "ok")
-    nothing = cli("requeue", "--failed", "--all")
-    assert (nothing.exit_code, nothing.stdout.strip()) == (0, "no failed jobs to requeue")
+    nothing = cli("requeue", "--all")
+    assert (nothing.exit_code, nothing.stdout.strip()) == (0, "no failed jobs")
 
 
-def test_requeue_needs_failed_and_all_or_ids_and_names_jobs_it_could_not_requeue(cli, client: Client) -> None:
-    assert "pass --failed" in cli("requeue", "--all").stderr
-    assert cli("requeue", "--all").exit_code == EXIT_USAGE
-    neither = cli("requeue", "--failed")
+def test_requeue_needs_all_or_ids_and_names_jobs_it_could_not_requeue(cli, client: Client) -> None:
+    neither = cli("requeue")
     assert (neither.exit_code, one_line(neither.stderr)) == (EXIT_USAGE, "error: pass either --all or one or more job ids (not both)")
-    queued = client.submit("echo")
-    unknown = cli("requeue", "--failed", queued, "feedfeedfeedfeedfeedfeedfeedfeed")
+    assert cli("requeue", "--failed", "--all").exit_code == 0, "the old spelling still works"
+    queued = client.submit("echo").id
+    unknown = cli("requeue", queued, "feedfeedfeedfeedfeedfeedfeedfeed")
     assert unknown.exit_code == EXIT_NOT_FOUND
     assert one_line(unknown.stderr) == (
         f"error: not requeued, not a failed job: {queued} (queued), feedfeedfeedfeedfeedfeedfeedfeed (not found)"
@@ -82,8 +81,8 @@ def test_requeue_needs_failed_and_all_or_ids_and_names_jobs_it_could_not_requeue
 
 
 def test_purge_drops_queued_jobs_after_confirmation(cli, client: Client, conn: redis.Redis) -> None:
-    ids = [client.submit("sleep", {"seconds": 1}, queue="low") for _ in range(3)]
-    kept = client.submit("echo", queue="high")
+    ids = [client.submit("sleep", {"seconds": 1}, queue="low").id for _ in range(3)]
+    kept = client.submit("echo", queue="high").id
 
     unconfirmed = cli("purge", "low")  # stdin is not a terminal: no prompt, no purge
     assert unconfirmed.exit_code == EXIT_USAGE
@@ -97,7 +96,7 @@ def test_purge_drops_queued_jobs_after_confirmation(cli, client: Client, conn: r
     assert conn.lrange(keys.queue("high"), 0, -1) == [kept.encode()]
 
     again = cli("purge", "low", "--yes")
-    assert (again.exit_code, again.stdout.strip()) == (0, "queue low has no queued jobs; nothing to purge")
+    assert (again.exit_code, again.stdout.strip()) == (0, "no queued jobs in queue low")
     unknown = cli("purge", "nosuchqueue", "--yes")
     assert unknown.exit_code == EXIT_NOT_FOUND
     assert "no queue named 'nosuchqueue'" in unknown.stderr

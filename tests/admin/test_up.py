@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from shared.errors import EXIT_INTERNAL
 from shared.embedded import free_port
 from tests.admin.helpers import kill_all, processes_with_cmdline, processes_with_env
 from tests.support import REPO, shm_files, wait_for
@@ -112,7 +113,7 @@ def test_ctrl_c_stops_the_stack_in_order_and_other_terminals_find_it_meanwhile(u
         assert (state["pid"], state["api"]) == (up.pid, f"http://127.0.0.1:{port}")
 
         # Another terminal, with no FERRY_REDIS_URL either: `ferry` finds the running stack through its state file.
-        other = subprocess.run(ferry_command("submit", "echo", "--arg", "value=found it", "--wait", "30"),
+        other = subprocess.run(ferry_command("submit", "echo", "--arg", "value=found it", "--wait-s", "30"),
                                env=up_env, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert (other.returncode, json.loads(other.stdout)) == (0, "found it"), other.stderr
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
@@ -134,7 +135,7 @@ def test_ctrl_c_stops_the_stack_in_order_and_other_terminals_find_it_meanwhile(u
     assert_nothing_left(up_env, port)
 
 
-def test_a_child_that_dies_is_named_and_everything_stops_with_exit_1(up_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_child_that_dies_is_named_and_everything_stops_with_exit_70(up_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     output = tmp_path / "up.out"
     up = start_up(up_env, output, "--no-demo", "--processes", "1", "--port", str(port))
@@ -142,7 +143,7 @@ def test_a_child_that_dies_is_named_and_everything_stops_with_exit_1(up_env: dic
         wait_ready(up, output)
         [node] = [p for p in started_by(up_env, "") if "worker" in p.cmdline() and p.ppid() == up.pid]
         node.send_signal(signal.SIGKILL)
-        assert up.wait(60) == 1
+        assert up.wait(60) == EXIT_INTERNAL  # not 1, which means "the job failed"
     finally:
         leftovers = stop_leftovers(up, up_env, output)
     out = output.read_text()
@@ -154,8 +155,9 @@ def test_a_child_that_dies_is_named_and_everything_stops_with_exit_1(up_env: dic
 
 
 def test_demo_without_a_node_says_how_to_start_one(cli) -> None:
-    shown = cli("demo", "--size-mb", "1", "--jobs", "2")
+    shown = cli("demo", "--demo-size-mb", "1", "--demo-jobs", "2")
     assert shown.exit_code == 1
     assert shown.stdout.strip() == (
-        "demo failed: no live worker node serves queue 'default'; start one with `ferry worker` (or run `ferry up`)"
+        "demo failed: no live worker node serves queue 'default': "
+        "no worker node has registered; start one with `ferry worker` (or run `ferry up`)"
     )

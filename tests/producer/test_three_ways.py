@@ -39,11 +39,11 @@ def test_a_job_submitted_any_way_comes_back_through_every_way(way_in: str, api: 
     if way_in == "curl":
         job = _curl_submit(str(api.base_url).rstrip("/"), {"task": "text.word_count", "args": {"text": text}})
     elif way_in == "client":
-        job = client.submit("text.word_count", {"text": text})
+        job = client.submit("text.word_count", {"text": text}).id
     else:
         job = _ferry(env, "submit", "text.word_count", "--arg", f"text={text}")
 
     over_http = api.get(f"/v1/jobs/{job}/result", params={"wait_s": 10}).json()
     assert over_http["ready"] is True and over_http["value"] == json.loads(json.dumps(expected))
     assert client.result(job, wait_s=10).value == over_http["value"]
-    assert json.loads(_ferry(env, "result", job, "--wait", "10")) == over_http["value"]
+    assert json.loads(_ferry(env, "result", job, "--wait-s", "10")) == over_http["value"]
