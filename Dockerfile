@@ -1,5 +1,6 @@
 # One image for every Ferry service; docker-compose.yml picks each service's command
 # (`ferry producer`, `ferry worker`, and `ferry health` for the worker's healthcheck).
+# Build it with `docker compose build` (or `docker compose up --build`).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -27,6 +28,11 @@ COPY shared ./shared
 COPY services ./services
 RUN pip install --no-deps --no-build-isolation . \
     && rm -rf build ./*.egg-info
+
+# Users' task modules: docker-compose.yml mounts FERRY_TASKS_DIR here (or a derived image COPYs them here),
+# and FERRY_TASK_MODULES names the modules to import.
+RUN mkdir -p /app/tasks
+ENV PYTHONPATH=/app/tasks
 
 USER ferry
 EXPOSE 8000

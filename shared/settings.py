@@ -61,6 +61,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, gt=0, lt=65536)
+    producer_workers: int = Field(1, gt=0)  # API processes: `ferry producer --workers`' default (compose sets 2)
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)  # JSON bodies
     max_object_upload_bytes: int = Field(2 * 1024**3, gt=0)  # POST /v1/objects
     state_dir: Path = Path.home() / ".cache" / "ferry"  # where `ferry up` says which server it runs

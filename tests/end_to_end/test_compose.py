@@ -34,6 +34,7 @@ from shared.settings import Settings
 from tests.support import REPO, wait_for
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
+TOKEN = "compose-test-token"  # what an operator exports before `docker compose up`; compose refuses to start without one
 SCHEMA_FILE = Path(__file__).with_name("compose_spec.json")
 START_TIMEOUT_S = 30.0
 
@@ -130,7 +131,7 @@ FORMATS.checks("ports")(_check_ports)
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return load_compose()
+    return load_compose({"FERRY_API_TOKEN": TOKEN})
 
 
 @pytest.fixture(scope="module")
@@ -165,32 +166,67 @@ def test_every_service_restarts_unless_stopped(services: dict[str, dict[str, Any
     assert {name: s.get("restart") for name, s in services.items()} == dict.fromkeys(services, "unless-stopped")
 
 
-def test_redis_persists_every_second_refuses_eviction_and_is_not_published(services: dict[str, dict[str, Any]]) -> None:
+def test_redis_persists_every_second_has_a_memory_limit_refuses_eviction_and_is_not_published(
+    services: dict[str, dict[str, Any]],
+) -> None:
     redis_service = services["redis"]
     assert redis_service["image"].startswith("redis:7")
     command = " ".join(argv(redis_service["command"]))
-    for setting in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
+    for setting in ("--appendonly yes", "--appendfsync everysec", "--maxmemory 1gb", "--maxmemory-policy noeviction"):
         assert setting in command
+    bigger = load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_REDIS_MAXMEMORY": "8gb"})["services"]["redis"]
+    assert "--maxmemory 8gb" in " ".join(argv(bigger["command"]))
     assert "ports" not in redis_service
     assert any(str(v).endswith(":/data") and not str(v).startswith(("/", ".")) for v in redis_service["volumes"]), \
         "Redis's /data must be a named volume"
     assert "redis-cli ping" in " ".join(argv(redis_service["healthcheck"]["test"]))
 
 
-def test_producer_publishes_8000_after_redis_is_healthy(services: dict[str, dict[str, Any]]) -> None:
+def test_producer_publishes_8000_on_loopback_only_after_redis_is_healthy(services: dict[str, dict[str, Any]]) -> None:
     producer = services["producer"]
     assert argv(producer["command"])[:2] == ["ferry", "producer"]
-    assert [str(p).rsplit(":", 2)[-2:] for p in producer["ports"]] == [["8000", "8000"]]
+    assert producer["ports"] == ["127.0.0.1:8000:8000"], "safe by default: published on the host's loopback only"
+    exposed = load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_PUBLISH": "0.0.0.0:9000"})["services"]["producer"]
+    assert exposed["ports"] == ["0.0.0.0:9000:8000"]
     assert producer["depends_on"] == {"redis": {"condition": "service_healthy"}}
-    assert producer["environment"]["FERRY_REDIS_URL"] == "redis://redis:6379/0"
     assert "/healthz" in " ".join(argv(producer["healthcheck"]["test"]))
 
 
-def test_producer_gets_the_hosts_api_token_or_none(services: dict[str, dict[str, Any]]) -> None:
-    assert services["producer"]["environment"]["FERRY_API_TOKEN"] == ""  # empty: the API is open
+def test_compose_refuses_to_start_without_an_api_token_and_passes_it_only_to_the_api() -> None:
+    for unset in ({}, {"FERRY_API_TOKEN": ""}):
+        with pytest.raises(ValueError, match="FERRY_API_TOKEN is required: set FERRY_API_TOKEN"):
+            load_compose(unset)
     with_token = load_compose({"FERRY_API_TOKEN": "s3cret"})
     assert with_token["services"]["producer"]["environment"]["FERRY_API_TOKEN"] == "s3cret"
     assert "FERRY_API_TOKEN" not in with_token["services"]["worker"]["environment"]
+
+
+def test_redis_url_and_producer_processes_are_settable(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("producer", "worker"):
+        assert services[name]["environment"]["FERRY_REDIS_URL"] == "redis://redis:6379/0"
+    elsewhere = load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_REDIS_URL": "redis://cache.internal:6380/2",
+                              "FERRY_PRODUCER_WORKERS": "4"})["services"]
+    assert {elsewhere[n]["environment"]["FERRY_REDIS_URL"] for n in ("producer", "worker")} == {"redis://cache.internal:6380/2"}
+    workers = services["producer"]["environment"]["FERRY_PRODUCER_WORKERS"]
+    assert (workers, elsewhere["producer"]["environment"]["FERRY_PRODUCER_WORKERS"]) == ("2", "4")
+    # The variable is a setting the producer reads (`ferry producer --workers` defaults to it).
+    assert Settings(_env_file=None, producer_workers=workers).producer_workers == 2
+    assert Settings.model_fields["producer_workers"].default == 1
+
+
+def test_user_task_code_is_mounted_read_only_where_the_image_imports_it(services: dict[str, dict[str, Any]]) -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    [pythonpath] = re.findall(r"^ENV PYTHONPATH=(\S+)", dockerfile, re.MULTILINE)
+    for name in ("producer", "worker"):
+        [mount] = services[name]["volumes"]
+        source, target, mode = mount.split(":")
+        assert (source, target, mode) == ("./tasks", pythonpath, "ro"), mount
+        assert services[name]["environment"]["FERRY_TASK_MODULES"] == ""
+    mine = load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_TASKS_DIR": "/srv/mytasks", "FERRY_TASK_MODULES": "mytasks"})
+    assert mine["services"]["worker"]["volumes"] == [f"/srv/mytasks:{pythonpath}:ro"]
+    assert mine["services"]["worker"]["environment"]["FERRY_TASK_MODULES"] == "mytasks"
+    assert (REPO / "tasks").is_dir(), "the default FERRY_TASKS_DIR ships with the repository"
+    assert "tasks" in (REPO / ".dockerignore").read_text().split(), "task code comes through the mount, not the image"
 
 
 def test_worker_replicas_are_scalable_nodes_with_their_own_shm_and_time_to_finish_jobs(
@@ -198,7 +234,7 @@ def test_worker_replicas_are_scalable_nodes_with_their_own_shm_and_time_to_finis
 ) -> None:
     worker = services["worker"]
     assert argv(worker["command"]) == ["ferry", "worker", "--processes", "2"]
-    assert argv(load_compose({"FERRY_PROCESSES": "8"})["services"]["worker"]["command"])[-1] == "8"
+    assert argv(load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_PROCESSES": "8"})["services"]["worker"]["command"])[-1] == "8"
     # --scale worker=N: nothing that two replicas could not share.
     for key in ("container_name", "hostname", "ports", "ipc"):
         assert key not in worker, key
@@ -284,11 +320,36 @@ def option_value(command: list[str], option: str) -> str:
 
 
 def local_env(service: dict[str, Any], test_env: Mapping[str, str]) -> dict[str, str]:
-    """The service's compose environment under the test's settings (its Redis); `ferry` and `python` from this interpreter."""
-    env = {**{key: str(value) for key, value in service.get("environment", {}).items()}, **test_env}
+    """The service's compose environment under the test's settings (its Redis), as its container would see it.
+
+    The test's FERRY_REDIS_URL and state win; compose's FERRY_TASK_MODULES wins when it names modules; the
+    service's task mount is put on PYTHONPATH, as the image's `ENV PYTHONPATH=/app/tasks` does for the mounted
+    directory in a container. `ferry` and `python` come from this interpreter.
+    """
+    compose_env = {key: str(value) for key, value in service.get("environment", {}).items()}
+    env = {**compose_env, **test_env}
+    if compose_env.get("FERRY_TASK_MODULES"):
+        env["FERRY_TASK_MODULES"] = compose_env["FERRY_TASK_MODULES"]
+    for mount in service.get("volumes", []):
+        source, target = str(mount).split(":")[:2]
+        if target == IMAGE_PYTHONPATH:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / source), env.get("PYTHONPATH", "")]))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     assert shutil.which("ferry", path=env["PATH"]), "the `ferry` console script is missing: pip install -e '.[test]'"
     return env
+
+
+IMAGE_PYTHONPATH = "/app/tasks"  # the Dockerfile's ENV PYTHONPATH (checked by a test above)
+
+USER_TASKS = """
+from shared import task
+
+
+@task("usercode.greet")
+def greet(name: str) -> str:
+    \"\"\"A user's own task, from a module that is neither in the image nor in Ferry.\"\"\"
+    return f"hello {name}, from {__name__}"
+"""
 
 
 def run_healthcheck(service: dict[str, Any], env: Mapping[str, str], replace: Mapping[str, str] | None = None) -> int:
@@ -332,9 +393,16 @@ def start_producer(service: dict[str, Any], env: Mapping[str, str], run_service)
     raise AssertionError(f"the producer did not start:\n{producer.output()}")
 
 
-def test_producer_and_worker_commands_run_a_job_and_pass_their_healthchecks(
-    services: dict[str, dict[str, Any]], env: dict[str, str], conn: redis.Redis, run_service, start_node,
+def test_producer_and_worker_commands_run_a_users_task_and_pass_their_healthchecks(
+    env: dict[str, str], conn: redis.Redis, run_service, start_node, tmp_path: Path,
 ) -> None:
+    # The operator's side: a directory with their task module, named in FERRY_TASKS_DIR and FERRY_TASK_MODULES.
+    module = f"usertasks_{uuid.uuid4().hex[:8]}"
+    tasks_dir = tmp_path / "mytasks"
+    tasks_dir.mkdir()
+    (tasks_dir / f"{module}.py").write_text(USER_TASKS)
+    host_env = {"FERRY_API_TOKEN": TOKEN, "FERRY_TASKS_DIR": str(tasks_dir), "FERRY_TASK_MODULES": module}
+    services = load_compose(host_env)["services"]
     producer_service, worker_service = services["producer"], services["worker"]
     producer_env = local_env(producer_service, env)
     producer, port = start_producer(producer_service, producer_env, run_service)
@@ -348,13 +416,17 @@ def test_producer_and_worker_commands_run_a_job_and_pass_their_healthchecks(
     node = start_node(node_id=f"c{uuid.uuid4().hex[:8]}", processes=processes, command=command, env=worker_env)
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-        submitted = http.post("/v1/jobs", json={"task": "echo", "args": {"value": "compose"}})
+        job = {"task": "usercode.greet", "args": {"name": "compose"}}
+        assert http.post("/v1/jobs", json=job).status_code == 401, "the API needs the token by default"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        submitted = http.post("/v1/jobs", json=job, headers=auth)
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
-        result = http.get(f"/v1/jobs/{job_id}/result", params={"wait_s": 10})
+        result = http.get(f"/v1/jobs/{job_id}/result", params={"wait_s": 10}, headers=auth)
     assert result.status_code == 200, result.text
     body = result.json()
-    assert (body["id"], body["ready"], body["value"], body["status"]) == (job_id, True, "compose", "finished")
+    assert (body["id"], body["ready"], body["status"]) == (job_id, True, "finished"), body
+    assert body["value"] == f"hello compose, from {module}"
     assert conn.hget(keys.job(job_id), "worker_name").decode().startswith(f"{node.node_id}."), "run by this node"
 
     # The healthchecks, as docker runs them inside each container.
@@ -370,7 +442,7 @@ def test_producer_and_worker_commands_run_a_job_and_pass_their_healthchecks(
     assert run_healthcheck(producer_service, producer_env, at_port) != 0
 
 
-def test_redis_command_runs_a_server_with_aof_and_noeviction_that_passes_its_healthcheck(
+def test_redis_command_runs_a_server_with_aof_a_memory_limit_and_noeviction_that_passes_its_healthcheck(
     services: dict[str, dict[str, Any]], tmp_path: Path, run_service,
 ) -> None:
     redis_service = services["redis"]
@@ -394,6 +466,7 @@ def test_redis_command_runs_a_server_with_aof_and_noeviction_that_passes_its_hea
     finally:
         client.close()
     assert (config["appendonly"], config["appendfsync"], config["maxmemory-policy"]) == ("yes", "everysec", "noeviction")
+    assert int(config["maxmemory"]) == 1024**3, "a memory limit, so that noeviction means refusing writes at a known size"
 
     if shutil.which("redis-cli") is None:
         pytest.skip("no redis-cli on PATH to run the healthcheck with (it comes with the redis-server package)")
