@@ -36,13 +36,6 @@ def _redis_errors(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-JobId = str | Submitted  # a job id, or what `submit` returned
-
-
-def _id(job: JobId) -> str:
-    return job.id if isinstance(job, Submitted) else job
-
-
 class Client:
     """Submit jobs, read their results, and put or get objects.
 
@@ -68,7 +61,7 @@ class Client:
     # --- jobs ---
     @_redis_errors
     def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> Submitted:
-        """Enqueue a job; `.id` is its id. Options: queue, timeout_s, retries, idempotency_key."""
+        """Enqueue a job (its id is `.id`). Options: queue, timeout_s, retries, idempotency_key."""
         return self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options))
 
     @_redis_errors
@@ -82,17 +75,18 @@ class Client:
         return self.jobs.submit_many(parsed)
 
     @_redis_errors
-    def status(self, job: JobId) -> JobInfo:
-        return self.jobs.status(_id(job))
+    def status(self, job: Submitted | str) -> JobInfo:
+        """The job's state (`job`: what `submit` returned, or a job id)."""
+        return self.jobs.status(job_id_of(job))
 
     @_redis_errors
-    def result(self, job: JobId, wait_s: float = 0) -> JobResult:
-        """The job's result, waiting up to wait_s seconds for it; `ready` is false if it has not ended."""
-        return self.jobs.result(_id(job), wait_s)
+    def result(self, job: Submitted | str, wait_s: float = 0) -> JobResult:
+        """The job's result, waiting up to wait_s seconds for it; `ready` is false if it is not done."""
+        return self.jobs.result(job_id_of(job), wait_s)
 
     @_redis_errors
-    def cancel(self, job: JobId) -> JobInfo:
-        return self.jobs.cancel(_id(job))
+    def cancel(self, job: Submitted | str) -> JobInfo:
+        return self.jobs.cancel(job_id_of(job))
 
     # --- objects ---
     @_redis_errors
@@ -108,9 +102,9 @@ class Client:
     def delete(self, ref: ObjectRef | str) -> bool:
         return self.objects.delete(ref.id if isinstance(ref, ObjectRef) else ref)
 
-    def fetch_result(self, job: JobId, wait_s: float = 0) -> Any:
+    def fetch_result(self, job: Submitted | str, wait_s: float = 0) -> Any:
         """The result value, with an object reference replaced by its array; FerryError if it failed."""
-        job_id = _id(job)
+        job_id = job_id_of(job)
         result = self.result(job_id, wait_s)
         if not result.ready:
             raise FerryError(f"job {job_id} is still {result.status}")
@@ -129,6 +123,11 @@ class Client:
         self.close()
 
 
+def job_id_of(job: Submitted | str) -> str:
+    """A job's id, from what `submit` returned or from the id itself."""
+    return job.id if isinstance(job, Submitted) else job
+
+
 def _jsonify(value: Any) -> Any:
     """ObjectRefs inside args become their JSON form."""
     if isinstance(value, ObjectRef):
@@ -140,4 +139,4 @@ def _jsonify(value: Any) -> Any:
     return value
 
 
-__all__ = ["Client", "JobId"]
+__all__ = ["Client", "job_id_of"]

@@ -59,9 +59,9 @@ class Settings(BaseSettings):
     result_object_threshold_bytes: int = Field(64 * 1024, ge=0)  # larger array results become objects
     shm_budget_bytes: int | None = Field(None, gt=0)  # None: 80% of /dev/shm's free space at node start
 
+    api_workers: int = Field(1, gt=0)  # producer processes (`ferry producer --workers`)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, gt=0, lt=65536)
-    producer_workers: int = Field(1, gt=0)  # API processes: `ferry producer --workers`' default (compose sets 2)
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0)  # JSON bodies
     max_object_upload_bytes: int = Field(2 * 1024**3, gt=0)  # POST /v1/objects
     state_dir: Path = Path.home() / ".cache" / "ferry"  # where `ferry up` says which server it runs

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import typer
 
 from services.admin import demo as demo_module
 from services.admin.common import command, console, err_console, esc, human_bytes, settings
-from shared import keys, up_state
+from shared import keys, ports, up_state
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 from shared.errors import EXIT_INTERNAL, EXIT_OK, ConfigError
@@ -229,7 +228,7 @@ def up(
     port = port or config.api_port
     processes = processes or config.processes
     refuse_second_stack(config)
-    _check_port_free(host, port)
+    ports.require_free(host, port)
     stack = Stack(config)
     previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -264,16 +263,6 @@ def up(
         stack.stop()
     console.print("Ferry stopped." if code == EXIT_OK else "Ferry stopped after an error.", highlight=False)
     raise typer.Exit(code)
-
-
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot serve the API on {host}:{port} ({exc.strerror}); pass --port with a free port "
-                              "(or --host with an address of this machine)") from exc
 
 
 def _reachable(host: str) -> str:

@@ -205,13 +205,13 @@ def test_redis_url_and_producer_processes_are_settable(services: dict[str, dict[
     for name in ("producer", "worker"):
         assert services[name]["environment"]["FERRY_REDIS_URL"] == "redis://redis:6379/0"
     elsewhere = load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_REDIS_URL": "redis://cache.internal:6380/2",
-                              "FERRY_PRODUCER_WORKERS": "4"})["services"]
+                              "FERRY_API_WORKERS": "4"})["services"]
     assert {elsewhere[n]["environment"]["FERRY_REDIS_URL"] for n in ("producer", "worker")} == {"redis://cache.internal:6380/2"}
-    workers = services["producer"]["environment"]["FERRY_PRODUCER_WORKERS"]
-    assert (workers, elsewhere["producer"]["environment"]["FERRY_PRODUCER_WORKERS"]) == ("2", "4")
+    workers = services["producer"]["environment"]["FERRY_API_WORKERS"]
+    assert (workers, elsewhere["producer"]["environment"]["FERRY_API_WORKERS"]) == ("2", "4")
     # The variable is a setting the producer reads (`ferry producer --workers` defaults to it).
-    assert Settings(_env_file=None, producer_workers=workers).producer_workers == 2
-    assert Settings.model_fields["producer_workers"].default == 1
+    assert Settings(_env_file=None, api_workers=workers).api_workers == 2
+    assert Settings.model_fields["api_workers"].default == 1
 
 
 def test_user_task_code_is_mounted_read_only_where_the_image_imports_it(services: dict[str, dict[str, Any]]) -> None:
