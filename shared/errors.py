@@ -144,11 +144,23 @@ class ShmFull(FerryError):
     http_status = 507
 
 
+# The one fix for a full Redis, whichever surface the write came through (CLI, client, HTTP upload or submit).
+REDIS_FULL_FIX = (
+    "delete objects you no longer need (`ferry objects delete ID`, `DELETE /v1/objects/{id}` or `Client.delete`), "
+    "shorten FERRY_OBJECT_TTL_S, or raise Redis's maxmemory (docker compose: FERRY_REDIS_MAXMEMORY)"
+)
+
+
 class RedisFull(FerryError):
     """Redis refused a write because it reached its maxmemory."""
 
     exit_code = EXIT_FULL
     http_status = 507
+
+    @classmethod
+    def refused(cls, what: str, cause: BaseException, where: str = "Redis") -> RedisFull:
+        """The error for a write Redis refused at its maxmemory: the same fix on every surface."""
+        return cls(f"{where} is out of memory and refused {what} ({cause}); {REDIS_FULL_FIX}")
 
 
 class JobExecutionError(FerryError):
