@@ -8,9 +8,9 @@ import os
 import typer
 
 from services.admin import demo, health, jobs, objects, queues, tasks, up
+from services.admin.common import console, err_console
 from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
-from services.admin.common import console, err_console
 from shared.errors import EXIT_CODES
 
 app = typer.Typer(

@@ -56,7 +56,10 @@ DemoJobs = Annotated[int, typer.Option("--demo-jobs", envvar="FERRY_DEMO_JOBS", 
 def demo(
     size_mb: DemoSizeMb = DEFAULT_SIZE_MB,
     jobs: DemoJobs = DEFAULT_JOBS,
-    wait_s: Annotated[float, typer.Option("--wait-s", min=1, help="Give up waiting for results after this many seconds.")] = DEFAULT_WAIT_S,
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait-s", min=1, help="Give up waiting for results after this many seconds."),
+    ] = DEFAULT_WAIT_S,
 ) -> None:
     """Run Ferry's demo against the running nodes: example tasks, then one large array shared by many jobs.
 

@@ -5,7 +5,7 @@ Exit 1 is what docker's HEALTHCHECK means by "unhealthy", and it is the CLI's "t
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import redis
 import typer
@@ -23,8 +23,16 @@ CHECK_TIMEOUT_S = 2.0  # a healthcheck must answer well within docker's default 
 
 @command
 def health(
-    node: Annotated[Optional[str], typer.Option("--node", metavar="NODE_ID", help="Also require this node's heartbeat to be fresh and the node not stopped.")] = None,
-    this_node: Annotated[bool, typer.Option("--this-node", help="--node with this machine's node id (FERRY_NODE_ID, else the host name, as `ferry worker` uses).")] = False,
+    node: Annotated[
+        str | None,
+        typer.Option("--node", metavar="NODE_ID",
+            help="Also require this node's heartbeat to be fresh and the node not stopped."),
+    ] = None,
+    this_node: Annotated[
+        bool,
+        typer.Option("--this-node",
+            help="--node with this machine's node id (FERRY_NODE_ID, else the host name, as `ferry worker` uses)."),
+    ] = False,
 ) -> None:
     """Exit 0 if Redis answers (and, with --node, the node is alive); else one line and exit 1 (node) or 3 (Redis).
 

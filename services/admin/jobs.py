@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from services.admin.common import command, console, esc, fail, invalid, note, open_client, print_json, styled_status
 from shared.client import Client
-from shared.errors import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_NOT_READY, InvalidRequest
+from shared.errors import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_READY, EXIT_OK, InvalidRequest
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus
 
 OBJECT_ARG_PREFIX = "@obj:"  # `--arg data=@obj:<id>` passes a stored object by id
@@ -52,14 +52,39 @@ def resolve_objects(client: Client, args: dict[str, Any]) -> dict[str, Any]:
 @command
 def submit(
     task: Annotated[str, typer.Argument(help="Registered task name (see `ferry tasks`).")],
-    arg: Annotated[Optional[list[str]], typer.Option("--arg", "-a", metavar="NAME=VALUE", help="A task argument; VALUE is JSON when it parses (3, [1,2], true), else a string; @obj:ID passes a stored object.")] = None,
-    args_json: Annotated[Optional[str], typer.Option("--args", metavar="JSON", help="All arguments as one JSON object; --arg values override its keys.")] = None,
-    queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Queue (default: FERRY_DEFAULT_QUEUE).")] = None,
-    timeout_s: Annotated[Optional[int], typer.Option("--timeout-s", min=1, help="Seconds the job may run before it is interrupted (default: FERRY_JOB_TIMEOUT_S).")] = None,
-    retries: Annotated[Optional[int], typer.Option("--retries", min=0, help="Extra attempts after a failure (default: FERRY_DEFAULT_RETRIES).")] = None,
-    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="Submitting the same key again returns the first job.")] = None,
-    wait_s: Annotated[Optional[float], typer.Option("--wait-s", "-w", min=0, help="Wait up to this many seconds for the result and print it.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON: the submission, or the result with --wait-s.")] = False,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option("--arg", "-a", metavar="NAME=VALUE",
+            help=("A task argument; VALUE is JSON when it parses (3, [1,2], true), else a string; @obj:ID passes a "
+                  "stored object.")),
+    ] = None,
+    args_json: Annotated[
+        str | None,
+        typer.Option("--args", metavar="JSON",
+            help="All arguments as one JSON object; --arg values override its keys."),
+    ] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue (default: FERRY_DEFAULT_QUEUE).")] = None,
+    timeout_s: Annotated[
+        int | None,
+        typer.Option("--timeout-s", min=1,
+            help="Seconds the job may run before it is interrupted (default: FERRY_JOB_TIMEOUT_S)."),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option("--retries", min=0, help="Extra attempts after a failure (default: FERRY_DEFAULT_RETRIES)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="Submitting the same key again returns the first job."),
+    ] = None,
+    wait_s: Annotated[
+        float | None,
+        typer.Option("--wait-s", "-w", min=0, help="Wait up to this many seconds for the result and print it."),
+    ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON: the submission, or the result with --wait-s."),
+    ] = False,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1 if it failed or was canceled, 7 if it has not ended)."""
     with open_client() as client:
@@ -105,7 +130,10 @@ def status(
 @command
 def result(
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID")],
-    wait_s: Annotated[float, typer.Option("--wait-s", "-w", min=0, help="Wait up to this many seconds for the job to end.")] = 0,
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait-s", "-w", min=0, help="Wait up to this many seconds for the job to end."),
+    ] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Print a job's result (exit 1 if it failed or was canceled, 7 if it has not ended yet)."""

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from services.admin.common import (
-    NO_NODE, ago, command, console, empty, esc, fail, human_bytes, note, open_client, print_json, short, styled_status, table,
+    NO_NODE,
+    ago,
+    command,
+    console,
+    empty,
+    esc,
+    fail,
+    human_bytes,
+    note,
+    open_client,
+    print_json,
+    short,
+    styled_status,
+    table,
 )
 from shared.client import Client
 from shared.errors import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_USAGE, InvalidRequest, JobNotFound
@@ -82,8 +95,11 @@ def cache_table(nodes: list[NodeInfo], title: str = "Node caches (since each nod
 
 @command
 def jobs(
-    queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Only this queue (default: all).")] = None,
-    status: Annotated[Optional[JobStatus], typer.Option("--status", "-s", case_sensitive=False, help="Only jobs with this status (default: all).")] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue (default: all).")] = None,
+    status: Annotated[
+        JobStatus | None,
+        typer.Option("--status", "-s", case_sensitive=False, help="Only jobs with this status (default: all)."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="At most this many jobs.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list.")] = False,
 ) -> None:
@@ -105,10 +121,16 @@ def jobs(
 
 @command
 def requeue(
-    job_ids: Annotated[Optional[list[str]], typer.Argument(metavar="JOB_ID", help="Failed jobs to requeue.", show_default=False)] = None,
+    job_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="JOB_ID", help="Failed jobs to requeue.", show_default=False),
+    ] = None,
     all_jobs: Annotated[bool, typer.Option("--all", help="Every failed job (of --queue, or of every queue).")] = False,
-    queue: Annotated[Optional[str], typer.Option("--queue", "-q", help="Only failed jobs of this queue.")] = None,
-    _failed: Annotated[bool, typer.Option("--failed", hidden=True, help="Accepted and ignored (once required).")] = False,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only failed jobs of this queue.")] = None,
+    _failed: Annotated[
+        bool,
+        typer.Option("--failed", hidden=True, help="Accepted and ignored (once required)."),
+    ] = False,
 ) -> None:
     """Put failed jobs back on their queue for one more attempt: `ferry requeue --all` or `ferry requeue ID...`.
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Annotated, Optional
+from typing import IO, Annotated
 
 import redis
 import typer
@@ -210,11 +210,24 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 @command
 def up(
-    processes: Annotated[Optional[int], typer.Option("--processes", "-p", min=1, help="Worker processes in the node (default: FERRY_PROCESSES, else the CPU count).")] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Interface the API listens on (default: FERRY_API_HOST, i.e. 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="API port (default: FERRY_API_PORT).")] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option("--processes", "-p", min=1,
+            help="Worker processes in the node (default: FERRY_PROCESSES, else the CPU count)."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Interface the API listens on (default: FERRY_API_HOST, i.e. 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="API port (default: FERRY_API_PORT)."),
+    ] = None,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="Skip the demo.")] = False,
-    exit_after_demo: Annotated[bool, typer.Option("--exit-after-demo", help="Stop everything once the demo has run; exit with its code.")] = False,
+    exit_after_demo: Annotated[
+        bool,
+        typer.Option("--exit-after-demo", help="Stop everything once the demo has run; exit with its code."),
+    ] = False,
     demo_size_mb: demo_module.DemoSizeMb = demo_module.DEFAULT_SIZE_MB,
     demo_jobs: demo_module.DemoJobs = demo_module.DEFAULT_JOBS,
 ) -> None:
