@@ -43,7 +43,7 @@ def handle_errors(command: Callable[P, R]) -> Callable[P, R]:
         except (SystemExit, KeyboardInterrupt, GeneratorExit):
             raise
         except Exception as exc:
-            if type(exc).__module__.split(".")[0] in ("click", "typer"):  # Exit, Abort, usage errors: typer reports them
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):  # Exit, Abort, usage errors: typer's
                 raise
             traceback.print_exc()
             error_line(f"unexpected {type(exc).__name__}; please report it with the traceback above")

@@ -13,6 +13,7 @@ A wrong FERRY_REDIS_URL must fail within seconds, as one line that names the fix
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -55,8 +56,8 @@ def redact(url: str) -> str:
 
 
 def _bounded_handshake(connection: AbstractConnection) -> None:
-    """redis-py's own handshake, under HANDSHAKE_TIMEOUT_S instead of socket_timeout, and a protocol error as NotRedis."""
-    sock = getattr(connection, "_sock", None)
+    """redis-py's own handshake, under HANDSHAKE_TIMEOUT_S instead of socket_timeout; a protocol error as NotRedis."""
+    sock: socket.socket | None = getattr(connection, "_sock", None)
     if sock is not None:
         sock.settimeout(min(HANDSHAKE_TIMEOUT_S, connection.socket_timeout or HANDSHAKE_TIMEOUT_S))
     try:
@@ -65,8 +66,9 @@ def _bounded_handshake(connection: AbstractConnection) -> None:
     except redis.exceptions.InvalidResponse as exc:
         raise NotRedis(_one_line(str(exc))) from exc
     finally:
-        if sock is not None and connection._sock is sock:  # type: ignore[attr-defined]
-            sock.settimeout(connection.socket_timeout)
+        current: socket.socket | None = getattr(connection, "_sock", None)
+        if current is not None and current is sock:  # still the same connection: back to its normal time-out
+            current.settimeout(connection.socket_timeout)
 
 
 def connect(url: str, **overrides: Any) -> redis.Redis:
@@ -74,15 +76,15 @@ def connect(url: str, **overrides: Any) -> redis.Redis:
 
     No round trip here; a malformed URL is a ConfigError at once.
     """
-    options: dict[str, Any] = dict(
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        redis_connect_func=_bounded_handshake,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "redis_connect_func": _bounded_handshake,
+    }
     options.update(overrides)
     try:
         conn = redis.Redis.from_url(url, **options)
@@ -100,7 +102,7 @@ def malformed(url: str, exc: BaseException) -> ConfigError:
 
 
 def probe(url: str) -> None:
-    """Connect, handshake and PING once, no retries, within PROBE_TIMEOUT_S: ConfigError or RedisUnavailable if wrong."""
+    """Connect, handshake and PING once, no retries, within PROBE_TIMEOUT_S; ConfigError or RedisUnavailable."""
     conn = connect(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S,
                    retry=Retry(NoBackoff(), 0), health_check_interval=0, socket_keepalive=False)
     try:

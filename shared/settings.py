@@ -99,7 +99,7 @@ class Settings(BaseSettings):
         return value
 
     def resolved_redis_url(self) -> str:
-        """FERRY_REDIS_URL, else the URL of a running `ferry up` (shared/up_state.py), else a ConfigError saying what to do."""
+        """FERRY_REDIS_URL, else the URL of a running `ferry up` (shared/up_state.py), else a ConfigError saying why."""
         if self.redis_url:
             return self.redis_url
         running = up_state.read(self.state_dir)

@@ -33,7 +33,7 @@ NO_NODE = "no worker node has registered; start one with `ferry worker` (or run 
 
 
 def open_client() -> Client:
-    """The client for the configured Redis (FERRY_REDIS_URL, else a running `ferry up`), probed: a wrong URL fails here."""
+    """The client for the configured Redis (FERRY_REDIS_URL, else a running `ferry up`); a wrong URL fails here."""
     return Client(settings=get_settings())
 
 
@@ -97,7 +97,9 @@ def table(*columns: str, title: str | None = None) -> Table:
     return t
 
 
-NO_WRAP_COLUMNS = {"job", "object", "segment", "node", "worker process", "task", "queue", "status", "heartbeat", "ended"}
+NO_WRAP_COLUMNS = {
+    "job", "object", "segment", "node", "worker process", "task", "queue", "status", "heartbeat", "ended",
+}
 NUMERIC_COLUMNS = {
     "queued", "started", "finished", "failed", "canceled", "processes", "shm budget", "resident", "from redis",
     "from shm", "hits", "misses", "evictions", "size", "ttl", "ok", "attempts", "pid",

@@ -115,10 +115,11 @@ def run_examples(client: Client, deadline: float, check: Callable[[], None] | No
     started = time.monotonic()
     ids = [client.submit(task, args).id for task, args, _ in examples]
     t = table("task", "args", "result", "check")
-    for job_id, (task, args, verify) in zip(ids, examples):
+    for job_id, (task, args, verify) in zip(ids, examples, strict=True):
         res = wait_result(client, job_id, deadline, check)
         ok = verify(res.value)
-        t.add_row(task, esc(short(args, 40)), esc(short(res.value, 70)), "[green]ok[/green]" if ok else "[red]wrong[/red]")
+        verdict = "[green]ok[/green]" if ok else "[red]wrong[/red]"
+        t.add_row(task, esc(short(args, 40)), esc(short(res.value, 70)), verdict)
         if not ok:
             console.print(t)
             raise DemoFailed(f"task {task} returned {short(res.value, 200)}, which is not the expected answer")
@@ -150,7 +151,7 @@ def run_fan_out(client: Client, nodes: list[NodeInfo], size_mb: int, jobs: int, 
                   f"{chunks} {'chunk' if chunks == 1 else 'chunks'} in Redis, {put_s:.2f}s", highlight=False)
 
     bounds = np.linspace(0, count, jobs + 1).astype(int)
-    slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     requests = [JobRequest(task="array.stats", args={"data": ref.model_dump(mode="json"), "start": a, "stop": b})
                 for a, b in slices]
     started = time.monotonic()
@@ -164,7 +165,7 @@ def run_fan_out(client: Client, nodes: list[NodeInfo], size_mb: int, jobs: int, 
     columns = (TextColumn("gathering results"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("results", total=jobs)
-        for job, (a, b) in zip(submitted, slices):
+        for job, (a, b) in zip(submitted, slices, strict=True):
             value = wait_result(client, job.id, deadline, check).value
             part = data[a:b]
             expected = {"count": b - a, "sum": float(part.sum()), "min": float(part.min()), "max": float(part.max())}
@@ -190,7 +191,8 @@ def run_fan_out(client: Client, nodes: list[NodeInfo], size_mb: int, jobs: int, 
 
 def matches(value: Any, expected: dict[str, Any]) -> bool:
     try:
-        return (value["count"] == expected["count"] and math.isclose(value["sum"], expected["sum"], rel_tol=1e-9, abs_tol=1e-6)
+        same_sum = math.isclose(value["sum"], expected["sum"], rel_tol=1e-9, abs_tol=1e-6)
+        return (value["count"] == expected["count"] and same_sum
                 and value["min"] == expected["min"] and value["max"] == expected["max"])
     except (KeyError, TypeError):
         return False
@@ -206,11 +208,13 @@ def wait_result(client: Client, job_id: str, deadline: float, check: Callable[[]
                 raise DemoFailed(f"job {job_id} {getattr(res.status, 'value', res.status)}: {res.error}")
             return res
         if res.status in (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.FINISHED):
-            raise DemoFailed(f"job {job_id} ended ({getattr(res.status, 'value', res.status)}) without a result: {res.error}")
+            status = getattr(res.status, "value", res.status)
+            raise DemoFailed(f"job {job_id} ended ({status}) without a result: {res.error}")
         if check is not None:
             check()
         if remaining <= 0:
-            raise DemoFailed(f"job {job_id} is still {getattr(res.status, 'value', res.status)} after the demo's time limit; "
+            status = getattr(res.status, "value", res.status)
+            raise DemoFailed(f"job {job_id} is still {status} after the demo's time limit; "
                              "is a worker node serving the default queue? (`ferry info`)", EXIT_NOT_READY)
 
 
@@ -238,10 +242,12 @@ def show_summary(client: Client, summary: dict[str, Any]) -> None:
     hits = sum(d.get("hits", 0) for d in used.values())
     misses = sum(d.get("misses", 0) for d in used.values())
     console.print(
-        f"bytes from Redis: [bold]{human_bytes(from_redis)}[/bold] ({misses} {'fetch' if misses == 1 else 'fetches'} into "
-        f"{len(used)} {'node' if len(used) == 1 else 'nodes'}); bytes from shared memory: [bold]{human_bytes(from_shm)}[/bold] "
+        f"bytes from Redis: [bold]{human_bytes(from_redis)}[/bold] ({misses} {'fetch' if misses == 1 else 'fetches'} "
+        f"into {len(used)} {'node' if len(used) == 1 else 'nodes'}); "
+        f"bytes from shared memory: [bold]{human_bytes(from_shm)}[/bold] "
         f"({hits} zero-copy {'read' if hits == 1 else 'reads'} by worker processes)",
         highlight=False,
     )
-    console.print(f"without the node cache, the {jobs} jobs would have pulled {human_bytes(ref.nbytes * jobs)} from Redis. "
+    console.print(f"without the node cache, the {jobs} jobs would have pulled {human_bytes(ref.nbytes * jobs)} "
+                  "from Redis. "
                   f"The array stays in Redis for {OBJECT_TTL_S // 60} minutes: `ferry objects list`.", highlight=False)

@@ -43,7 +43,8 @@ def health(
         node = node or config.node_id
     url = config.resolved_redis_url()
     # One quick attempt, no retries: a healthcheck reports, the orchestrator retries.
-    conn = connect(url, socket_connect_timeout=CHECK_TIMEOUT_S, socket_timeout=CHECK_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+    conn = connect(url, socket_connect_timeout=CHECK_TIMEOUT_S, socket_timeout=CHECK_TIMEOUT_S,
+                   retry=Retry(NoBackoff(), 0))
     try:
         ping(conn, url)  # RedisUnavailable (exit 3) naming the URL
         if node is None:
@@ -60,4 +61,5 @@ def health(
     if not found.alive:
         why = "it has stopped" if state == "stopped" else f"its last heartbeat was {ago(found.last_heartbeat)}"
         fail(f"node {node} is not alive: {why} (a live node beats every {config.heartbeat_interval_s:g}s)", EXIT_FAILED)
-    console.print(f"ok: node {node} is alive (heartbeat {ago(found.last_heartbeat)}, {found.processes} processes)", highlight=False)
+    console.print(f"ok: node {node} is alive (heartbeat {ago(found.last_heartbeat)}, {found.processes} processes)",
+                  highlight=False)

@@ -86,7 +86,7 @@ def submit(
         typer.Option("--json", help="Print JSON: the submission, or the result with --wait-s."),
     ] = False,
 ) -> None:
-    """Submit a job and print its id; with --wait-s, print its result (exit 1 if it failed or was canceled, 7 if it has not ended)."""
+    """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
         args = resolve_objects(client, parse_args(arg or [], args_json))
         try:
@@ -101,7 +101,8 @@ def submit(
             else:
                 print(submitted.id)
                 if submitted.duplicate:
-                    note(f"idempotency key {idempotency_key!r} matched this earlier job ({_status_text(submitted.status)})")
+                    status = _status_text(submitted.status)
+                    note(f"idempotency key {idempotency_key!r} matched this earlier job ({status})")
             return
         if not json_output:
             note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait_s:g}s")

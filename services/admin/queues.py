@@ -33,7 +33,9 @@ CACHE_COUNTERS = ("bytes_from_redis", "bytes_from_shm", "hits", "misses", "evict
 
 
 @command
-def info(json_output: Annotated[bool, typer.Option("--json", help="Print everything as one JSON document.")] = False) -> None:
+def info(
+    json_output: Annotated[bool, typer.Option("--json", help="Print everything as one JSON document.")] = False,
+) -> None:
     """Show queues (jobs by status), nodes (liveness, processes, shared-memory cache counters) and worker processes.
 
     A node is what `ferry worker` runs on a machine; its worker processes (RQ's workers) run the jobs.
@@ -66,7 +68,8 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="Print everyth
         process_table = table("worker process", "node", "pid", "state", "current job", "ok", "failed", "heartbeat",
                               title="Worker processes")
         for w in processes:
-            process_table.add_row(esc(w.name), esc(w.node or "-"), str(w.pid or "-"), esc(w.state), esc(w.current_job or "-"),
+            process_table.add_row(esc(w.name), esc(w.node or "-"), str(w.pid or "-"), esc(w.state),
+                                  esc(w.current_job or "-"),
                                   str(w.successful), str(w.failed), ago(w.last_heartbeat))
         console.print(process_table)
     elif nodes:
@@ -114,7 +117,8 @@ def jobs(
         return
     t = table("job", "task", "queue", "status", "attempts", "ended", "error")
     for j in found:
-        t.add_row(j.id, esc(j.task or "?"), esc(j.queue or "?"), styled_status(j.status), str(j.attempts), ago(j.ended_at),
+        t.add_row(j.id, esc(j.task or "?"), esc(j.queue or "?"), styled_status(j.status), str(j.attempts),
+                  ago(j.ended_at),
                   esc(short(j.error or "", 50)))
     console.print(t)
 

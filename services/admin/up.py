@@ -61,7 +61,7 @@ class Child:
         return self.process.poll() is not None
 
     def stop(self, grace_s: float, second_grace_s: float = 0.0) -> int | None:
-        """SIGTERM, wait; optionally a second SIGTERM (the node's "kill running jobs"), wait; then SIGKILL the session."""
+        """SIGTERM, wait; optionally a second SIGTERM (the node's "kill running jobs"), wait; then SIGKILL the group."""
         for grace in (grace_s, second_grace_s):
             if grace <= 0 or self.exited():
                 continue
@@ -194,7 +194,7 @@ class Stack:
 
 
 def refuse_second_stack(config: Settings) -> None:
-    """ConfigError when a `ferry up` with a private server already runs here: `ferry` commands could not tell them apart."""
+    """ConfigError when a `ferry up` with a private server already runs here: `ferry` commands could not tell which."""
     running = up_state.read(config.state_dir)
     if running and not config.redis_url:
         raise ConfigError(
@@ -249,8 +249,10 @@ def up(
         api = f"http://{_reachable(host)}:{port}"
         if stack.server is not None:
             stack.write_state(api)
-        producer = stack.start_child("producer", "producer", [sys.executable, "-m", "services.producer", "--host", host, "--port", str(port)])
-        node = stack.start_child("worker node", "node", [sys.executable, "-m", "services.admin.cli", "worker", "--processes", str(processes)])
+        producer = stack.start_child("producer", "producer",
+                                     [sys.executable, "-m", "services.producer", "--host", host, "--port", str(port)])
+        node = stack.start_child("worker node", "node",
+                                 [sys.executable, "-m", "services.admin.cli", "worker", "--processes", str(processes)])
         with console.status("starting the API and the worker node…"):
             stack.wait_until(lambda: _healthy(api), f"the producer (log: {producer.log_path})")
             stack.wait_until(lambda: _node_ready(stack.connection(), config.node_id, node.process.pid, processes),
@@ -314,7 +316,8 @@ def _announce(stack: Stack, api: str, processes: int) -> None:
     console.print()
     console.print("[bold green]Ferry is up[/bold green]")
     console.print(f"  API    {api}   (interactive docs: {api}/docs)", highlight=False)
-    console.print(f"  node   {config.node_id}: {processes} worker {'process' if processes == 1 else 'processes'}, shared-memory budget {human_bytes(budget)}", highlight=False)
+    console.print(f"  node   {config.node_id}: {processes} worker {'process' if processes == 1 else 'processes'}, "
+                  f"shared-memory budget {human_bytes(budget)}", highlight=False)
     console.print(f"  Redis  {esc(where)}", highlight=False)
     console.print(f"  logs   {esc(logs)}", highlight=False)
     hint = " (or nothing: plain `ferry` commands on this machine find this stack)" if stack.state_written else ""

@@ -41,7 +41,8 @@ def test_ferry_up_on_a_busy_port_exits_2_not_3(env: dict[str, str], busy_port: i
     started = _ferry(env, "up", "--no-demo", "--host", "127.0.0.1", "--port", str(busy_port))
     assert started.returncode == EXIT_USAGE, started.stderr
     line = one_line(started.stderr)
-    assert line.startswith(f"error: cannot listen on 127.0.0.1:{busy_port} (") and "pass --port with a free port" in line
+    assert line.startswith(f"error: cannot listen on 127.0.0.1:{busy_port} (")
+    assert "pass --port with a free port" in line
 
 
 @pytest.mark.xfail(strict=True, reason=(

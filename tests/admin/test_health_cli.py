@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import EXIT_FAILED, EXIT_REDIS, EXIT_USAGE
 from shared.embedded import free_port
+from shared.errors import EXIT_FAILED, EXIT_REDIS, EXIT_USAGE
 from shared.settings import get_settings
 from tests.admin.helpers import one_line
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from services.admin.jobs import parse_args
-from shared.errors import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_READY, EXIT_USAGE
 from shared.client import Client
+from shared.errors import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_READY, EXIT_USAGE
 from tests.admin.helpers import one_line
 
 

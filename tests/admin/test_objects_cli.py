@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from shared import keys
-from shared.errors import EXIT_NOT_FOUND, EXIT_USAGE
 from shared.client import Client
+from shared.errors import EXIT_NOT_FOUND, EXIT_USAGE
 from shared.timeutil import unix_now
 from tests.admin.helpers import one_line
 

@@ -7,8 +7,8 @@ import json
 import redis
 
 from shared import keys
-from shared.errors import EXIT_NOT_FOUND, EXIT_USAGE
 from shared.client import Client
+from shared.errors import EXIT_NOT_FOUND, EXIT_USAGE
 from tests.admin.helpers import one_line
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.errors import EXIT_INTERNAL
 from shared.embedded import free_port
+from shared.errors import EXIT_INTERNAL
 from tests.admin.helpers import kill_all, processes_with_cmdline, processes_with_env
 from tests.support import REPO, shm_files, wait_for
 

@@ -129,7 +129,9 @@ def test_an_admin_command_prints_one_line_and_its_exit_code(case: tuple[str, int
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("command", [["health"], ["status", "some-job"], ["submit", "echo", "--arg", "value=1"]])
-def test_every_admin_command_says_the_same_line(command: list[str], case: tuple[str, int, str], cli, monkeypatch) -> None:
+def test_every_admin_command_says_the_same_line(
+    command: list[str], case: tuple[str, int, str], cli, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     url, code, phrase = case
     monkeypatch.setenv("FERRY_REDIS_URL", url)
     get_settings.cache_clear()
@@ -139,7 +141,9 @@ def test_every_admin_command_says_the_same_line(command: list[str], case: tuple[
 
 
 @pytest.mark.timeout(60)
-def test_ferry_worker_start_up_prints_one_line_and_its_exit_code(case: tuple[str, int, str], env: dict[str, str]) -> None:
+def test_ferry_worker_start_up_prints_one_line_and_its_exit_code(
+    case: tuple[str, int, str], env: dict[str, str],
+) -> None:
     url, code, phrase = case
     started = _ferry(env, url, "worker", "--processes", "1")
     assert started.returncode == code, started.stderr
@@ -150,7 +154,9 @@ def test_ferry_worker_start_up_prints_one_line_and_its_exit_code(case: tuple[str
 @pytest.mark.xfail(strict=True, reason=(
     "services/producer/entry.py (the producer helper's) must probe Redis before uvicorn starts: "
     "`shared.redis_conn.probe(config.resolved_redis_url())`; the lead removes this mark at merge"))
-def test_ferry_producer_start_up_prints_one_line_and_its_exit_code(case: tuple[str, int, str], env: dict[str, str]) -> None:
+def test_ferry_producer_start_up_prints_one_line_and_its_exit_code(
+    case: tuple[str, int, str], env: dict[str, str],
+) -> None:
     url, code, phrase = case
     port = _free_port()
     started = _ferry(env, url, "producer", "--host", "127.0.0.1", "--port", str(port))

@@ -34,7 +34,7 @@ from shared.settings import Settings
 from tests.support import REPO, wait_for
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
-TOKEN = "compose-test-token"  # what an operator exports before `docker compose up`; compose refuses to start without one
+TOKEN = "compose-test-token"  # what an operator exports before `docker compose up` (compose refuses to start without)
 SCHEMA_FILE = Path(__file__).with_name("compose_spec.json")
 START_TIMEOUT_S = 30.0
 
@@ -84,7 +84,7 @@ def load_compose(host_env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def argv(command: str | list[str]) -> list[str]:
-    """A service's `command` (or a CMD healthcheck) as argv; compose splits a string as a shell would, without a shell."""
+    """A service's `command` (or a CMD healthcheck) as argv; compose splits a string as a shell would, with no shell."""
     return shlex.split(command) if isinstance(command, str) else list(command)
 
 
@@ -146,7 +146,8 @@ def test_compose_file_is_valid_under_the_compose_specification(compose: dict[str
     schema = json.loads(SCHEMA_FILE.read_text())
     jsonschema.Draft201909Validator.check_schema(schema)
     validator = jsonschema.Draft201909Validator(schema, format_checker=FORMATS)
-    problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(compose)]
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                for e in validator.iter_errors(compose)]
     assert problems == []
     assert "version" not in yaml.safe_load(COMPOSE_FILE.read_text()), "the Compose Specification has no version key"
     assert set(compose["services"]) == {"redis", "producer", "worker"}
@@ -234,7 +235,8 @@ def test_worker_replicas_are_scalable_nodes_with_their_own_shm_and_time_to_finis
 ) -> None:
     worker = services["worker"]
     assert argv(worker["command"]) == ["ferry", "worker", "--processes", "2"]
-    assert argv(load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_PROCESSES": "8"})["services"]["worker"]["command"])[-1] == "8"
+    eight = load_compose({"FERRY_API_TOKEN": TOKEN, "FERRY_PROCESSES": "8"})["services"]["worker"]
+    assert argv(eight["command"])[-1] == "8"
     # --scale worker=N: nothing that two replicas could not share.
     for key in ("container_name", "hostname", "ports", "ipc"):
         assert key not in worker, key
@@ -388,7 +390,9 @@ def start_producer(service: dict[str, Any], env: Mapping[str, str], run_service)
         port = free_port()
         command = with_option(with_option(argv(service["command"]), "--port", str(port)), "--host", "127.0.0.1")
         producer = run_service("producer", command, env)
-        if wait_for(partial(healthz_answers, producer, port), START_TIMEOUT_S, what="the producer to answer /healthz") is True:
+        answered = wait_for(partial(healthz_answers, producer, port), START_TIMEOUT_S,
+                            what="the producer to answer /healthz")
+        if answered is True:
             return producer, port
     raise AssertionError(f"the producer did not start:\n{producer.output()}")
 
@@ -435,7 +439,8 @@ def test_producer_and_worker_commands_run_a_users_task_and_pass_their_healthchec
     # In a container FERRY_NODE_ID is unset and HOSTNAME is the container id, which is the node id.
     in_container = {k: v for k, v in node.env.items() if k != "FERRY_NODE_ID"} | {"HOSTNAME": node.node_id}
     assert run_healthcheck(worker_service, in_container) == 0
-    assert run_healthcheck(worker_service, in_container | {"HOSTNAME": f"c{uuid.uuid4().hex[:8]}"}) == 1  # not this node
+    another_node = in_container | {"HOSTNAME": f"c{uuid.uuid4().hex[:8]}"}
+    assert run_healthcheck(worker_service, another_node) == 1
     node.terminate()
     assert run_healthcheck(worker_service, node.env) == 1  # a stopped node is unhealthy
     producer.stop()
@@ -450,7 +455,8 @@ def test_redis_command_runs_a_server_with_aof_a_memory_limit_and_noeviction_that
     assert command[0] == "redis-server"
     port = free_port()
     # The tests' server binary (redis-server, else the bundled Valkey), kept private: loopback, a free port, a temp dir.
-    command = [str(find_server_binary()), *command[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+    command = [str(find_server_binary()), *command[1:],
+               "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
     server = run_service("redis", command, {"PATH": os.environ.get("PATH", "")})
     client = redis.Redis(port=port, socket_timeout=5, decode_responses=True)
     try:
@@ -465,8 +471,9 @@ def test_redis_command_runs_a_server_with_aof_a_memory_limit_and_noeviction_that
         config = client.config_get("*")
     finally:
         client.close()
-    assert (config["appendonly"], config["appendfsync"], config["maxmemory-policy"]) == ("yes", "everysec", "noeviction")
-    assert int(config["maxmemory"]) == 1024**3, "a memory limit, so that noeviction means refusing writes at a known size"
+    persistence = (config["appendonly"], config["appendfsync"], config["maxmemory-policy"])
+    assert persistence == ("yes", "everysec", "noeviction")
+    assert int(config["maxmemory"]) == 1024**3, "a memory limit: noeviction then refuses writes at a known size"
 
     if shutil.which("redis-cli") is None:
         pytest.skip("no redis-cli on PATH to run the healthcheck with (it comes with the redis-server package)")

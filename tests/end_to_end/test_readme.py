@@ -135,6 +135,7 @@ def test_a_readme_snippet_runs_as_written_after_ferry_up(snippet: Snippet, stack
         command = ["bash", "-euo", "pipefail", "-c", snippet.code]
     ran = subprocess.run(command, env=stack.env, cwd=tmp_path, capture_output=True, text=True,
                          timeout=SNIPPET_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    assert ran.returncode == 0, f"README.md line {snippet.line} failed:\n{snippet.code}\n--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"
+    shown = f"{snippet.code}\n--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"
+    assert ran.returncode == 0, f"README.md line {snippet.line} failed:\n{shown}"
     assert "Traceback" not in ran.stderr
     assert httpx.get(f"{stack.api}/healthz", timeout=5).status_code == 200, "the stack survived the snippet"
