@@ -203,7 +203,7 @@ def job_table(info: JobInfo) -> Table:
         ("attempts", str(info.attempts)), ("retries left", _text(info.retries_left)),
         ("timeout", f"{info.timeout_s}s" if info.timeout_s else "-"),
         ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
-        ("ended", _when(info.ended_at)), ("worker", info.worker), ("error", info.error),
+        ("ended", _when(info.ended_at)), ("worker process", info.worker), ("error", info.error),
     ]
     for name, value in rows:
         if value not in (None, ""):

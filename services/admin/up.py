@@ -320,7 +320,7 @@ def _announce(stack: Stack, api: str, processes: int) -> None:
                   f"shared-memory budget {human_bytes(budget)}", highlight=False)
     console.print(f"  Redis  {esc(where)}", highlight=False)
     console.print(f"  logs   {esc(logs)}", highlight=False)
-    hint = " (or nothing: plain `ferry` commands on this machine find this stack)" if stack.state_written else ""
+    hint = " (or nothing: `ferry` and `Client()` on this machine find this stack)" if stack.state_written else ""
     console.print(f"In another terminal{hint}:", highlight=False)
     console.print(f"  export FERRY_REDIS_URL={redact(stack.redis_url)}", highlight=False, soft_wrap=True)
 
