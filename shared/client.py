@@ -15,7 +15,7 @@ from shared.jobs import JobService
 from shared.models import JobInfo, JobRequest, JobResult, Submitted
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
-from shared.redis_conn import connect, probe, unavailable
+from shared.redis_conn import connect, unavailable
 from shared.settings import Settings, get_settings
 from shared.tasks import load_tasks
 
@@ -39,8 +39,10 @@ def _redis_errors(method: Callable[P, R]) -> Callable[P, R]:
 class Client:
     """Submit jobs, read their results, and put or get objects.
 
-    `Client()` uses FERRY_REDIS_URL, else the server of a `ferry up` running on this machine. It checks the
-    server once (a wrong URL fails here, within seconds, with one line that says what to fix).
+    `Client()` uses FERRY_REDIS_URL, else the server of a `ferry up` running on this machine. A malformed URL
+    fails here (ConfigError); one where nothing, or something that is not Redis, answers fails at the first call,
+    within seconds, with one line that says what to fix (RedisUnavailable). Constructing it needs no server, so
+    that a service can start before Redis does and answer 503 meanwhile.
 
     >>> client = Client()
     >>> job = client.submit("echo", {"value": 42})
@@ -51,7 +53,6 @@ class Client:
     def __init__(self, redis_url: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.url = redis_url or self.settings.resolved_redis_url()
-        probe(self.url)  # ConfigError (malformed URL) or RedisUnavailable (refused, silent, not Redis)
         self.conn = connect(self.url)
         self.tasks = load_tasks(self.settings.task_modules)
         self.jobs = JobService(self.conn, self.settings, self.tasks)

@@ -28,9 +28,10 @@ from shared.settings import Settings
 # redis-py 8 does no retries by default and times out sockets at 5 s (see ../ARCHITECTURE.md): set both.
 SOCKET_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 3.0
-# The handshake (CLIENT SETINFO, AUTH, SELECT) is a few bytes each way: on a healthy server it takes well under
-# a millisecond, so a second means the peer is silent. Retries multiply it, so it stays small.
-HANDSHAKE_TIMEOUT_S = 1.0
+# The handshake (CLIENT SETINFO, AUTH, SELECT) is a few bytes each way: on a healthy server each answer takes well
+# under a millisecond (a few on a far network), so half a second of silence means the peer does not speak Redis or
+# is stalled. It applies to new connections only, and retries multiply it, so it stays small.
+HANDSHAKE_TIMEOUT_S = 0.5
 # `probe`: TCP connect, handshake and PING together stay within this (the promise is one line within 5 s).
 PROBE_TIMEOUT_S = 2.0
 URL_FIX = "set FERRY_REDIS_URL=redis://HOST:6379/0 (a Redis server, not the API's http:// address)"

@@ -20,6 +20,7 @@ from rich.table import Table
 from shared.cli import handle_errors, settings
 from shared.client import Client
 from shared.errors import InvalidRequest
+from shared.redis_conn import probe
 from shared.settings import get_settings
 
 console = Console()
@@ -33,8 +34,12 @@ NO_NODE = "no worker node has registered; start one with `ferry worker` (or run 
 
 
 def open_client() -> Client:
-    """The client for the configured Redis (FERRY_REDIS_URL, else a running `ferry up`); a wrong URL fails here."""
-    return Client(settings=get_settings())
+    """The client for the configured Redis (FERRY_REDIS_URL, else a running `ferry up`), probed: a wrong URL fails
+    here, within PROBE_TIMEOUT_S, whatever the connection's retry policy."""
+    config = get_settings()
+    url = config.resolved_redis_url()
+    probe(url)
+    return Client(url, settings=config)
 
 
 def empty(what: str, where: str = "") -> None:

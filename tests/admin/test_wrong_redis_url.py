@@ -98,16 +98,18 @@ def _assert_one_line_with_the_fix(stderr: str, phrase: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_the_client_raises_one_line_within_5_s(case: tuple[str, int, str], env: dict[str, str]) -> None:
+    """A malformed URL fails at `Client(url)`; the others at its first call (constructing it needs no server)."""
     url, code, phrase = case
-    outcome: list[BaseException | Client] = []
+    outcome: list[BaseException | object] = []
 
-    def construct() -> None:
+    def first_call() -> None:
         try:
-            outcome.append(Client(redis_url=url))
+            with Client(redis_url=url) as client:
+                outcome.append(client.status("some-job"))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome.append(exc)
 
-    thread = threading.Thread(target=construct, daemon=True)
+    thread = threading.Thread(target=first_call, daemon=True)
     thread.start()
     thread.join(BOUND_S)
     assert not thread.is_alive(), f"Client({url!r}) still had not failed after {BOUND_S:g}s"
@@ -154,10 +156,12 @@ def test_ferry_worker_start_up_prints_one_line_and_its_exit_code(
 @pytest.mark.xfail(strict=True, reason=(
     "services/producer/entry.py (the producer helper's) must probe Redis before uvicorn starts: "
     "`shared.redis_conn.probe(config.resolved_redis_url())`; the lead removes this mark at merge"))
-def test_ferry_producer_start_up_prints_one_line_and_its_exit_code(
-    case: tuple[str, int, str], env: dict[str, str],
-) -> None:
-    url, code, phrase = case
+@pytest.mark.parametrize("which", ["http", "malformed-http", "malformed-no-scheme", "malformed-port"])
+def test_ferry_producer_start_up_prints_one_line_and_its_exit_code(which: str, env: dict[str, str], request) -> None:
+    """Not Redis, or not a URL: a mistake to fix before serving. (Refused or silent may be a Redis still starting:
+    the producer serves 503 meanwhile, tests/producer/test_service.py; that choice is the lead's to confirm.)"""
+    source, code, phrase = CASES[which]
+    url = request.getfixturevalue(source) if source.endswith("_url") else source
     port = _free_port()
     started = _ferry(env, url, "producer", "--host", "127.0.0.1", "--port", str(port))
     assert started.returncode == code, started.stderr
