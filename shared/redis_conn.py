@@ -29,9 +29,9 @@ from shared.settings import Settings
 SOCKET_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 3.0
 # The handshake (CLIENT SETINFO, AUTH, SELECT) is a few bytes each way: on a healthy server each answer takes well
-# under a millisecond (a few on a far network), so half a second of silence means the peer does not speak Redis or
-# is stalled. It applies to new connections only, and retries multiply it, so it stays small.
-HANDSHAKE_TIMEOUT_S = 0.5
+# under a millisecond (a few on a far network), so 0.75 s of silence means the peer does not speak Redis or is
+# stalled. It applies to new connections only, and retries multiply it, so it stays small (4 attempts: ~3.4 s).
+HANDSHAKE_TIMEOUT_S = 0.75
 # `probe`: TCP connect, handshake and PING together stay within this (the promise is one line within 5 s).
 PROBE_TIMEOUT_S = 2.0
 URL_FIX = "set FERRY_REDIS_URL=redis://HOST:6379/0 (a Redis server, not the API's http:// address)"
