@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.errors import EXIT_CODES, EXIT_USAGE
+from shared.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_NOT_FOUND, EXIT_USAGE
 from tests.admin.helpers import one_line
 from tests.support import REPO
 
@@ -52,3 +52,32 @@ def test_ferry_producer_on_a_busy_port_exits_2_not_3(env: dict[str, str], busy_p
     started = _ferry(env, "producer", "--host", "127.0.0.1", "--port", str(busy_port))
     assert started.returncode == EXIT_USAGE, started.stderr
     assert one_line(started.stderr).startswith(f"error: cannot listen on 127.0.0.1:{busy_port} (")
+
+
+def test_a_bug_exits_70_with_its_traceback_so_that_exit_1_keeps_meaning_the_job_failed(capsys) -> None:
+    from shared.cli import handle_errors
+
+    @handle_errors
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    with pytest.raises(SystemExit) as exited:
+        broken()
+    assert exited.value.code == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err
+    assert err.rstrip().splitlines()[-1] == "error: unexpected RuntimeError; please report it with the traceback above"
+
+
+def test_a_ferry_error_exits_with_its_code_as_one_line(capsys) -> None:
+    from shared.cli import handle_errors
+    from shared.errors import JobNotFound
+
+    @handle_errors
+    def missing() -> None:
+        raise JobNotFound("no job abc (it may have expired)")
+
+    with pytest.raises(SystemExit) as exited:
+        missing()
+    assert exited.value.code == EXIT_NOT_FOUND
+    assert capsys.readouterr().err == "error: no job abc (it may have expired)\n"
