@@ -82,7 +82,7 @@ def test_a_submitted_job_is_queued_and_result_wait_exits_7_while_no_node_runs_it
     assert json.loads(waited.stdout)["ready"] is False
 
 
-def test_cancel_a_queued_job_then_its_result_exits_1_and_a_second_cancel_is_harmless(cli, client: Client) -> None:
+def test_cancel_a_queued_job_then_its_result_exits_1_and_cancel_json_prints_the_job(cli, client: Client) -> None:
     job_id = client.submit("echo", {"value": 1}).id
     canceled = cli("cancel", job_id)
     assert canceled.exit_code == 0
@@ -91,6 +91,12 @@ def test_cancel_a_queued_job_then_its_result_exits_1_and_a_second_cancel_is_harm
     result = cli("result", job_id)
     assert result.exit_code == EXIT_FAILED
     assert result.stderr.startswith(f"error: job {job_id} canceled:")
+    other = client.submit("echo", {"value": 2}).id
+    shown = cli("cancel", other, "--json")  # --json prints the job, as `ferry status --json` does
+    assert shown.exit_code == 0
+    assert json.loads(shown.stdout) == json.loads(cli("status", other, "--json").stdout)
+    assert json.loads(shown.stdout)["status"] == "canceled"
+    assert cli("cancel", other).exit_code == EXIT_CONFLICT, "it has already ended"
 
 
 def test_unknown_ids_exit_4(cli) -> None:
