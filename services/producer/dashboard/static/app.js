@@ -117,20 +117,20 @@ function overviewPage() {
 }
 
 function lineChart(series, colors, stepS) {
-  const width = 600, height = 160, pad = 24;
+  const width = 600, height = 160, pad = 4;
   const count = series[0].length;
   const top = Math.max(1, ...series.flat());
   const x = (i) => pad + (i * (width - 2 * pad)) / Math.max(1, count - 1);
   const y = (v) => height - pad - (v * (height - 2 * pad)) / top;
-  const lines = series.map((values, k) => `<polyline fill="none" stroke="${colors[k]}" stroke-width="2"
+  const lines = series.map((values, k) => `<polyline fill="none" stroke="${colors[k]}" stroke-width="2" vector-effect="non-scaling-stroke"
     points="${values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}"/>`).join("");
   const total = series[0].reduce((a, b) => a + b, 0);
-  return `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img" data-testid="throughput-chart" data-finished="${total}"
-    aria-label="${total} jobs finished in the last ${Math.round((count * stepS) / 60)} minutes">
-    <line x1="${pad}" y1="${height - pad}" x2="${width - pad}" y2="${height - pad}" stroke="#ccd"/>
-    <text x="${pad}" y="14" font-size="11" fill="#667085">${top}</text>
-    <text x="${pad}" y="${height - 6}" font-size="11" fill="#667085">-${Math.round((count * stepS) / 60)} min</text>
-    <text x="${width - pad}" y="${height - 6}" font-size="11" fill="#667085" text-anchor="end">now</text>${lines}</svg>`;
+  const minutes = Math.round((count * stepS) / 60);
+  return `<div class="axis"><span>max ${top}</span></div>
+    <svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img" data-testid="throughput-chart" data-finished="${total}"
+    aria-label="${total} jobs finished in the last ${minutes} minutes">
+    <line x1="${pad}" y1="${height - pad}" x2="${width - pad}" y2="${height - pad}" stroke="#ccd" vector-effect="non-scaling-stroke"/>${lines}</svg>
+    <div class="axis"><span>-${minutes} min</span><span>${total} finished</span><span>now</span></div>`;
 }
 
 // --- jobs ---
@@ -159,7 +159,7 @@ function jobsPage(params) {
   form.elements.status.addEventListener("change", apply);
   form.elements.queue.addEventListener("change", apply);
   Promise.all([api("/v1/queues"), api("/v1/tasks")]).then(([queues, tasks]) => {
-    form.elements.queue.innerHTML = `<option value="">any</option>` + queues.map((q) => `<option>${esc(q.name)}</option>`).join("");
+    form.elements.queue.innerHTML = `<option value="">any</option>` + queues.map((q) => `<option value="${esc(q.name)}">${esc(q.name)}</option>`).join("");
     form.elements.queue.value = params.get("queue") || "";
     el("task-names").innerHTML = tasks.map((t) => `<option value="${esc(t.name)}">`).join("");
   }).catch(() => {});
@@ -206,7 +206,7 @@ function jobPage(jobId) {
         <span id="action-result" class="muted"></span>
       </div>
       <h2 style="margin-top:1rem">Args${d.args_truncated ? " (cut)" : ""}</h2><pre data-testid="job-args">${json(d.args)}</pre>
-      ${d.result ? `<h2 style="margin-top:1rem">Result${d.result_truncated ? " (cut)" : ""}</h2><pre data-testid="job-result">${json(d.result.value ?? d.result.error)}</pre>` : ""}
+      ${d.result && d.result.status === "finished" ? `<h2 style="margin-top:1rem">Result${d.result_truncated ? " (cut)" : ""}</h2><pre data-testid="job-result">${json(d.result.value)}</pre>` : ""}
       ${d.traceback ? `<h2 style="margin-top:1rem">Traceback</h2><pre data-testid="job-traceback">${esc(d.traceback)}</pre>` : ""}`;
     el("cancel").onclick = () => act("DELETE", `/v1/jobs/${encodeURIComponent(jobId)}`, "cancel requested");
     el("requeue").onclick = () => act("POST", `/v1/jobs/${encodeURIComponent(jobId)}/requeue`, "requeued");
