@@ -160,9 +160,11 @@ def throughput(conn: redis.Redis, settings: Settings, window_s: int = 300, step_
     return Throughput(step_s=step_s, end=end, finished=finished, failed=failed)
 
 
-def list_objects(conn: redis.Redis, settings: Settings, shm_dir: Path, scan_jobs: int = 500) -> list[ObjectView]:
-    """Stored objects with their TTL, the nodes on this machine holding them, and the waiting or running jobs naming them."""
-    ids = [i.decode() for i in conn.zrange(keys.OBJECTS, 0, -1)]
+def list_objects(conn: redis.Redis, settings: Settings, shm_dir: Path, limit: int = 1000,
+                 scan_jobs: int = 500) -> list[ObjectView]:
+    """The newest stored objects with their TTL, the nodes on this machine holding them, and the waiting or
+    running jobs naming them."""
+    ids = [i.decode() for i in conn.zrevrange(keys.OBJECTS, 0, limit - 1)]
     pipe = conn.pipeline(transaction=False)
     for object_id in ids:
         pipe.hgetall(keys.object_meta(object_id))

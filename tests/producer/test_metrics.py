@@ -106,6 +106,21 @@ def test_the_async_collector_renders_what_the_sync_one_does(redis_url: str, conn
     assert value(from_async, "ferry_jobs_total", queue="default", task="echo", outcome="finished") == 7
 
 
+def test_object_totals_over_a_big_index_are_summed_a_slice_per_scrape(conn: redis.Redis, client: Client,
+                                                                     settings: Settings, monkeypatch) -> None:
+    monkeypatch.setattr("shared.metrics.OBJECT_SLICE", 5)
+    refs = [client.put(np.full(10 + i, i, dtype=np.int8)) for i in range(12)]
+    total = sum(r.nbytes for r in refs)
+
+    first, second, third = (parse(collect(conn, settings)) for _ in range(3))
+
+    assert ("ferry_objects", ()) not in first and ("ferry_objects", ()) not in second  # no complete pass yet
+    assert (value(third, "ferry_objects"), value(third, "ferry_objects_bytes")) == (12, total)
+    client.delete(refs[0])
+    later = [parse(collect(conn, settings)) for _ in range(3)]
+    assert (value(later[0], "ferry_objects"), value(later[-1], "ferry_objects")) == (12, 11)  # the last complete pass
+
+
 def test_node_cache_counters_count_an_object_fetched_once_per_node(api: httpx.Client, client: Client, start_node) -> None:
     node = start_node(processes=2)
     data = np.random.default_rng(1).random(200_000)
