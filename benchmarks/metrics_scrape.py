@@ -61,10 +61,12 @@ def fill(conn, jobs: int, nodes: int, workers_per_node: int, objects: int) -> No
     for n in range(nodes):
         node_id = f"node{n}"
         pipe.zadd(keys.NODES, {node_id: now})
-        pipe.hset(keys.node(node_id), mapping={"host": "bench", "pid": 1, "processes": workers_per_node, "queues": '["default"]',
+        pipe.hset(keys.node(node_id), mapping={"host": "bench", "pid": 1, "processes": workers_per_node,
+                                                "queues": '["default"]',
                                                 "started_at": now, "last_heartbeat": now, "state": "running",
                                                 "shm_budget_bytes": 8 << 30})
-        pipe.hset(keys.node_stats(node_id), mapping={"bytes_from_redis": 1 << 30, "bytes_from_shm": 8 << 30, "hits": 900,
+        pipe.hset(keys.node_stats(node_id), mapping={"bytes_from_redis": 1 << 30, "bytes_from_shm": 8 << 30,
+                                                      "hits": 900,
                                                       "misses": 100, "evictions": 3, "resident_bytes": 1 << 30})
         for w in range(workers_per_node):
             name = f"{node_id}.{w}.{1000 + w}"
@@ -73,7 +75,8 @@ def fill(conn, jobs: int, nodes: int, workers_per_node: int, objects: int) -> No
     for o in range(objects):
         object_id = f"{o:032x}"
         pipe.zadd(keys.OBJECTS, {object_id: now})
-        pipe.hset(keys.object_meta(object_id), mapping={"kind": "array", "dtype": "<f8", "shape": "1000", "nbytes": 8000})
+        pipe.hset(keys.object_meta(object_id),
+                  mapping={"kind": "array", "dtype": "<f8", "shape": "1000", "nbytes": 8000})
     pipe.execute()
 
 

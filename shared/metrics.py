@@ -32,14 +32,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Cache counters a node's worker processes keep in `ferry:node:<id>:stats` (shared/objects/cache.py).
 NODE_COUNTERS = {
-    "bytes_from_redis": ("ferry_node_cache_bytes_from_redis_total", "Object bytes this node fetched from Redis into shared memory."),
-    "bytes_from_shm": ("ferry_node_cache_bytes_from_shm_total", "Object bytes jobs on this node read from shared memory without a fetch."),
+    "bytes_from_redis": ("ferry_node_cache_bytes_from_redis_total",
+                         "Object bytes this node fetched from Redis into shared memory."),
+    "bytes_from_shm": ("ferry_node_cache_bytes_from_shm_total",
+                       "Object bytes jobs on this node read from shared memory without a fetch."),
     "hits": ("ferry_node_cache_hits_total", "Object reads served by a segment already in the node's shared memory."),
     "misses": ("ferry_node_cache_misses_total", "Object reads that had to fetch the object from Redis."),
-    "evictions": ("ferry_node_cache_evictions_total", "Segments evicted (least recently used) to stay within the budget."),
+    "evictions": ("ferry_node_cache_evictions_total",
+                  "Segments evicted (least recently used) to stay within the budget."),
 }
 
-# Counts a queue's first job's enqueue time in the same step as reading the head (the head can move between two reads).
+# A queue's first job's enqueue time, read in the same step as the head (the head can move between two reads).
 _HEAD_ENQUEUED_AT = """
 local head = redis.call('LINDEX', KEYS[1], 0)
 if not head then return false end
@@ -48,9 +51,10 @@ return redis.call('HGET', ARGV[1] .. head, 'enqueued_at')
 
 # Number and total size of complete objects (meta hash present), summed over the `ferry:objects` index a
 # slice at a time: each scrape walks at most OBJECT_SLICE entries from a cursor kept in
-# keys.METRICS_OBJECT_SCAN (the exporter's only write) and reports the totals of the last complete pass. Summing 100,000 objects at once held Redis for
-# 300 ms; a slice of 5,000 costs about 15 ms. With fewer objects than a slice, every scrape is exact.
-# Returns {-1, -1} until a first pass completes (the exporter then leaves the figures out).
+# keys.METRICS_OBJECT_SCAN (the exporter's only write) and reports the totals of the last complete
+# pass. Summing 100,000 objects at once held Redis for 300 ms; a slice of 5,000 costs about 15 ms.
+# With fewer objects than a slice, every scrape is exact. Returns {-1, -1} until a first pass
+# completes (the exporter then leaves the figures out).
 _OBJECT_TOTALS = """
 local state = redis.call('HMGET', KEYS[2], 'cursor', 'count', 'bytes', 'done_count', 'done_bytes')
 local cursor, count, total = tonumber(state[1] or '0'), tonumber(state[2] or '0'), tonumber(state[3] or '0')
@@ -161,8 +165,10 @@ def _render(plan: _Plan, replies: list[Any], settings: Settings, now: float) -> 
     _render_workers(out, replies[offset : offset + len(plan.workers)])
     offset += len(plan.workers)
     _render_nodes(out, plan.nodes, replies[offset:], settings, now)
-    out.declare("ferry_objects", "gauge", "Complete objects stored in Redis (as of the exporter's last pass over the index).")
-    out.declare("ferry_objects_bytes", "gauge", "Bytes of the complete objects stored in Redis (their data, not Redis overhead).")
+    out.declare("ferry_objects", "gauge",
+                "Complete objects stored in Redis (as of the exporter's last pass over the index).")
+    out.declare("ferry_objects_bytes", "gauge",
+                "Bytes of the complete objects stored in Redis (their data, not Redis overhead).")
     if plan.objects[0] >= 0:
         out.add("ferry_objects", plan.objects[0])
         out.add("ferry_objects_bytes", plan.objects[1])
@@ -175,7 +181,8 @@ def _render(plan: _Plan, replies: list[Any], settings: Settings, now: float) -> 
 
 def _render_job_counters(out: Exposition, raw: Mapping[bytes, bytes]) -> None:
     out.declare("ferry_jobs_total", "counter",
-                "Jobs that reached an outcome (finished, failed, canceled) or were retried after a failure, by queue and task.")
+                "Jobs that reached an outcome (finished, failed, canceled) or were retried after a failure, "
+                "by queue and task.")
     out.declare("ferry_jobs_requeued_total", "counter",
                 "Executions given back to their queue, by reason (worker_died, node_died, timeout).")
     buckets: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
@@ -210,8 +217,10 @@ def _render_job_counters(out: Exposition, raw: Mapping[bytes, bytes]) -> None:
 
 def _render_queues(out: Exposition, names: list[str], replies: list[Any], now: float) -> None:
     out.declare("ferry_queue_jobs", "gauge",
-                "Jobs per queue by status: queued (waiting), started (running), and finished, failed, canceled still kept.")
-    out.declare("ferry_queue_oldest_job_age_seconds", "gauge", "Age of the job at the head of the queue; 0 when it is empty.")
+                "Jobs per queue by status: queued (waiting), started (running), and finished, failed, "
+                "canceled still kept.")
+    out.declare("ferry_queue_oldest_job_age_seconds", "gauge",
+                "Age of the job at the head of the queue; 0 when it is empty.")
     for index, name in enumerate(names):
         queued, started, finished, failed, canceled, head = replies[index * QUEUE_REPLIES : (index + 1) * QUEUE_REPLIES]
         for status, count in (("queued", queued), ("started", started), ("finished", finished),
@@ -223,7 +232,8 @@ def _render_queues(out: Exposition, names: list[str], replies: list[Any], now: f
 
 
 def _render_workers(out: Exposition, replies: list[Any]) -> None:
-    out.declare("ferry_workers", "gauge", "Worker processes registered in rq:workers, by node and state (idle, busy, ...).")
+    out.declare("ferry_workers", "gauge",
+                "Worker processes registered in rq:workers, by node and state (idle, busy, ...).")
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for state, node in replies:
         if state is None:
@@ -234,10 +244,12 @@ def _render_workers(out: Exposition, replies: list[Any]) -> None:
 
 
 def _render_nodes(out: Exposition, node_ids: list[str], replies: list[Any], settings: Settings, now: float) -> None:
-    out.declare("ferry_node_up", "gauge", "1 while the node's heartbeat is younger than FERRY_ABANDONED_AFTER_S and it has not stopped.")
+    out.declare("ferry_node_up", "gauge",
+                "1 while the node's heartbeat is younger than FERRY_ABANDONED_AFTER_S and it has not stopped.")
     out.declare("ferry_node_processes", "gauge", "Worker processes the node runs.")
     out.declare("ferry_node_last_heartbeat_timestamp_seconds", "gauge", "Unix time of the node's last heartbeat.")
-    out.declare("ferry_node_shm_budget_bytes", "gauge", "The node's shared-memory budget (FERRY_SHM_BUDGET_BYTES or derived).")
+    out.declare("ferry_node_shm_budget_bytes", "gauge",
+                "The node's shared-memory budget (FERRY_SHM_BUDGET_BYTES or derived).")
     out.declare("ferry_node_shm_resident_bytes", "gauge", "Bytes of objects the node holds in /dev/shm.")
     for name, help_text in NODE_COUNTERS.values():
         out.declare(name, "counter", help_text + " Resets when the node restarts.")
@@ -294,4 +306,5 @@ def metric_names() -> Iterable[str]:
     _render_workers(out, [])
     _render_nodes(out, [], [], Settings(redis_url="redis://unused"), 0)
     names = list(out.families)
-    return [*names, "ferry_objects", "ferry_objects_bytes", "ferry_redis_memory_used_bytes", "ferry_redis_memory_max_bytes"]
+    return [*names, "ferry_objects", "ferry_objects_bytes", "ferry_redis_memory_used_bytes",
+            "ferry_redis_memory_max_bytes"]

@@ -82,7 +82,7 @@ def list_jobs(conn: redis.Redis, settings: Settings, status: JobStatus | None = 
                 pipe = conn.pipeline(transaction=False)
                 for job_id in batch:
                     pipe.hgetall(keys.job(job_id))
-                matching = [job_info(i, raw) for i, raw in zip(batch, pipe.execute()) if raw]
+                matching = [job_info(i, raw) for i, raw in zip(batch, pipe.execute(), strict=True) if raw]
                 found += [j for j in matching if task is None or j.task == task]
                 if len([j for j in found if j.queue == q and j.status == s]) >= limit:
                     break
@@ -92,10 +92,14 @@ def list_jobs(conn: redis.Redis, settings: Settings, status: JobStatus | None = 
 
 def _ids(conn: redis.Redis, queue: str, status: JobStatus, count: int) -> list[str]:
     if status is JobStatus.QUEUED:
-        raw = conn.lrange(keys.queue(queue), 0, count - 1)
+        raw: list[Any] = conn.lrange(keys.queue(queue), 0, count - 1)
     else:
         raw = conn.zrevrange(STATE_REGISTRY[status](queue), 0, count - 1)
-    return [r.decode().split(":")[0] for r in raw]  # started entries are `job_id:execution_id`
+    return [_text(r).split(":")[0] for r in raw]  # started entries are `job_id:execution_id`
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _last_activity(job: JobInfo) -> float:
@@ -107,10 +111,10 @@ def job_detail(jobs: JobService, job_id: str) -> JobDetail:
     """A job with its args, result or traceback, and progress; JobNotFound when there is no such job."""
     info = jobs.status(job_id)
     data, meta, description = jobs.conn.hmget(keys.job(job_id), "data", "meta", "description")
-    detail = JobDetail(job=info, description=description.decode(errors="replace") if description else None)
+    detail = JobDetail(job=info, description=_text(description) if description else None)
     if data:
         try:
-            _task, _positional, args = wire.decode_data(data)
+            _task, _positional, args = wire.decode_data(data if isinstance(data, bytes) else data.encode())
             detail.args, detail.args_truncated = _bounded(args)
         except (FerryError, zlib.error):
             detail.args = None
@@ -164,7 +168,8 @@ def list_objects(conn: redis.Redis, settings: Settings, shm_dir: Path, limit: in
                  scan_jobs: int = 500) -> list[ObjectView]:
     """The newest stored objects with their TTL, the nodes on this machine holding them, and the waiting or
     running jobs naming them."""
-    ids = [i.decode() for i in conn.zrevrange(keys.OBJECTS, 0, limit - 1)]
+    newest: list[Any] = conn.zrevrange(keys.OBJECTS, 0, limit - 1)
+    ids = [_text(i) for i in newest]
     pipe = conn.pipeline(transaction=False)
     for object_id in ids:
         pipe.hgetall(keys.object_meta(object_id))
@@ -176,7 +181,7 @@ def list_objects(conn: redis.Redis, settings: Settings, shm_dir: Path, limit: in
             holders.setdefault(segment.object_id, set()).add(segment_node(segment.name))
     users = _jobs_naming(conn, settings, set(ids), scan_jobs)
     found = []
-    for object_id, raw, ttl in zip(ids, replies[::2], replies[1::2]):
+    for object_id, raw, ttl in zip(ids, replies[::2], replies[1::2], strict=True):
         if not raw:
             continue
         meta = {k.decode(): v.decode() for k, v in raw.items()}
@@ -201,7 +206,7 @@ def _jobs_naming(conn: redis.Redis, settings: Settings, object_ids: set[str], li
     for job_id in job_ids:
         pipe.hget(keys.job(job_id), "data")
     users: dict[str, list[str]] = {}
-    for job_id, data in zip(job_ids, pipe.execute()):
+    for job_id, data in zip(job_ids, pipe.execute(), strict=True):
         if not data:
             continue
         try:

@@ -23,8 +23,10 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 @command
 def top(
-    interval_s: Annotated[float, typer.Option("--interval-s", min=0.2, max=3600, help="Seconds between refreshes.")] = 2.0,
-    iterations: Annotated[int, typer.Option("--iterations", "-n", min=0, help="Stop after this many refreshes (0: until Ctrl-C).")] = 0,
+    interval_s: Annotated[float, typer.Option("--interval-s", min=0.2, max=3600,
+                                              help="Seconds between refreshes.")] = 2.0,
+    iterations: Annotated[int, typer.Option("--iterations", "-n", min=0,
+                                            help="Stop after this many refreshes (0: until Ctrl-C).")] = 0,
 ) -> None:
     """Watch queues, throughput, nodes (shared-memory caches) and workers, refreshed every --interval-s. Ctrl-C quits.
 
@@ -77,7 +79,10 @@ def picture(client: Client) -> RenderableType:
 def _rate_line(rate: views.Throughput) -> Text:
     """Last 5 minutes as sparklines, 10 s a character."""
     top_value = max([1, *rate.finished, *rate.failed])
-    spark = lambda values: "".join(SPARK[min(len(SPARK) - 1, v * (len(SPARK) - 1) // top_value)] if v else " " for v in values)  # noqa: E731
+
+    def spark(values: list[int]) -> str:
+        return "".join(SPARK[min(len(SPARK) - 1, v * (len(SPARK) - 1) // top_value)] if v else " " for v in values)
+
     return Text.from_markup(
         f"[bold]Last 5 min[/bold] (10 s a mark)  finished [green]{spark(rate.finished)}[/green] {sum(rate.finished)}"
         f"  failed [red]{spark(rate.failed)}[/red] {sum(rate.failed)}"

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -63,7 +62,8 @@ def test_job_counters_and_histograms_come_from_the_metrics_hash(api: httpx.Clien
     assert value(samples, "ferry_jobs_total", queue="default", task="echo", outcome="failed") == 2
     assert value(samples, "ferry_jobs_requeued_total", queue="default", task="echo", reason="worker_died") == 1
     assert value(samples, "ferry_jobs_requeued_total", queue="high", task="sleep", reason="timeout") == 3
-    buckets = {le: value(samples, "ferry_job_run_seconds_bucket", task="echo", le=le) for le in ("0.001", "0.0025", "0.5", "600.0", "+Inf")}
+    buckets = {le: value(samples, "ferry_job_run_seconds_bucket", task="echo", le=le)
+               for le in ("0.001", "0.0025", "0.5", "600.0", "+Inf")}
     assert buckets == {"0.001": 0, "0.0025": 2, "0.5": 3, "600.0": 3, "+Inf": 4}  # cumulative, as Prometheus wants
     assert value(samples, "ferry_job_run_seconds_count", task="echo") == 4
     assert value(samples, "ferry_job_run_seconds_sum", task="echo") == pytest.approx(700.604)
@@ -88,7 +88,8 @@ def test_queue_depth_oldest_job_age_and_objects(api: httpx.Client, client: Clien
     assert value(samples, "ferry_redis_memory_used_bytes") > 0
 
 
-def test_the_async_collector_renders_what_the_sync_one_does(redis_url: str, conn: redis.Redis, settings: Settings) -> None:
+def test_the_async_collector_renders_what_the_sync_one_does(redis_url: str, conn: redis.Redis,
+                                                            settings: Settings) -> None:
     conn.hset(jm.METRICS_KEY, jm.jobs_field("default", "echo", "finished"), 7)
     conn.rpush(keys.queue("default"), "nojob")
 
@@ -121,7 +122,8 @@ def test_object_totals_over_a_big_index_are_summed_a_slice_per_scrape(conn: redi
     assert (value(later[0], "ferry_objects"), value(later[-1], "ferry_objects")) == (12, 11)  # the last complete pass
 
 
-def test_node_cache_counters_count_an_object_fetched_once_per_node(api: httpx.Client, client: Client, start_node) -> None:
+def test_node_cache_counters_count_an_object_fetched_once_per_node(api: httpx.Client, client: Client,
+                                                                   start_node) -> None:
     node = start_node(processes=2)
     data = np.random.default_rng(1).random(200_000)
     ref = client.put(data)
@@ -139,13 +141,22 @@ def test_node_cache_counters_count_an_object_fetched_once_per_node(api: httpx.Cl
     assert value(samples, "ferry_node_up", **labels) == 1
     assert value(samples, "ferry_node_processes", **labels) == 2
     assert value(samples, "ferry_node_shm_budget_bytes", **labels) > 0
-    workers = sum(v for (name, lab), v in samples.items() if name == "ferry_workers" and dict(lab)["node"] == node.node_id)
+    workers = sum(v for (name, lab), v in samples.items()
+                  if name == "ferry_workers" and dict(lab)["node"] == node.node_id)
     assert workers == 2
     assert value(samples, "ferry_queue_jobs", queue="default", status="finished") == 6
 
 
-# --- these read what the job lifecycle counts (shared/job_metrics.py): they pass once it writes the hash ---
-def test_finished_jobs_counter_and_histogram_count_equal_the_jobs_run(api: httpx.Client, client: Client, start_node) -> None:
+# --- these read what the job lifecycle records (counters in shared/job_metrics.py' layout, per-job log lines with
+# extra job_id/task/queue/node/worker/duration_s): written to that contract, expected to pass once the lifecycle
+# branch is merged. The lead removes the marker then (strict=False: an early pass shows as XPASS, not an error).
+AWAITS_LIFECYCLE = pytest.mark.xfail(strict=False, reason="awaits the job lifecycle branch (ferry:metrics counters, "
+                                                          "per-job log lines)")
+
+
+@AWAITS_LIFECYCLE
+def test_finished_jobs_counter_and_histogram_count_equal_the_jobs_run(api: httpx.Client, client: Client,
+                                                                      start_node) -> None:
     start_node(processes=2)
     jobs = [client.submit("echo", {"value": i}) for i in range(8)]
     assert all(client.result(j, wait_s=60).status == "finished" for j in jobs)
@@ -158,6 +169,7 @@ def test_finished_jobs_counter_and_histogram_count_equal_the_jobs_run(api: httpx
     assert value(samples, "ferry_job_run_seconds_sum", task="echo") >= 0
 
 
+@AWAITS_LIFECYCLE
 def test_a_sigkilled_workers_job_counts_as_requeued_because_the_worker_died(api: httpx.Client, client: Client,
                                                                            start_node) -> None:
     start_node(processes=2)
@@ -186,9 +198,37 @@ def test_every_metric_is_documented() -> None:
     assert not missing, f"docs/metrics.md does not list {missing}"
 
 
-def test_json_logs_carry_the_job_id_from_submit_to_finish(start_producer, start_node, env: dict[str, str],
-                                                          tmp_path: Path) -> None:
-    producer = start_producer(token="s3cret-token", FERRY_API_TOKEN="s3cret-token", FERRY_LOG_FORMAT="json", FERRY_LOG_LEVEL="DEBUG")
+def test_json_logs_are_one_object_per_line_and_the_access_log_never_holds_the_token(start_producer) -> None:
+    producer = start_producer(token="s3cret-token", FERRY_API_TOKEN="s3cret-token", FERRY_LOG_FORMAT="json")
+    job = producer.http.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}}).json()["id"]
+    producer.http.get(f"/v1/jobs/{job}", params={"secret": "in-the-query"})
+    httpx.get(f"{producer.url}/v1/queues", headers={"Authorization": "Bearer wrong-token"})
+
+    lines = [json.loads(line) for line in producer.output().splitlines() if line.strip()]  # every line parses
+
+    for line in lines:
+        assert {"ts", "level", "logger", "message"} <= line.keys()
+    access = [line for line in lines if line["logger"] == "ferry.access"]
+    submit = next(line for line in access if line["method"] == "POST" and line["path"] == "/v1/jobs")
+    assert submit["status"] == 202 and submit["duration_s"] > 0 and submit["client"].startswith("127.0.0.1:")
+    assert next(line for line in access if line["path"] == "/v1/queues")["status"] == 401
+    assert next(line for line in access if line["path"] == f"/v1/jobs/{job}")["status"] == 200
+    output = producer.output()
+    assert "s3cret-token" not in output and "wrong-token" not in output and "in-the-query" not in output
+
+
+def test_text_access_log_lines_name_method_path_status_and_duration(start_producer) -> None:
+    producer = start_producer()
+    producer.http.get("/v1/queues")
+
+    line = next(line for line in producer.output().splitlines() if "ferry.access" in line and "/v1/queues" in line)
+
+    assert " GET /v1/queues 200 " in line and "ms 127.0.0.1:" in line
+
+
+@AWAITS_LIFECYCLE
+def test_json_logs_carry_the_job_id_from_submit_to_finish(start_producer, start_node, env: dict[str, str]) -> None:
+    producer = start_producer(FERRY_LOG_FORMAT="json", FERRY_LOG_LEVEL="DEBUG")
     node = start_node(processes=1, env={**env, "FERRY_LOG_FORMAT": "json", "FERRY_LOG_LEVEL": "DEBUG"})
     job = producer.http.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}}).json()["id"]
     assert producer.http.get(f"/v1/jobs/{job}/result", params={"wait_s": 30}).json()["status"] == "finished"
@@ -196,13 +236,8 @@ def test_json_logs_carry_the_job_id_from_submit_to_finish(start_producer, start_
     producer_lines = [json.loads(line) for line in producer.output().splitlines() if line.strip()]
     node_lines = [json.loads(line) for line in node.output().splitlines() if line.strip()]
 
-    for line in producer_lines + node_lines:
-        assert {"ts", "level", "logger", "message"} <= line.keys()
-    access = [line for line in producer_lines if line["logger"] == "ferry.access"]
-    submit = next(line for line in access if line["method"] == "POST" and line["path"] == "/v1/jobs")
-    assert submit["status"] == 202 and submit["duration_s"] > 0
-    assert "s3cret-token" not in producer.output()  # the Authorization header never reaches the logs
-    about_job = [line for line in producer_lines + node_lines if line.get("job_id") == job]
-    finished = [line for line in about_job if line.get("duration_s") is not None]
+    submitted = [line for line in producer_lines if line.get("job_id") == job]
+    assert submitted and submitted[0]["task"] == "echo" and submitted[0]["queue"] == "default"
+    finished = [line for line in node_lines if line.get("job_id") == job and line.get("duration_s") is not None]
     assert finished and finished[-1]["task"] == "echo" and finished[-1]["queue"] == "default"
     assert finished[-1]["node"] == node.node_id and finished[-1]["worker"].startswith(node.node_id)

@@ -10,13 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from services.producer.schemas import errors
 from shared import views
 from shared.admin import Admin
 from shared.client import Client
 from shared.errors import Conflict
 from shared.models import QUEUE_PATTERN, JobInfo, JobStatus, WorkerInfo
 from shared.objects.segments import SHM_DIR
-from services.producer.schemas import errors
 
 router = APIRouter(prefix="/v1", tags=["views"])
 
@@ -41,7 +41,8 @@ async def list_jobs(
     return await run_in_threadpool(views.list_jobs, client.conn, client.settings, status, queue, task, limit)
 
 
-@router.get("/jobs/{job_id}/details", response_model=views.JobDetail, summary="A job with its args, result or traceback",
+@router.get("/jobs/{job_id}/details", response_model=views.JobDetail,
+            summary="A job with its args, result or traceback",
             responses=errors(404))
 async def job_details(job_id: JobId, request: Request) -> views.JobDetail:
     return await run_in_threadpool(views.job_detail, _client(request).jobs, job_id)
@@ -56,7 +57,8 @@ async def requeue(job_id: JobId, request: Request) -> JobInfo:
     def run() -> JobInfo:
         info = client.status(job_id)  # JobNotFound -> 404
         if info.status != JobStatus.FAILED or not client.admin.requeue_failed(info.queue, [job_id]):
-            raise Conflict(f"job {job_id} is {getattr(info.status, 'value', info.status)}; only failed jobs can be requeued")
+            status = getattr(info.status, "value", info.status)
+            raise Conflict(f"job {job_id} is {status}; only failed jobs can be requeued")
         return client.status(job_id)
 
     return await run_in_threadpool(run)
@@ -79,7 +81,8 @@ async def throughput(
 
 
 @router.get("/views/objects", response_model=list[views.ObjectView],
-            summary="Objects with their TTL, the nodes on the producer's machine holding them, and the jobs naming them")
+            summary="Objects with their TTL, the nodes on the producer's machine holding them, "
+            "and the jobs naming them")
 async def objects(request: Request) -> list[Any]:
     client = _client(request)
     return await run_in_threadpool(views.list_objects, client.conn, client.settings, SHM_DIR)
