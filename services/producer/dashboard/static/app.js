@@ -130,7 +130,7 @@ function lineChart(series, colors, stepS) {
     <svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img" data-testid="throughput-chart" data-finished="${total}"
     aria-label="${total} jobs finished in the last ${minutes} minutes">
     <line x1="${pad}" y1="${height - pad}" x2="${width - pad}" y2="${height - pad}" stroke="#ccd" vector-effect="non-scaling-stroke"/>${lines}</svg>
-    <div class="axis"><span>-${minutes} min</span><span>${total} finished</span><span>now</span></div>`;
+    <div class="axis"><span>-${minutes} min</span><span>${total} finished, ${series[1].reduce((a, b) => a + b, 0)} failed</span><span>now</span></div>`;
 }
 
 // --- jobs ---
