@@ -164,7 +164,7 @@ def _render(plan: _Plan, replies: list[Any], settings: Settings, now: float) -> 
     offset = QUEUE_REPLIES * len(plan.queues)
     _render_workers(out, replies[offset : offset + len(plan.workers)])
     offset += len(plan.workers)
-    _render_nodes(out, plan.nodes, replies[offset:], settings, now)
+    _render_nodes(out, plan.nodes, replies[offset:], settings.abandoned_after_s, now)
     out.declare("ferry_objects", "gauge",
                 "Complete objects stored in Redis (as of the exporter's last pass over the index).")
     out.declare("ferry_objects_bytes", "gauge",
@@ -243,7 +243,8 @@ def _render_workers(out: Exposition, replies: list[Any]) -> None:
         out.add("ferry_workers", count, {"node": node, "state": state})
 
 
-def _render_nodes(out: Exposition, node_ids: list[str], replies: list[Any], settings: Settings, now: float) -> None:
+def _render_nodes(out: Exposition, node_ids: list[str], replies: list[Any], abandoned_after_s: float,
+                  now: float) -> None:
     out.declare("ferry_node_up", "gauge",
                 "1 while the node's heartbeat is younger than FERRY_ABANDONED_AFTER_S and it has not stopped.")
     out.declare("ferry_node_processes", "gauge", "Worker processes the node runs.")
@@ -261,7 +262,7 @@ def _render_nodes(out: Exposition, node_ids: list[str], replies: list[Any], sett
         counters = {_text(k): float(v) for k, v in stats.items()}
         beat = float(info.get("last_heartbeat", 0) or 0)
         labels = {"node": node_id}
-        alive = info.get("state") != "stopped" and now - beat < settings.abandoned_after_s
+        alive = info.get("state") != "stopped" and now - beat < abandoned_after_s
         out.add("ferry_node_up", 1 if alive else 0, labels)
         out.add("ferry_node_processes", int(info.get("processes", 0) or 0), labels)
         out.add("ferry_node_last_heartbeat_timestamp_seconds", beat, labels)
@@ -304,7 +305,7 @@ def metric_names() -> Iterable[str]:
     _render_job_counters(out, {})
     _render_queues(out, [], [], 0)
     _render_workers(out, [])
-    _render_nodes(out, [], [], Settings(redis_url="redis://unused"), 0)
+    _render_nodes(out, [], [], 0, 0)
     names = list(out.families)
     return [*names, "ferry_objects", "ferry_objects_bytes", "ferry_redis_memory_used_bytes",
             "ferry_redis_memory_max_bytes"]

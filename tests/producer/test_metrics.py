@@ -207,6 +207,8 @@ def test_json_logs_are_one_object_per_line_and_the_access_log_never_holds_the_to
     producer.http.get(f"/v1/jobs/{job}", params={"secret": "in-the-query"})
     httpx.get(f"{producer.url}/v1/queues", headers={"Authorization": "Bearer wrong-token"})
 
+    # The access line is written once the response is sent: wait for the last request's.
+    wait_for(lambda: "/v1/queues" in producer.output(), what="the access log line of the last request")
     lines = [json.loads(line) for line in producer.output().splitlines() if line.strip()]  # every line parses
 
     for line in lines:
@@ -224,7 +226,9 @@ def test_text_access_log_lines_name_method_path_status_and_duration(start_produc
     producer = start_producer()
     producer.http.get("/v1/queues")
 
-    line = next(line for line in producer.output().splitlines() if "ferry.access" in line and "/v1/queues" in line)
+    line = wait_for(lambda: next((line for line in producer.output().splitlines()
+                                  if "ferry.access" in line and "/v1/queues" in line), None),
+                    what="the access log line")
 
     assert " GET /v1/queues 200 " in line and "ms 127.0.0.1:" in line
 
