@@ -106,17 +106,21 @@ def test_jobs_filter_by_status_queue_and_task(stack, offline_page, screenshots) 
     page.wait_for_selector("[data-testid=jobs] tr[data-job]")
 
     page.select_option("[data-testid=filter-status]", "failed")
-    page.wait_for_function("[...document.querySelectorAll('[data-testid=jobs] tr[data-job]')].length === 1")
+    page.wait_for_function("location.hash === '#/jobs?status=failed' && "
+                           "[...document.querySelectorAll('[data-testid=jobs] tr[data-job]')].length === 1")
     assert page.get_attribute("[data-testid=jobs] tr[data-job]", "data-job") == failed
 
     page.select_option("[data-testid=filter-status]", "")
     page.wait_for_function("document.querySelector('[data-testid=filter-queue] option[value=high]') !== null")
     page.select_option("[data-testid=filter-queue]", "high")
-    page.wait_for_function("[...document.querySelectorAll('[data-testid=jobs] tr[data-job]')].length === 3")
+    page.wait_for_function("location.hash === '#/jobs?queue=high' && [...document.querySelectorAll("
+                           "'[data-testid=jobs] tr[data-job] td:nth-child(3)')].map(td => td.textContent).join() "
+                           "=== 'high,high,high'")
     assert set(page.locator("[data-testid=jobs] tr[data-job] td:nth-child(2)").all_inner_texts()) == {"echo"}
 
     page.goto(f"{producer.url}/ui/#/jobs?task=array.stats")
-    page.wait_for_function("[...document.querySelectorAll('[data-testid=jobs] tr[data-job]')].length === 4")
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=jobs] tr[data-job] td:nth-child(2)')]"
+                           ".map(td => td.textContent).join() === 'array.stats,array.stats,array.stats,array.stats'")
     page.fill("[data-testid=filter-task]", "no.such.task")
     page.press("[data-testid=filter-task]", "Enter")
     page.wait_for_selector("[data-testid=no-jobs]")
@@ -135,7 +139,7 @@ def test_a_running_job_is_canceled_from_its_page(start_producer, start_node, cli
 
     page.click("[data-testid=cancel]")
 
-    wait_for(lambda: client.status(job).status == "canceled", timeout=20, what="the job to be canceled")
+    wait_for(lambda: client.status(job).status == "canceled", timeout=30, what="the job to be canceled")
     page.wait_for_function("document.querySelector('[data-testid=job-status]')?.textContent === 'canceled'")
     assert not page.is_enabled("[data-testid=cancel]")
     page.screenshot(path=screenshots / "job-canceled.png", full_page=True)
@@ -154,7 +158,7 @@ def test_the_overview_updates_live_when_a_job_finishes(start_producer, start_nod
     job = client.submit("echo", {"value": "live"}, queue="low")
     assert client.result(job, wait_s=30).status == "finished"
 
-    page.wait_for_function(f"document.querySelector('{finished}').textContent === '1'", timeout=10_000)
+    page.wait_for_function(f"document.querySelector('{finished}').textContent === '1'")
     assert page.evaluate("window.sameDocument === true")  # updated in place, not reloaded
     page.screenshot(path=screenshots / "overview-phone.png", full_page=True)
     for name, ready in (("jobs", "[data-testid=jobs] tr[data-job]"), ("nodes", "section[data-node]"),

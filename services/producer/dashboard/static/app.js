@@ -9,6 +9,7 @@ const statusLine = document.getElementById("status");
 const live = document.getElementById("live");
 let timer = null;
 let page = null; // {name, refresh}
+let generation = 0; // bumped on every route: a refresh started for an older page must not draw into this one
 
 // --- helpers ---
 function esc(value) {
@@ -92,6 +93,7 @@ async function tick() {
 
 // --- overview ---
 function overviewPage() {
+  const gen = generation;
   main.innerHTML = `
     <section class="card"><h2>Queues</h2><div class="scroll" id="queues"></div></section>
     <section class="card chart"><h2>Throughput, last 5 minutes (jobs per 10 s)</h2>
@@ -101,6 +103,7 @@ function overviewPage() {
     <section class="card"><h2>Nodes</h2><div class="scroll" id="node-health"></div></section>`;
   return async () => {
     const [queues, rate, nodes] = await Promise.all([api("/v1/queues"), api("/v1/views/throughput?window_s=300&step_s=10"), api("/v1/nodes")]);
+    if (gen !== generation) return;
     el("queues").innerHTML = `<table data-testid="queues"><tr><th>queue</th><th class="num">queued</th><th class="num">started</th>
       <th class="num">finished</th><th class="num">failed</th><th class="num">canceled</th></tr>
       ${queues.map((q) => `<tr data-queue="${esc(q.name)}"><td><a href="#/jobs?queue=${encodeURIComponent(q.name)}">${esc(q.name)}</a></td>
@@ -136,6 +139,7 @@ function lineChart(series, colors, stepS) {
 // --- jobs ---
 const STATUSES = ["", "queued", "started", "finished", "failed", "canceled"];
 function jobsPage(params) {
+  const gen = generation;
   main.innerHTML = `
     <section class="card"><h2>Jobs</h2>
       <form class="filters" id="filters">
@@ -159,6 +163,7 @@ function jobsPage(params) {
   form.elements.status.addEventListener("change", apply);
   form.elements.queue.addEventListener("change", apply);
   Promise.all([api("/v1/queues"), api("/v1/tasks")]).then(([queues, tasks]) => {
+    if (gen !== generation) return;
     form.elements.queue.innerHTML = `<option value="">any</option>` + queues.map((q) => `<option value="${esc(q.name)}">${esc(q.name)}</option>`).join("");
     form.elements.queue.value = params.get("queue") || "";
     el("task-names").innerHTML = tasks.map((t) => `<option value="${esc(t.name)}">`).join("");
@@ -167,6 +172,7 @@ function jobsPage(params) {
   for (const name of ["status", "queue", "task"]) if (params.get(name)) query.set(name, params.get(name));
   return async () => {
     const jobs = await api(`/v1/jobs?${query}`);
+    if (gen !== generation) return;
     el("jobs").innerHTML = jobs.length ? `<table data-testid="jobs"><tr><th>job</th><th>task</th><th>queue</th><th>status</th>
       <th class="num">attempts</th><th class="hide-narrow">enqueued</th><th>ended</th></tr>
       ${jobs.map((j) => `<tr data-job="${esc(j.id)}" data-status="${esc(j.status)}"><td class="mono"><a href="#/job/${encodeURIComponent(j.id)}">${esc(j.id.slice(0, 12))}</a></td>
@@ -177,10 +183,12 @@ function jobsPage(params) {
 }
 
 function jobPage(jobId) {
+  const gen = generation;
   main.innerHTML = `<section class="card" id="job"><p class="muted">Loading…</p></section>`;
   let shown = "";
   return async () => {
     const d = await api(`/v1/jobs/${encodeURIComponent(jobId)}/details`);
+    if (gen !== generation) return;
     const j = d.job;
     const key = JSON.stringify(d);
     if (key === shown) return; // keep the reader's scroll position and selection while nothing changes
@@ -228,10 +236,12 @@ async function act(method, path, done) {
 // --- nodes ---
 const COUNTERS = ["resident_bytes", "bytes_from_redis", "bytes_from_shm", "hits", "misses", "evictions"];
 function nodesPage() {
+  const gen = generation;
   main.innerHTML = `<div class="grid" id="nodes"></div>
     <section class="card"><h2>Worker processes</h2><div class="scroll" id="workers"></div></section>`;
   return async () => {
     const [nodes, workers] = await Promise.all([api("/v1/nodes"), api("/v1/workers")]);
+    if (gen !== generation) return;
     el("nodes").innerHTML = nodes.length ? nodes.map((n) => {
       const s = Object.fromEntries(COUNTERS.map((k) => [k, n.stats[k] || 0]));
       const read = s.bytes_from_redis + s.bytes_from_shm;
@@ -264,10 +274,12 @@ function nodesPage() {
 
 // --- objects ---
 function objectsPage() {
+  const gen = generation;
   main.innerHTML = `<section class="card"><h2>Objects in Redis</h2><div class="scroll" id="objects"></div>
     <p class="muted">Nodes: those holding a copy in the producer machine's <code>/dev/shm</code>. Jobs: queued or running jobs whose args name the object.</p></section>`;
   return async () => {
     const objects = await api("/v1/views/objects");
+    if (gen !== generation) return;
     el("objects").innerHTML = objects.length ? `<table data-testid="objects"><tr><th>object</th><th>kind</th><th>dtype</th><th>shape</th>
       <th class="num">size</th><th class="num">ttl</th><th>nodes</th><th>jobs</th></tr>
       ${objects.map((o) => `<tr data-object="${esc(o.id)}"><td class="mono">${esc(o.id.slice(0, 12))}</td><td>${esc(o.kind)}</td><td>${esc(o.dtype)}</td>
@@ -281,6 +293,7 @@ function objectsPage() {
 // --- routing ---
 function route() {
   stop();
+  generation += 1;
   el("login").hidden = true;
   const [path, search] = (location.hash.slice(1) || "/overview").split("?");
   const params = new URLSearchParams(search || "");
