@@ -57,6 +57,7 @@ OBJECTS = "ferry:objects"  # zset: object id -> creation time
 WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake at once
 DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
+METRICS_OBJECT_SCAN = "ferry:metrics:objects_scan"  # hash: /metrics' cursor and totals over the objects index
 
 
 def node(node_id: str) -> str:

@@ -7,7 +7,7 @@ import re
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     max_object_upload_bytes: int = Field(2 * 1024**3, gt=0)  # POST /v1/objects
     state_dir: Path = Path.home() / ".cache" / "ferry"  # where `ferry up` says which server it runs
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (shared/logs.py)
+    access_log: bool = True  # the producer logs one line per request (method, path, status, duration)
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from services.admin import demo, health, jobs, objects, queues, tasks, up
+from services.admin import demo, health, jobs, objects, queues, tasks, top, up
 from services.admin.common import console, err_console
 from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
@@ -44,6 +44,7 @@ app.command("result")(jobs.result)
 app.command("cancel")(jobs.cancel)
 # Queues, nodes and many jobs.
 app.command("info")(queues.info)
+app.command("top")(top.top)
 app.command("jobs")(queues.jobs)
 app.command("requeue")(queues.requeue)
 app.command("purge")(queues.purge)

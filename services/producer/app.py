@@ -18,7 +18,9 @@ from shared.settings import Settings, get_settings
 from services.producer.deps import api_token, require_token
 from services.producer.errors import CatchAll, install_error_handlers
 from services.producer.limits import BodyLimit
-from services.producer.routes import jobs, meta, objects
+from services.producer.access_log import AccessLog
+from services.producer.dashboard import mount_dashboard
+from services.producer.routes import jobs, meta, metrics, objects, views
 from services.producer.schemas import COMMON_ERRORS
 
 log = logging.getLogger("ferry.producer")
@@ -74,12 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_token = api_token(settings)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, settings=settings)
-    app.add_middleware(CatchAll)  # added last, so outermost: it sees what every other layer let through
+    app.add_middleware(CatchAll)  # added late, so outer: it sees what every other layer let through
+    app.add_middleware(AccessLog, enabled=settings.access_log)  # outermost: logs the status CatchAll answered
 
     protected = [Depends(require_token)]
-    for module in (jobs, objects, meta):
+    for module in (jobs, objects, meta, metrics, views):
         app.include_router(module.router, dependencies=protected, responses=COMMON_ERRORS)
     app.include_router(meta.health_router)
+    mount_dashboard(app)
     return app
 
 

@@ -93,6 +93,9 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         ("POST", "/v1/objects"), ("GET", "/v1/objects"), ("GET", "/v1/objects/{object_id}"),
         ("DELETE", "/v1/objects/{object_id}"),
         ("GET", "/v1/tasks"), ("GET", "/v1/queues"), ("GET", "/v1/nodes"), ("GET", "/healthz"),
+        # the dashboard's views and the metrics (issue 10)
+        ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/details"), ("POST", "/v1/jobs/{job_id}/requeue"),
+        ("GET", "/v1/workers"), ("GET", "/v1/views/throughput"), ("GET", "/v1/views/objects"), ("GET", "/metrics"),
     }
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
