@@ -14,11 +14,11 @@ from shared.client import Client
 def test_jobs_are_listed_by_status_queue_and_task_most_recent_first(api: httpx.Client, client: Client,
                                                                     start_node) -> None:
     start_node(processes=1, queues="high,default")
-    done = [client.submit("echo", {"value": i}) for i in range(3)]
-    failed = client.submit("test.fail", {}, retries=0, queue="high")
+    done = [client.submit("echo", {"value": i}).id for i in range(3)]
+    failed = client.submit("test.fail", {}, retries=0, queue="high").id
     for job in [*done, failed]:
         assert client.result(job, wait_s=30).ready
-    waiting = client.submit("echo", {"value": "w"}, queue="low")  # no node serves low
+    waiting = client.submit("echo", {"value": "w"}, queue="low").id  # no node serves low
 
     everything = api.get("/v1/jobs").json()
     assert {j["id"] for j in everything} == {*done, failed, waiting}
@@ -35,11 +35,11 @@ def test_jobs_are_listed_by_status_queue_and_task_most_recent_first(api: httpx.C
 def test_a_jobs_details_carry_args_traceback_and_progress(api: httpx.Client, client: Client, conn: redis.Redis,
                                                           start_node) -> None:
     start_node(processes=1)
-    failed = client.submit("test.fail", {"message": "on purpose"}, retries=0)
-    finished = client.submit("echo", {"value": [1, 2]})
+    failed = client.submit("test.fail", {"message": "on purpose"}, retries=0).id
+    finished = client.submit("echo", {"value": [1, 2]}).id
     for job in (failed, finished):
         assert client.result(job, wait_s=30).ready
-    queued = client.submit("echo", {"value": 3}, queue="parked")  # no node serves it
+    queued = client.submit("echo", {"value": 3}, queue="parked").id  # no node serves it
     conn.hset(keys.job(queued), "meta", json.dumps({"ferry": 1, "progress": 0.25}))
 
     f = api.get(f"/v1/jobs/{failed}/details").json()
@@ -57,9 +57,9 @@ def test_only_a_failed_job_is_requeued_and_then_runs_again(api: httpx.Client, cl
                                                            tmp_path) -> None:
     start_node(processes=1)
     marker = str(tmp_path / "flaky")
-    job = client.submit("test.flaky", {"marker": marker}, retries=0)  # fails the first time only
+    job = client.submit("test.flaky", {"marker": marker}, retries=0).id  # fails the first time only
     assert client.result(job, wait_s=30).status == "failed"
-    done = client.submit("echo", {"value": 1})
+    done = client.submit("echo", {"value": 1}).id
     assert client.result(done, wait_s=30).status == "finished"
 
     again = api.post(f"/v1/jobs/{job}/requeue")
@@ -73,7 +73,7 @@ def test_only_a_failed_job_is_requeued_and_then_runs_again(api: httpx.Client, cl
 
 def test_workers_and_throughput(api: httpx.Client, client: Client, start_node) -> None:
     node = start_node(processes=2)
-    jobs = [client.submit("echo", {"value": i}) for i in range(5)]
+    jobs = [client.submit("echo", {"value": i}).id for i in range(5)]
     assert all(client.result(j, wait_s=30).status == "finished" for j in jobs)
 
     workers = api.get("/v1/workers").json()
