@@ -104,7 +104,7 @@ def run_examples(client: Client, deadline: float, check: Callable[[], None] | No
          lambda v: v["words"] == len(words) and v["unique"] == len(set(words))),
     ]
     started = time.monotonic()
-    ids = [client.submit(task, args) for task, args, _ in examples]
+    ids = [client.submit(task, args).id for task, args, _ in examples]
     t = table("task", "args", "result", "check")
     for job_id, (task, args, verify) in zip(ids, examples):
         res = wait_result(client, job_id, deadline, check)

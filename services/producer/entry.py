@@ -20,6 +20,7 @@ GRACEFUL_SHUTDOWN_S = 10  # long-polls are cut after this; their clients simply 
 def producer(
     host: Annotated[Optional[str], typer.Option(help="Interface to listen on (default: FERRY_API_HOST).")] = None,
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port to listen on (default: FERRY_API_PORT).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, max=64, help="Server processes sharing the port (default: FERRY_API_WORKERS, 1). Each one is async; add processes to use more cores.")] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn  # here, not at import: every other `ferry` command starts faster without it
@@ -31,18 +32,22 @@ def producer(
     configure(config.log_level)
     # Fail here, as one line and an exit code, rather than with a traceback from inside uvicorn's startup.
     config.resolved_redis_url()
-    load_tasks(config.task_modules)
+    load_tasks(config.task_modules)  # a broken FERRY_TASK_MODULES fails here; validation itself uses the catalog
+    workers = workers or config.api_workers
     host = host or config.api_host
     port = port or config.api_port
     debug = config.log_level.upper() == "DEBUG"
     if not debug:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our line below says where we listen
     base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    log.info("API at %s, docs at %s/docs", base, base)
+    log.info("API at %s, docs at %s/docs (%d process%s)", base, base, workers, "" if workers == 1 else "es")
     if api_token(config) is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("FERRY_API_TOKEN is not set, so anyone who can reach %s can submit jobs", base)
     uvicorn.run(
-        create_app(config),
+        # Several processes need an import string: each calls the factory and reads the same FERRY_* environment.
+        create_app(config) if workers == 1 else "services.producer.app:create_app_from_env",
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
         host=host,
         port=port,
         log_config=None,  # keep Ferry's log format (shared.logs); uvicorn's loggers propagate to it

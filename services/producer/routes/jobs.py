@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-import anyio.to_thread
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query
 
 from shared.errors import InvalidArgs
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
-from services.producer.deps import ClientDep
+from shared.models import JobInfo, JobRequest, JobResult, Submitted
+from services.producer.deps import AsyncClientDep
 from services.producer.schemas import MAX_BATCH, BatchRequest, BatchSubmitted, errors
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_WAIT_S = 300
-POLL_SLICE_S = 2.0  # a waiting request holds a thread this long at most, then checks whether its client left
 
 JobId = Annotated[str, Path(min_length=1, max_length=200, description="the id `POST /v1/jobs` returned")]
 
@@ -53,13 +50,17 @@ RESULT_EXAMPLES = {
     summary="Submit a job",
     description=(
         "Validate the task's args against its input schema (see `GET /v1/tasks`) and enqueue it. "
-        "A repeated `idempotency_key` returns the first job with `duplicate: true` and enqueues nothing."
+        "A repeated `idempotency_key` returns the first job with `duplicate: true` and enqueues nothing. "
+        "A task no live node serves on the job's queue is refused (409) unless `allow_unserved` is true."
     ),
-    responses=errors(400, 404, 413, 415, 422, 507, notes={404: "No task of that name; the message lists the known ones"}),
+    responses=errors(400, 404, 409, 413, 415, 422, 507, notes={
+        404: "No task of that name is served; the message lists the known ones",
+        409: "TaskNotServed: no live node serves the task on that queue (send allow_unserved: true to queue it anyway)",
+    }),
 )
-def submit(job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: ClientDep) -> Submitted:
+async def submit(job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep) -> Submitted:
     try:
-        return client.submit_request(job)
+        return await client.submit_request(job)
     except InvalidArgs as exc:
         raise _located(exc, "body.args") from exc
 
@@ -73,11 +74,11 @@ def submit(job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], c
         f"1 to {MAX_BATCH} jobs, enqueued in a few round trips. Every job is validated before any is enqueued: "
         "if one is invalid, none is, and the error names its index (`index`, field paths `body.jobs.<i>....`)."
     ),
-    responses=errors(400, 404, 413, 415, 422, 507),
+    responses=errors(400, 404, 409, 413, 415, 422, 507),
 )
-def submit_batch(batch: BatchRequest, client: ClientDep) -> BatchSubmitted:
+async def submit_batch(batch: BatchRequest, client: AsyncClientDep) -> BatchSubmitted:
     try:
-        return BatchSubmitted(jobs=client.submit_many(batch.jobs))
+        return BatchSubmitted(jobs=await client.submit_many(batch.jobs))
     except InvalidArgs as exc:
         raise _located(exc, f"body.jobs.{exc.details['index']}.args") from exc
 
@@ -88,8 +89,8 @@ def submit_batch(batch: BatchRequest, client: ClientDep) -> BatchSubmitted:
     summary="A job's state",
     responses=errors(404, notes={404: "No such job (or it expired after FERRY_RESULT_TTL_S)"}),
 )
-def status(job_id: JobId, client: ClientDep) -> JobInfo:
-    return client.status(job_id)
+async def status(job_id: JobId, client: AsyncClientDep) -> JobInfo:
+    return await client.status(job_id)
 
 
 @router.get(
@@ -108,19 +109,13 @@ def status(job_id: JobId, client: ClientDep) -> JobInfo:
 )
 async def result(
     job_id: JobId,
-    request: Request,
-    client: ClientDep,
+    client: AsyncClientDep,
     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="seconds to wait for the result (long-poll)")] = 0,
 ) -> JobResult:
-    # Waiting happens in short slices on a thread pool of its own, so slow jobs' pollers neither hold
-    # the request threads every other route needs nor keep a thread busy long after their client left.
-    deadline = time.monotonic() + wait_s
-    limiter = request.app.state.wait_limiter
-    while True:
-        slice_s = max(0.0, min(deadline - time.monotonic(), POLL_SLICE_S))
-        outcome: JobResult = await anyio.to_thread.run_sync(client.result, job_id, slice_s, limiter=limiter)
-        if outcome.ready or _final(outcome) or time.monotonic() >= deadline or await request.is_disconnected():
-            return outcome
+    # While it waits, the request holds no thread and no Redis connection: a future woken by the
+    # process's one `ferry:done` subscription (shared/done.py). A client that leaves costs that future
+    # until wait_s ends, nothing more.
+    return await client.result(job_id, wait_s)
 
 
 @router.delete(
@@ -130,12 +125,8 @@ async def result(
     description="A queued job is cancelled at once; a running one is interrupted (its status may read `started` briefly).",
     responses=errors(404, 409, notes={409: "The job already finished, failed or was cancelled"}),
 )
-def cancel(job_id: JobId, client: ClientDep) -> JobInfo:
-    return client.cancel(job_id)
-
-
-def _final(outcome: JobResult) -> bool:
-    return isinstance(outcome.status, JobStatus) and outcome.status.is_final
+async def cancel(job_id: JobId, client: AsyncClientDep) -> JobInfo:
+    return await client.cancel(job_id)
 
 
 def _located(exc: InvalidArgs, prefix: str, message: str | None = None, **extra: object) -> InvalidArgs:
