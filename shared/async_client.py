@@ -24,7 +24,7 @@ from redis.backoff import ExponentialBackoff
 from shared import keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
-from shared.client import _jsonify
+from shared.client import _jsonify, job_id_of
 from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import RESULT_TYPE_STATUS, SUBMIT_BATCH, JobService, job_info
@@ -81,7 +81,7 @@ class AsyncClient:
 
     >>> async with AsyncClient("redis://localhost:6379/0") as client:
     ...     job = await client.submit("echo", {"value": 42})
-    ...     (await client.result(job.id, wait_s=10)).value
+    ...     (await client.result(job, wait_s=10)).value
     42
     """
 
@@ -147,15 +147,18 @@ class AsyncClient:
         return Submitted(id=job_id, status=info.status, queue=info.queue or "", duplicate=True)
 
     @_redis_errors
-    async def status(self, job_id: str) -> JobInfo:
+    async def status(self, job: Submitted | str) -> JobInfo:
+        """The job's state (`job`: what `submit` returned, or a job id)."""
+        job_id = job_id_of(job)
         raw = await self.conn.hgetall(keys.job(job_id))
         if not raw:
             raise _not_found(job_id)
         return job_info(job_id, raw)
 
     @_redis_errors
-    async def result(self, job_id: str, wait_s: float = 0) -> JobResult:
-        """The job's result, waiting up to wait_s seconds for it; `ready` is false if it is not done."""
+    async def result(self, job: Submitted | str, wait_s: float = 0) -> JobResult:
+        """The job's result, waiting up to wait_s seconds for it (holding no connection); `ready` is false if not done."""
+        job_id = job_id_of(job)
         outcome = await self._result_now(job_id)
         if wait_s <= 0 or _ended(outcome):
             return outcome
@@ -180,9 +183,9 @@ class AsyncClient:
         return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
 
     @_redis_errors
-    async def cancel(self, job_id: str) -> JobInfo:
+    async def cancel(self, job: Submitted | str) -> JobInfo:
         """Cancel a queued job, or interrupt a running one; Conflict if it already ended (the sync code, in a thread)."""
-        return await asyncio.to_thread(self._sync()[0].cancel, job_id)
+        return await asyncio.to_thread(self._sync()[0].cancel, job_id_of(job))
 
     # --- objects: the sync store in a thread, on a small pool of its own ---
     def _sync(self) -> tuple[JobService, ObjectStore]:
@@ -216,8 +219,9 @@ class AsyncClient:
     async def delete(self, ref: ObjectRef | str) -> bool:
         return await asyncio.to_thread(self.objects.delete, ref.id if isinstance(ref, ObjectRef) else ref)
 
-    async def fetch_result(self, job_id: str, wait_s: float = 0) -> Any:
+    async def fetch_result(self, job: Submitted | str, wait_s: float = 0) -> Any:
         """The result value, with an object reference replaced by its array; FerryError if it failed."""
+        job_id = job_id_of(job)
         result = await self.result(job_id, wait_s)
         if not result.ready:
             raise FerryError(f"job {job_id} is still {result.status}")

@@ -220,3 +220,13 @@ def unservable_jobs(conn: redis.Redis, queues: Sequence[str], limit: int = UNSER
                 counts[task] = counts.get(task, 0) + 1
         found += [UnservableJobs(queue=queue, task=t, jobs=n, scanned_all=length <= limit) for t, n in sorted(counts.items())]
     return found
+
+
+def unservable_lines(found: Sequence[UnservableJobs]) -> list[str]:
+    """What `ferry info` prints about them: one line per queue and task, or nothing when every queued job can run."""
+    lines = []
+    for u in found:
+        count = f"{u.jobs}{'' if u.scanned_all else '+'} queued job{'s' if u.jobs != 1 else ''}"
+        lines.append(f"{count} of task {u.task!r} on queue {u.queue!r}: no live node serves it there "
+                     f"(start a node with that task and queue: `ferry worker --queues {u.queue}`)")
+    return lines

@@ -82,17 +82,18 @@ class Client:
         return self.jobs.catalog_cache.store(read_catalog(self.conn))
 
     @_redis_errors
-    def status(self, job_id: str) -> JobInfo:
-        return self.jobs.status(job_id)
+    def status(self, job: Submitted | str) -> JobInfo:
+        """The job's state (`job`: what `submit` returned, or a job id)."""
+        return self.jobs.status(job_id_of(job))
 
     @_redis_errors
-    def result(self, job_id: str, wait_s: float = 0) -> JobResult:
+    def result(self, job: Submitted | str, wait_s: float = 0) -> JobResult:
         """The job's result, waiting up to wait_s seconds for it; `ready` is false if it is not done."""
-        return self.jobs.result(job_id, wait_s)
+        return self.jobs.result(job_id_of(job), wait_s)
 
     @_redis_errors
-    def cancel(self, job_id: str) -> JobInfo:
-        return self.jobs.cancel(job_id)
+    def cancel(self, job: Submitted | str) -> JobInfo:
+        return self.jobs.cancel(job_id_of(job))
 
     # --- objects ---
     @_redis_errors
@@ -108,8 +109,9 @@ class Client:
     def delete(self, ref: ObjectRef | str) -> bool:
         return self.objects.delete(ref.id if isinstance(ref, ObjectRef) else ref)
 
-    def fetch_result(self, job_id: str, wait_s: float = 0) -> Any:
+    def fetch_result(self, job: Submitted | str, wait_s: float = 0) -> Any:
         """The result value, with an object reference replaced by its array; FerryError if it failed."""
+        job_id = job_id_of(job)
         result = self.result(job_id, wait_s)
         if not result.ready:
             raise FerryError(f"job {job_id} is still {result.status}")
@@ -128,6 +130,11 @@ class Client:
         self.close()
 
 
+def job_id_of(job: Submitted | str) -> str:
+    """A job's id, from what `submit` returned or from the id itself."""
+    return job.id if isinstance(job, Submitted) else job
+
+
 def _jsonify(value: Any) -> Any:
     """ObjectRefs inside args become their JSON form."""
     if isinstance(value, ObjectRef):
@@ -139,4 +146,4 @@ def _jsonify(value: Any) -> Any:
     return value
 
 
-__all__ = ["Client", "Sequence"]
+__all__ = ["Client", "job_id_of"]

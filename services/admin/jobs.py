@@ -61,13 +61,14 @@ def submit(
     idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="Submitting the same key again returns the first job.")] = None,
     wait: Annotated[Optional[float], typer.Option("--wait", "-w", metavar="SECONDS", min=0, help="Wait up to this long for the result and print it.")] = None,
     json_output: Annotated[bool, typer.Option("--json-output", help="Print JSON (the submission, or the result with --wait).")] = False,
+    allow_unserved: Annotated[bool, typer.Option("--allow-unserved", help="Queue it even if no live node serves the task on that queue (it waits for one).")] = False,
 ) -> None:
     """Submit a job and print its id; with --wait, print its result (exit 1 if it failed, 7 if still pending)."""
     with open_client() as client:
         args = resolve_objects(client, parse_args(arg or [], args_json))
         try:
             request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout, retries=retries,
-                                 idempotency_key=idempotency_key)
+                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved)
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from services.admin.common import ago, command, esc, styled_status, fail, note, open_client, short, table, write_json
+from shared.catalog import unservable_jobs, unservable_lines
 from shared.cli import EXIT_CONFLICT, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, console, human_bytes, print_json
 from shared.client import Client
 from shared.errors import InvalidRequest, JobNotFound
@@ -24,6 +25,7 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="Print everyth
     with open_client() as client:
         server = client.admin.server_info()
         queues, nodes, workers = client.admin.queues(), client.admin.nodes(), client.admin.workers()
+        unservable = unservable_jobs(client.conn, [q.name for q in queues])
         url = redact(client.url)
     if json_output:
         write_json({
@@ -31,6 +33,7 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="Print everyth
             "queues": [q.model_dump(mode="json") for q in queues],
             "nodes": [n.model_dump(mode="json") for n in nodes],
             "workers": [w.model_dump(mode="json") for w in workers],
+            "unservable": [u.model_dump(mode="json") for u in unservable],
         })
         return
     console.print(f"[bold]Redis[/bold] {url} (server {server['server']})", highlight=False)
@@ -56,6 +59,8 @@ def info(json_output: Annotated[bool, typer.Option("--json", help="Print everyth
         console.print(worker_table)
     else:
         console.print("[bold]Workers[/bold]\nno worker process is registered", highlight=False)
+    for line in unservable_lines(unservable):
+        console.print(f"[yellow]{esc(line)}[/yellow]", highlight=False)
 
 
 def node_table(nodes: list[NodeInfo], title: str = "Nodes") -> Table:
