@@ -46,7 +46,9 @@ class JobRequest(BaseModel):
 
 
 class Submitted(BaseModel):
-    """The answer to a submission."""
+    """The answer to a submission (frozen, so it can key a dict like the id it carries)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: str
     status: JobStatus

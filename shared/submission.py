@@ -4,7 +4,8 @@ The sync client (`shared.jobs`) and the async one (`shared.async_client`) both c
 checked and written the same way whichever way it comes in. Validation, in order:
 
 1. A live node serves the task on the job's queue: validate against the schema in its catalog entry
-   (what will actually run), with `jsonschema`; no task code is needed here.
+   (what will actually run), with `jsonschema`; no task code is needed here. When this process has
+   the same code (same source hash), its pydantic model validates instead: the worker's own messages.
 2. Otherwise the job is refused (`TaskNotServed`, or `UnknownTask` listing what the stack serves),
    unless the request says `allow_unserved`: then it is validated against any catalog entry, else the
    task code registered in this process (apps that have it), else not at all (the worker validates).
@@ -33,10 +34,13 @@ def checked_args(request: JobRequest, catalog: Catalog, local: TaskRegistry | No
     """The args to enqueue, once validated; UnknownTask, TaskNotServed or InvalidArgs otherwise."""
     queue = request.queue or settings.default_queue
     served = catalog.get(request.task)
+    known_here = local is not None and request.task in local.names()
     if served is not None and (catalog.serves(request.task, queue) or request.allow_unserved):
+        if known_here and local is not None and local.get(request.task).version in served.versions.values():
+            # The same code as a serving node: its pydantic model gives the very messages the worker would.
+            return local.get(request.task).validate(request.args).model_dump(mode="json", exclude_unset=True)
         catalog.validate(request.task, request.args)
         return request.args
-    known_here = local is not None and request.task in local.names()
     if not request.allow_unserved:
         raise _refusal(request.task, queue, catalog, known_here)
     if known_here:

@@ -16,13 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import redis
-
-from shared import catalog, keys
 from shared.embedded import EmbeddedRedis, free_port
-from shared.settings import Settings
-from shared.tasks import load_tasks
-from shared.timeutil import unix_now
 from shared.processes import terminate
 from tests.conftest import TEST_TASK_MODULES
 from tests.support import REPO, wait_for
@@ -117,16 +111,3 @@ def start_producer(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
     for producer in started:
         producer.close()
 
-
-STAND_IN_NODE = "catalog-stand-in"
-
-
-@pytest.fixture()
-def served(conn: redis.Redis, settings: Settings) -> str:
-    """The test tasks published as one live node's catalog, with no node to run them: their jobs stay queued.
-
-    For tests about submitting and queued jobs; tests about running jobs start real nodes instead.
-    """
-    conn.zadd(keys.NODES, {STAND_IN_NODE: unix_now()})
-    catalog.publish(conn, STAND_IN_NODE, settings.queues, load_tasks(settings.task_modules), ttl_s=300)
-    return STAND_IN_NODE
