@@ -24,7 +24,7 @@ from shared import keys
 log = logging.getLogger("ferry.done")
 
 T = TypeVar("T")
-RECONNECT_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)
+RECONNECT_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 SUBSCRIBE_WAIT_S = 5.0  # a waiter waits this long for the subscription before relying on its re-checks
 
 
@@ -74,9 +74,9 @@ class DoneWaiter:
             if not futures:
                 del self._futures[key]
 
-    async def start(self) -> None:
-        """Subscribe now (a producer does it at startup, so its first long-poll pays nothing)."""
-        await self._ensure_subscribed(SUBSCRIBE_WAIT_S)
+    async def start(self, timeout_s: float = 1.0) -> None:
+        """Subscribe now (a producer does it at startup, so its first long-poll pays nothing); never blocks long."""
+        await self._ensure_subscribed(timeout_s)
 
     async def _ensure_subscribed(self, timeout_s: float) -> None:
         if self._task is None or self._task.done():
@@ -115,7 +115,9 @@ class DoneWaiter:
                 self._subscribed.clear()
                 delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
                 failures += 1
-                log.warning("lost the %s subscription (%s); resubscribing in %.1fs", keys.DONE_CHANNEL, exc, delay)
+                level = logging.WARNING if failures == 1 else logging.DEBUG  # one line per outage, not one per retry
+                log.log(level, "no %s subscription (%s); retrying, meanwhile waiters re-check every %gs",
+                        keys.DONE_CHANNEL, exc, self.recheck_s)
                 await asyncio.sleep(delay)
             finally:
                 try:
