@@ -48,3 +48,21 @@ def test_a_thousand_long_polls_are_each_woken_by_their_result_while_other_reques
     assert [r.status_code for r in side] == [202, 200] * 40
     assert [r.status_code for r in answers] == [200] * WAITERS
     assert [(r.json()["ready"], r.json()["value"]) for r in answers] == [(True, i) for i in range(WAITERS)]
+
+
+@pytest.mark.slow
+def test_several_producer_processes_share_the_port_and_each_wakes_its_own_waiters(start_producer, start_node, client: Client) -> None:
+    producer = start_producer(FERRY_API_WORKERS="2", FERRY_RESULT_RECHECK_S="600")
+    servers = [c for c in psutil.Process(producer.proc.pid).children() if "python" in c.name().lower()]
+    assert len(servers) >= 2, [c.cmdline() for c in servers]
+    jobs = client.submit_many([{"task": "echo", "args": {"value": i}, "allow_unserved": True} for i in range(20)])
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=producer.url, timeout=60) as http:
+            polls = [asyncio.ensure_future(http.get(f"/v1/jobs/{j.id}/result", params={"wait_s": 50})) for j in jobs]
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(start_node, processes=1)
+            return await asyncio.gather(*polls)
+
+    answers = asyncio.run(scenario())
+    assert [r.json()["value"] for r in answers] == list(range(20))
