@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.connection import HiredisRespSerializer
+from redis.exceptions import NoScriptError
+from redis.utils import HIREDIS_AVAILABLE
 
 from shared import keys, wire
 from shared.catalog import Catalog, CatalogCache
@@ -27,7 +32,7 @@ from shared.catalog import aread as read_catalog
 from shared.client import _jsonify, job_id_of
 from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
-from shared.jobs import RESULT_TYPE_STATUS, SUBMIT_BATCH, JobService, job_info
+from shared.jobs import RESULT_TYPE_STATUS, JobService, job_info
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
@@ -45,6 +50,15 @@ POOL_WAIT_S = 10.0  # a command waits this long for a free connection before fai
 OBJECT_CONNECTIONS = 8  # object uploads and downloads (long transfers) have a pool of their own
 
 
+class _HiredisPacked(redis.asyncio.Connection):
+    """redis.asyncio packs commands in pure Python (~100 us for ENQUEUE's 40 arguments); hiredis packs them in C, as the sync client does."""
+
+    _serializer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._serializer.pack(*args)
+
+
 def connect_async(url: str, max_connections: int = MAX_CONNECTIONS, **overrides: Any) -> redis.asyncio.Redis:
     """An asyncio client for `url` on a blocking pool of `max_connections`; same time-outs and retries as `connect`."""
     options: dict[str, Any] = dict(
@@ -57,6 +71,8 @@ def connect_async(url: str, max_connections: int = MAX_CONNECTIONS, **overrides:
     )
     options.update(overrides)
     try:
+        if HIREDIS_AVAILABLE and urlsplit(url).scheme == "redis":
+            options.setdefault("connection_class", _HiredisPacked)
         pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=POOL_WAIT_S, **options)
     except ValueError as exc:
         raise RedisUnavailable(f"FERRY_REDIS_URL={redact(url)!r} is not a Redis URL ({exc}); use redis://HOST:6379/0") from exc
@@ -74,6 +90,67 @@ def _redis_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
             raise unavailable(args[0].url, exc) from exc  # type: ignore[attr-defined]
 
     return wrapper
+
+
+class _EnqueueBatcher:
+    """ENQUEUE calls made while one batch is on its way go together in the next: one pipeline, one send, one reply.
+
+    Under load (many concurrent submits) this is the producer's main saving: a round trip and a
+    syscall pair for many jobs instead of one each. A lone submit waits for nothing but one loop turn.
+    Each job keeps its own reply, or its own error.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, conn: redis.asyncio.Redis) -> None:
+        self.conn = conn
+        self.sha = hashlib.sha1(ENQUEUE.encode()).hexdigest()
+        self.pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self.draining: asyncio.Task[None] | None = None
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append((keys, args, future))
+        if self.draining is None:
+            self.draining = asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the submits of this loop turn join the first batch
+            while self.pending:
+                batch, self.pending = self.pending[: self.MAX_BATCH], self.pending[self.MAX_BATCH :]
+                try:
+                    replies = await self._run(batch)
+                except BaseException as exc:  # noqa: BLE001 - every caller gets the error, none is left waiting
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, _, future), reply in zip(batch, replies):
+                    if future.done():
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        finally:
+            self.draining = None
+
+    async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        async with self.conn.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:  # bare EVALSHA: a pipeline of Script calls would send SCRIPT EXISTS first
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:  # a new or flushed server: load the script, run again only the calls that did nothing
+            await self.conn.script_load(ENQUEUE)
+            again = await self._run([batch[i] for i in missing])
+            for i, reply in zip(missing, again):
+                replies[i] = reply
+        return replies
 
 
 class AsyncClient:
@@ -94,7 +171,7 @@ class AsyncClient:
         self.tasks = load_tasks(self.settings.task_modules)  # apps that have task code may validate with it
         self.catalog_cache = CatalogCache()
         self._catalog_read: asyncio.Task[Catalog] | None = None
-        self._enqueue = self.conn.register_script(ENQUEUE)
+        self._enqueue = _EnqueueBatcher(self.conn)
         self.done = DoneWaiter(lambda: connect_async(self.url, 1, socket_timeout=None), self.settings.result_recheck_s)
         self._sync_services: tuple[JobService, ObjectStore] | None = None
 
@@ -106,7 +183,7 @@ class AsyncClient:
     @_redis_errors
     async def submit_request(self, request: JobRequest) -> Submitted:
         script_keys, script_args = enqueue_call(request, await self._checked(request), self.settings)
-        created, job_id = await self._enqueue(keys=script_keys, args=script_args)
+        created, job_id = await self._enqueue(script_keys, script_args)
         return await self._submitted(request, created, job_id)
 
     @_redis_errors
@@ -119,12 +196,7 @@ class AsyncClient:
                 prepared.append(enqueue_call(request, await self._checked(request), self.settings))
             except FerryError as exc:
                 raise indexed(exc, index)  # noqa: B904 - the same error, re-raised with its index
-        replies: list[Any] = []
-        for start in range(0, len(prepared), SUBMIT_BATCH):
-            async with self.conn.pipeline(transaction=False) as pipe:
-                for script_keys, script_args in prepared[start : start + SUBMIT_BATCH]:
-                    await self._enqueue(keys=script_keys, args=script_args, client=pipe)
-                replies += await pipe.execute()
+        replies = await asyncio.gather(*(self._enqueue(k, a) for k, a in prepared))  # batched as they come
         return [await self._submitted(r, created, job_id) for r, (created, job_id) in zip(parsed, replies)]
 
     async def _checked(self, request: JobRequest) -> dict[str, Any]:
