@@ -44,7 +44,7 @@ from shared.timeutil import rq_parse, unix_now  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 BODY = {"task": "echo", "args": {"value": "hello"}}
 
-MINIMAL_APP = '''
+MINIMAL_APP = """
 from typing import Any
 from fastapi import FastAPI
 app = FastAPI()
@@ -52,13 +52,13 @@ app = FastAPI()
 @app.post("/v1/jobs", status_code=202)
 async def submit(job: dict[str, Any]) -> dict[str, Any]:
     return {"id": "0" * 32, "status": "queued", "queue": "default", "duplicate": False}
-'''
+"""
 
-WRK_SCRIPT = '''
+WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
-'''
+"""
 
 
 def wait_http(url: str, timeout_s: float = 30) -> None:
@@ -80,8 +80,12 @@ def serve(command: list[str], env: dict[str, str], probe: str) -> subprocess.Pop
 
 def wrk(url: str, connections: int, duration_s: int, script: Path) -> dict[str, float]:
     """wrk's requests/s and latency percentiles (ms), with --latency."""
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}
@@ -98,32 +102,58 @@ def publish_catalog(conn, settings: Settings) -> None:
     catalog.publish(conn, "bench-catalog", settings.queues, load_tasks(settings.task_modules), ttl_s=3600)
 
 
-def submit_rates(env: dict[str, str], redis_url: str, args: argparse.Namespace, script: Path) -> dict[str, dict[str, float]]:
+def submit_rates(
+    env: dict[str, str], redis_url: str, args: argparse.Namespace, script: Path
+) -> dict[str, dict[str, float]]:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         app_file = Path(tmp) / "minimal_app.py"
         app_file.write_text(MINIMAL_APP)
         port = free_port()
-        proc = serve([sys.executable, "-m", "uvicorn", "minimal_app:app", "--port", str(port), "--no-access-log",
-                      "--log-level", "warning", "--app-dir", tmp], env, f"http://127.0.0.1:{port}/docs")
+        proc = serve(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "minimal_app:app",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--app-dir",
+                tmp,
+            ],
+            env,
+            f"http://127.0.0.1:{port}/docs",
+        )
         try:
-            rows["minimal async FastAPI (1 process)"] = wrk(f"http://127.0.0.1:{port}/v1/jobs", args.connections, args.duration_s, script)
+            rows["minimal async FastAPI (1 process)"] = wrk(
+                f"http://127.0.0.1:{port}/v1/jobs", args.connections, args.duration_s, script
+            )
         finally:
             terminate(proc, grace_s=5)
     for workers in (1, 2):
         port = free_port()
-        proc = serve([sys.executable, "-m", "services.producer", "--port", str(port), "--workers", str(workers)],
-                     env, f"http://127.0.0.1:{port}/healthz")
+        proc = serve(
+            [sys.executable, "-m", "services.producer", "--port", str(port), "--workers", str(workers)],
+            env,
+            f"http://127.0.0.1:{port}/healthz",
+        )
         try:
             rows[f"Ferry producer ({workers} process{'es' if workers > 1 else ''})"] = wrk(
-                f"http://127.0.0.1:{port}/v1/jobs", args.connections, args.duration_s, script)
+                f"http://127.0.0.1:{port}/v1/jobs", args.connections, args.duration_s, script
+            )
         finally:
             terminate(proc, grace_s=10)
     return rows
 
 
 async def http_waits(url: str, ids: list[str]) -> list[float]:
-    """One raw HTTP/1.1 connection per waiter (httpx's pool slows down with a thousand connections: it would measure itself)."""
+    """One raw HTTP/1.1 connection per waiter.
+
+    httpx's pool slows down with a thousand connections: it would measure itself.
+    """
     host, port = urlsplit(url).hostname, urlsplit(url).port
 
     async def one(job_id: str) -> float:
@@ -142,32 +172,43 @@ async def http_waits(url: str, ids: list[str]) -> list[float]:
 
 async def direct_waits(settings: Settings, ids: list[str]) -> list[float]:
     async with AsyncClient(settings=settings) as client:
+
         async def one(job_id: str) -> float:
             assert (await client.result(job_id, wait_s=250)).ready
             return time.time()
+
         return await asyncio.gather(*(one(i) for i in ids))
 
 
 def delays(client: Client, ids: list[str], answered: list[float]) -> tuple[float, float]:
     ended = [rq_parse(client.conn.hget(keys.job(i), "ended_at")).timestamp() for i in ids]
-    lags = [(a - e) * 1000 for a, e in zip(answered, ended)]
+    lags = [(a - e) * 1000 for a, e in zip(answered, ended, strict=True)]
     return percentile(lags, 50), percentile(lags, 99)
 
 
 def start_node(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "services.admin.cli", "worker", "--processes", "1"],
-                            env={**env, "FERRY_NODE_ID": f"bench{os.getpid()}"}, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.admin.cli", "worker", "--processes", "1"],
+        env={**env, "FERRY_NODE_ID": f"bench{os.getpid()}"},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wake_delays(env: dict[str, str], settings: Settings, waiters: int) -> dict[str, tuple[float, float]]:
     client = Client(settings=settings)
     rows = {}
     port = free_port()
-    producer = serve([sys.executable, "-m", "services.producer", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz")
+    producer = serve(
+        [sys.executable, "-m", "services.producer", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz"
+    )
     try:
-        for label, waits in (("HTTP long-poll via the producer", lambda ids: http_waits(f"http://127.0.0.1:{port}", ids)),
-                             ("direct AsyncClient", lambda ids: direct_waits(settings, ids))):
+        for label, waits in (
+            ("HTTP long-poll via the producer", lambda ids: http_waits(f"http://127.0.0.1:{port}", ids)),
+            ("direct AsyncClient", lambda ids: direct_waits(settings, ids)),
+        ):
             client.conn.flushall()
             ids = [j.id for j in client.submit_many([{**BODY, "allow_unserved": True} for _ in range(waiters)])]
 
@@ -210,8 +251,13 @@ def main() -> None:
     server = EmbeddedRedis().start()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-        env.update(FERRY_REDIS_URL=server.url, FERRY_LOG_LEVEL="WARNING", FERRY_RESULT_RECHECK_S="600",
-                   FERRY_STATE_DIR=tempfile.mkdtemp(), PYTHONPATH=str(REPO))
+        env.update(
+            FERRY_REDIS_URL=server.url,
+            FERRY_LOG_LEVEL="WARNING",
+            FERRY_RESULT_RECHECK_S="600",
+            FERRY_STATE_DIR=tempfile.mkdtemp(),
+            PYTHONPATH=str(REPO),
+        )
         settings = Settings(redis_url=server.url, result_recheck_s=600)
         conn = Client(settings=settings).conn
         if not args.skip_wrk:
@@ -224,8 +270,10 @@ def main() -> None:
             print(f"\nPOST /v1/jobs, wrk -t2 -c{args.connections} -d{args.duration_s}s")
             print(f"{'server':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  vs ceiling")
             for name, row in rates.items():
-                print(f"{name:40} {row['rate']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['non_2xx']:8d}  "
-                      f"{row['rate'] / ceiling:6.0%}")
+                print(
+                    f"{name:40} {row['rate']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['non_2xx']:8d}  "
+                    f"{row['rate'] / ceiling:6.0%}"
+                )
             print(f"2 processes / 1 process: {rates['Ferry producer (2 processes)']['rate'] / one:.2f}x")
         conn.flushall()
         print(f"\nDelay from a job's end to its waiter's answer ({args.waiters} waiting; re-check interval 600 s)")

@@ -45,13 +45,18 @@ from shared.tasks import load_tasks
 P = ParamSpec("P")
 R = TypeVar("R")
 
-MAX_CONNECTIONS = 32  # per client: every command holds one for a single round trip, so a few dozen serve thousands of requests
+MAX_CONNECTIONS = (
+    32  # per client: every command holds one for a single round trip, so a few dozen serve thousands of requests
+)
 POOL_WAIT_S = 10.0  # a command waits this long for a free connection before failing as RedisUnavailable
 OBJECT_CONNECTIONS = 8  # object uploads and downloads (long transfers) have a pool of their own
 
 
 class _HiredisPacked(redis.asyncio.Connection):
-    """redis.asyncio packs commands in pure Python (~100 us for ENQUEUE's 40 arguments); hiredis packs them in C, as the sync client does."""
+    """Commands packed by hiredis in C, as the sync client does.
+
+    redis.asyncio packs them in pure Python: ~100 us for ENQUEUE's 40 arguments.
+    """
 
     _serializer = HiredisRespSerializer()
 
@@ -61,21 +66,25 @@ class _HiredisPacked(redis.asyncio.Connection):
 
 def connect_async(url: str, max_connections: int = MAX_CONNECTIONS, **overrides: Any) -> redis.asyncio.Redis:
     """An asyncio client for `url` on a blocking pool of `max_connections`; same time-outs and retries as `connect`."""
-    options: dict[str, Any] = dict(
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
     options.update(overrides)
     try:
         if HIREDIS_AVAILABLE and urlsplit(url).scheme == "redis":
             options.setdefault("connection_class", _HiredisPacked)
-        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=POOL_WAIT_S, **options)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=POOL_WAIT_S, **options
+        )
     except ValueError as exc:
-        raise RedisUnavailable(f"FERRY_REDIS_URL={redact(url)!r} is not a Redis URL ({exc}); use redis://HOST:6379/0") from exc
+        raise RedisUnavailable(
+            f"FERRY_REDIS_URL={redact(url)!r} is not a Redis URL ({exc}); use redis://HOST:6379/0"
+        ) from exc
     return redis.asyncio.Redis(connection_pool=pool)
 
 
@@ -129,7 +138,7 @@ class _EnqueueBatcher:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
-                for (_, _, future), reply in zip(batch, replies):
+                for (_, _, future), reply in zip(batch, replies, strict=True):
                     if future.done():
                         continue
                     if isinstance(reply, Exception):
@@ -148,7 +157,7 @@ class _EnqueueBatcher:
         if missing:  # a new or flushed server: load the script, run again only the calls that did nothing
             await self.conn.script_load(ENQUEUE)
             again = await self._run([batch[i] for i in missing])
-            for i, reply in zip(missing, again):
+            for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
 
@@ -197,11 +206,13 @@ class AsyncClient:
             except FerryError as exc:
                 raise indexed(exc, index)  # noqa: B904 - the same error, re-raised with its index
         replies = await asyncio.gather(*(self._enqueue(k, a) for k, a in prepared))  # batched as they come
-        return [await self._submitted(r, created, job_id) for r, (created, job_id) in zip(parsed, replies)]
+        return [await self._submitted(r, created, job_id) for r, (created, job_id) in zip(parsed, replies, strict=True)]
 
     async def _checked(self, request: JobRequest) -> dict[str, Any]:
         catalog = self.catalog_cache.fresh()
-        if catalog is None or (needs_fresher_catalog(request, catalog, self.settings) and not self.catalog_cache.fresh(for_miss=True)):
+        if catalog is None or (
+            needs_fresher_catalog(request, catalog, self.settings) and not self.catalog_cache.fresh(for_miss=True)
+        ):
             catalog = await self.catalog()
         return checked_args(request, catalog, self.tasks, self.settings)
 
@@ -222,14 +233,14 @@ class AsyncClient:
     async def status(self, job: Submitted | str) -> JobInfo:
         """The job's state (`job`: what `submit` returned, or a job id)."""
         job_id = job_id_of(job)
-        raw = await self.conn.hgetall(keys.job(job_id))
+        raw: dict[bytes, bytes] = await self.conn.hgetall(keys.job(job_id))  # type: ignore[assignment]
         if not raw:
             raise _not_found(job_id)
         return job_info(job_id, raw)
 
     @_redis_errors
     async def result(self, job: Submitted | str, wait_s: float = 0) -> JobResult:
-        """The job's result, waiting up to wait_s seconds for it (holding no connection); `ready` is false if not done."""
+        """The job's result, waiting up to wait_s seconds (holding no connection); `ready` is false if not done."""
         job_id = job_id_of(job)
         outcome = await self._result_now(job_id)
         if wait_s <= 0 or _ended(outcome):
@@ -248,15 +259,15 @@ class AsyncClient:
             raise _not_found(job_id)
         info = job_info(job_id, raw)
         if isinstance(info.status, JobStatus) and info.status.is_final:
-            latest = await self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended between the two reads
-            if latest:
-                return result_from_entry(job_id, latest[0][1], raw.get(b"ferry_error"))
+            again: Any = await self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended between the reads
+            if again:
+                return result_from_entry(job_id, again[0][1], raw.get(b"ferry_error"))
             return JobResult(id=job_id, status=info.status, ready=False, error=info.error or "its result expired")
         return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
 
     @_redis_errors
     async def cancel(self, job: Submitted | str) -> JobInfo:
-        """Cancel a queued job, or interrupt a running one; Conflict if it already ended (the sync code, in a thread)."""
+        """Cancel a queued job, or interrupt a running one; Conflict if it already ended (sync code, in a thread)."""
         return await asyncio.to_thread(self._sync()[0].cancel, job_id_of(job))
 
     # --- objects: the sync store in a thread, on a small pool of its own ---
@@ -264,8 +275,12 @@ class AsyncClient:
         """Sync services on their own bounded pool, for rare or long operations (cancel, object transfers)."""
         if self._sync_services is None:
             pool = redis.BlockingConnectionPool.from_url(
-                self.url, max_connections=OBJECT_CONNECTIONS, timeout=POOL_WAIT_S, socket_timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=CONNECT_TIMEOUT_S, socket_keepalive=True,
+                self.url,
+                max_connections=OBJECT_CONNECTIONS,
+                timeout=POOL_WAIT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_keepalive=True,
             )
             conn = redis.Redis(connection_pool=pool)
             self._sync_services = (
@@ -324,7 +339,9 @@ def result_from_entry(job_id: str, entry: dict[bytes, bytes], error: bytes | Non
     if status is JobStatus.CANCELED:
         return JobResult(id=job_id, status=status, ready=True, error=(error or b"canceled").decode())
     exc = entry.get(b"exc_string")
-    text = (error.decode() if error else None) or (wire.read_exc_string(exc).strip().splitlines()[-1] if exc else "failed")
+    text = (error.decode() if error else None) or (
+        wire.read_exc_string(exc).strip().splitlines()[-1] if exc else "failed"
+    )
     return JobResult(id=job_id, status=status, ready=True, error=text)
 
 

@@ -61,7 +61,10 @@ _payloads: dict[tuple[str, tuple[str, ...], int], str] = {}
 
 def node_catalog(node_id: str, queues: Sequence[str], registry: TaskRegistry) -> NodeCatalog:
     specs = registry.specs()
-    tasks = [CatalogTask(name=s.name, description=s.description, input_schema=s.input_schema(), version=s.version) for s in specs]
+    tasks = [
+        CatalogTask(name=s.name, description=s.description, input_schema=s.input_schema(), version=s.version)
+        for s in specs
+    ]
     return NodeCatalog(node=node_id, queues=list(queues), tasks=tasks)
 
 
@@ -86,7 +89,12 @@ class Catalog:
                 served = self.tasks.get(t.name)
                 if served is None:
                     served = self.tasks[t.name] = ServedTask(
-                        name=t.name, description=t.description, input_schema=t.input_schema, queues=[], nodes=[], versions={}
+                        name=t.name,
+                        description=t.description,
+                        input_schema=t.input_schema,
+                        queues=[],
+                        nodes=[],
+                        versions={},
                     )
                 served.nodes.append(entry.node)
                 served.versions[entry.node] = t.version
@@ -120,17 +128,21 @@ def parse(raw_entries: Iterable[bytes | str | None]) -> Catalog:
 
 
 def read(conn: redis.Redis) -> Catalog:
-    ids = [i.decode() for i in conn.zrange(keys.NODES, 0, -1)]
+    ids = [_text(i) for i in conn.zrange(keys.NODES, 0, -1)]
     return parse(conn.mget([keys.catalog(i) for i in ids]) if ids else [])
 
 
 async def aread(conn: redis.asyncio.Redis) -> Catalog:
-    ids = [i.decode() for i in await conn.zrange(keys.NODES, 0, -1)]
+    ids = [_text(i) for i in await conn.zrange(keys.NODES, 0, -1)]
     return parse(await conn.mget([keys.catalog(i) for i in ids]) if ids else [])
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class CatalogCache:
-    """The last catalog read and when: a submit reads Redis at most once per `max_age_s` (and again, once, on a miss)."""
+    """The last catalog read and when: a submit reads Redis at most once per `max_age_s` (and once more on a miss)."""
 
     def __init__(self, max_age_s: float = 1.0, miss_refresh_s: float = 0.05) -> None:
         self.max_age_s = max_age_s
@@ -191,10 +203,14 @@ class UnservableJobs(BaseModel):
     queue: str
     task: str
     jobs: int
-    scanned_all: bool = Field(description=f"false when the queue holds more than {UNSERVABLE_SCAN_LIMIT} jobs and only the first were read")
+    scanned_all: bool = Field(
+        description=f"false when the queue holds more than {UNSERVABLE_SCAN_LIMIT} jobs and only the first were read"
+    )
 
 
-def unservable_jobs(conn: redis.Redis, queues: Sequence[str], limit: int = UNSERVABLE_SCAN_LIMIT) -> list[UnservableJobs]:
+def unservable_jobs(
+    conn: redis.Redis, queues: Sequence[str], limit: int = UNSERVABLE_SCAN_LIMIT
+) -> list[UnservableJobs]:
     """Queued jobs (the first `limit` of each queue) whose task no live node serves on that queue."""
     catalog = read(conn)
     found: list[UnservableJobs] = []
@@ -218,7 +234,9 @@ def unservable_jobs(conn: redis.Redis, queues: Sequence[str], limit: int = UNSER
                 continue
             if not catalog.serves(task, queue):
                 counts[task] = counts.get(task, 0) + 1
-        found += [UnservableJobs(queue=queue, task=t, jobs=n, scanned_all=length <= limit) for t, n in sorted(counts.items())]
+        found += [
+            UnservableJobs(queue=queue, task=t, jobs=n, scanned_all=length <= limit) for t, n in sorted(counts.items())
+        ]
     return found
 
 
@@ -227,6 +245,8 @@ def unservable_lines(found: Sequence[UnservableJobs]) -> list[str]:
     lines = []
     for u in found:
         count = f"{u.jobs}{'' if u.scanned_all else '+'} queued job{'s' if u.jobs != 1 else ''}"
-        lines.append(f"{count} of task {u.task!r} on queue {u.queue!r}: no live node serves it there "
-                     f"(start a node with that task and queue: `ferry worker --queues {u.queue}`)")
+        lines.append(
+            f"{count} of task {u.task!r} on queue {u.queue!r}: no live node serves it there "
+            f"(start a node with that task and queue: `ferry worker --queues {u.queue}`)"
+        )
     return lines

@@ -42,7 +42,9 @@ class DoneWaiter:
     def waiting(self) -> int:
         return sum(len(f) for f in self._futures.values())
 
-    async def wait(self, job_id: str, timeout_s: float, check: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
+    async def wait(
+        self, job_id: str, timeout_s: float, check: Callable[[], Awaitable[T]], done: Callable[[T], bool]
+    ) -> T:
         """Re-run `check` until `done(result)` or `timeout_s` passed; wakes on the job's message, not by polling."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -116,8 +118,13 @@ class DoneWaiter:
                 delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG  # one line per outage, not one per retry
-                log.log(level, "no %s subscription (%s); retrying, meanwhile waiters re-check every %gs",
-                        keys.DONE_CHANNEL, exc, self.recheck_s)
+                log.log(
+                    level,
+                    "no %s subscription (%s); retrying, meanwhile waiters re-check every %gs",
+                    keys.DONE_CHANNEL,
+                    exc,
+                    self.recheck_s,
+                )
                 await asyncio.sleep(delay)
             finally:
                 try:

@@ -30,7 +30,9 @@ def needs_fresher_catalog(request: JobRequest, catalog: Catalog, settings: Setti
     return not catalog.serves(request.task, request.queue or settings.default_queue)
 
 
-def checked_args(request: JobRequest, catalog: Catalog, local: TaskRegistry | None, settings: Settings) -> dict[str, Any]:
+def checked_args(
+    request: JobRequest, catalog: Catalog, local: TaskRegistry | None, settings: Settings
+) -> dict[str, Any]:
     """The args to enqueue, once validated; UnknownTask, TaskNotServed or InvalidArgs otherwise."""
     queue = request.queue or settings.default_queue
     served = catalog.get(request.task)
@@ -51,26 +53,32 @@ def checked_args(request: JobRequest, catalog: Catalog, local: TaskRegistry | No
 
 def _refusal(task: str, queue: str, catalog: Catalog, known_here: bool) -> FerryError:
     served = catalog.get(task)
-    hint = "pass allow_unserved (API: \"allow_unserved\": true, CLI: --allow-unserved) to queue it anyway"
+    hint = 'pass allow_unserved (API: "allow_unserved": true, CLI: --allow-unserved) to queue it anyway'
     if served is not None:
         return TaskNotServed(
             f"task {task!r} is served on queues {', '.join(served.queues)} (nodes {', '.join(served.nodes)}), "
             f"not on queue {queue!r}: submit to one of those queues, start a node serving {queue!r}, or {hint}",
-            task=task, queue=queue, queues=served.queues,
+            task=task,
+            queue=queue,
+            queues=served.queues,
         )
     if not catalog.nodes:
         return (TaskNotServed if known_here else UnknownTask)(
             f"no live worker node serves task {task!r} (no node is running): start one with `ferry worker`, or {hint}",
-            task=task, known=[],
+            task=task,
+            known=[],
         )
     if known_here:
         return TaskNotServed(
             f"task {task!r} is registered here but no live node serves it: start a node whose FERRY_TASK_MODULES "
             f"includes it, or {hint}",
-            task=task, queue=queue,
+            task=task,
+            queue=queue,
         )
     known = catalog.names()
-    return UnknownTask(f"no task named {task!r} is served by the live nodes; known tasks: {', '.join(known)}", known=known)
+    return UnknownTask(
+        f"no task named {task!r} is served by the live nodes; known tasks: {', '.join(known)}", known=known
+    )
 
 
 def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) -> ScriptCall:

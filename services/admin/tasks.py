@@ -14,7 +14,14 @@ OBJECT_TYPE = "object"  # an ObjectRef parameter (a task's Array): pass a stored
 
 
 @command
-def tasks(json_output: Annotated[bool, typer.Option("--json", help="Print each task's name, description, input schema, queues, nodes and versions as JSON.")] = False) -> None:
+def tasks(
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print each task's name, description, input schema, queues, nodes and versions as JSON."
+        ),
+    ] = False,
+) -> None:
     """List the tasks the live worker nodes serve, with their arguments, queues and nodes (no task code needed here)."""
     with open_client() as client:
         catalog = client.catalog()
@@ -27,11 +34,18 @@ def tasks(json_output: Annotated[bool, typer.Option("--json", help="Print each t
         return
     t = table("task", "arguments", "queues", "nodes", "description")
     for task in served:
-        t.add_row(esc(task.name), esc("\n".join(describe_args(task.input_schema)) or "-"), esc(",".join(task.queues)),
-                  esc(nodes_text(task)), esc(task.description))
+        t.add_row(
+            esc(task.name),
+            esc("\n".join(describe_args(task.input_schema)) or "-"),
+            esc(",".join(task.queues)),
+            esc(nodes_text(task)),
+            esc(task.description),
+        )
     console.print(t)
-    console.print(f"\nsubmit one with: ferry submit TASK --arg NAME=VALUE   (an {OBJECT_TYPE} argument takes @obj:ID)",
-                  highlight=False)
+    console.print(
+        f"\nsubmit one with: ferry submit TASK --arg NAME=VALUE   (an {OBJECT_TYPE} argument takes @obj:ID)",
+        highlight=False,
+    )
 
 
 def nodes_text(task: ServedTask) -> str:
@@ -57,7 +71,7 @@ def describe_args(schema: dict[str, Any]) -> list[str]:
 
 
 def type_name(prop: dict[str, Any]) -> str:
-    """A short name for a JSON-schema type: `integer`, `list[number]`, `integer | null`, `object` (an ObjectRef), `any`."""
+    """A short name for a JSON-schema type: `integer`, `list[number]`, `integer | null`, `object` (ObjectRef), `any`."""
     if "$ref" in prop:
         ref = str(prop["$ref"]).rsplit("/", 1)[-1]
         return OBJECT_TYPE if ref == "ObjectRef" else ref

@@ -14,8 +14,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import Unauthorized
 from services.producer.errors import ferry_error_response
+from shared.errors import Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz"})
 DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static-docs/")
@@ -38,7 +38,9 @@ class TokenGate:
         if reason is None:
             await self.app(scope, receive, send)
             return
-        response = ferry_error_response(Unauthorized(f"{reason}: send the header `Authorization: Bearer <FERRY_API_TOKEN>`"))
+        response = ferry_error_response(
+            Unauthorized(f"{reason}: send the header `Authorization: Bearer <FERRY_API_TOKEN>`")
+        )
         if docs:
             response.headers["WWW-Authenticate"] = BASIC_REALM
         response.headers["Connection"] = "close"  # the body, if any, is never read

@@ -21,7 +21,9 @@ STATIC_URL = "/static-docs"
 def assets_dir() -> Path:
     spec = find_spec("fastapi_offline")
     if spec is None or spec.origin is None:
-        raise RuntimeError("the fastapi-offline package (Swagger UI and ReDoc assets) is missing: pip install fastapi-offline")
+        raise RuntimeError(
+            "the fastapi-offline package (Swagger UI and ReDoc assets) is missing: pip install fastapi-offline"
+        )
     return Path(spec.origin).parent / "static"
 
 

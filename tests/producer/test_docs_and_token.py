@@ -16,10 +16,15 @@ TOKEN = "s3cret"
 def test_a_request_without_the_token_is_401_before_its_body_is_parsed(start_producer) -> None:
     producer = start_producer(FERRY_API_TOKEN=TOKEN, FERRY_MAX_REQUEST_BYTES="2000")
 
-    malformed = httpx.post(f"{producer.url}/v1/jobs", content=b'{"task": ', headers={"Content-Type": "application/json"})
+    malformed = httpx.post(
+        f"{producer.url}/v1/jobs", content=b'{"task": ', headers={"Content-Type": "application/json"}
+    )
     oversized = httpx.post(f"{producer.url}/v1/jobs", content=b"x" * 5000, headers={"Content-Type": "application/json"})
-    with_token = httpx.post(f"{producer.url}/v1/jobs", content=b'{"task": ',
-                            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    with_token = httpx.post(
+        f"{producer.url}/v1/jobs",
+        content=b'{"task": ',
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+    )
 
     assert (malformed.status_code, oversized.status_code) == (401, 401)
     assert malformed.json()["error"]["type"] == "Unauthorized"
@@ -36,7 +41,9 @@ def test_docs_pages_openapi_and_assets_need_the_token_and_take_it_as_basic_auth_
         assert refused.headers["WWW-Authenticate"].startswith("Basic")  # the browser asks for the password
         assert httpx.get(producer.url + path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200, path
         assert httpx.get(producer.url + path, headers={"Authorization": basic}).status_code == 200, path
-    assert httpx.get(f"{producer.url}/v1/queues", headers={"Authorization": basic}).status_code == 401  # the API: Bearer only
+    assert (
+        httpx.get(f"{producer.url}/v1/queues", headers={"Authorization": basic}).status_code == 401
+    )  # the API: Bearer only
     assert httpx.get(f"{producer.url}/healthz").status_code == 200
 
 
@@ -71,8 +78,14 @@ def test_docs_render_the_operations_in_headless_chromium_with_no_network(start_p
             str(tmp_path / "profile"),  # a fresh --user-data-dir
             executable_path=chromium,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
             http_credentials={"username": "docs", "password": TOKEN},
         )
         try:

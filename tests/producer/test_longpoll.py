@@ -28,16 +28,22 @@ def test_a_thousand_long_polls_are_each_woken_by_their_result_while_other_reques
 
     async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
         limits = httpx.Limits(max_connections=WAITERS + 10, max_keepalive_connections=WAITERS + 10)
-        async with httpx.AsyncClient(base_url=producer.url, limits=limits, timeout=120) as waiters, \
-                httpx.AsyncClient(base_url=producer.url, timeout=30) as others:
-            polls = [asyncio.ensure_future(waiters.get(f"/v1/jobs/{j.id}/result", params={"wait_s": 100})) for j in jobs]
+        async with (
+            httpx.AsyncClient(base_url=producer.url, limits=limits, timeout=120) as waiters,
+            httpx.AsyncClient(base_url=producer.url, timeout=30) as others,
+        ):
+            polls = [
+                asyncio.ensure_future(waiters.get(f"/v1/jobs/{j.id}/result", params={"wait_s": 100})) for j in jobs
+            ]
             deadline = time.monotonic() + 60
             while established(producer.proc.pid) < WAITERS and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             # While they all wait: other clients' submits and status reads still succeed.
             side = []
             for n in range(40):
-                side.append(await others.post("/v1/jobs", json={"task": "echo", "args": {"value": n}, "allow_unserved": True}))
+                side.append(
+                    await others.post("/v1/jobs", json={"task": "echo", "args": {"value": n}, "allow_unserved": True})
+                )
                 side.append(await others.get(f"/v1/jobs/{jobs[n].id}"))
             assert not any(p.done() for p in polls), "a long-poll answered before its job ran"
             await asyncio.to_thread(start_node, processes=2)
@@ -51,7 +57,9 @@ def test_a_thousand_long_polls_are_each_woken_by_their_result_while_other_reques
 
 
 @pytest.mark.slow
-def test_several_producer_processes_share_the_port_and_each_wakes_its_own_waiters(start_producer, start_node, client: Client) -> None:
+def test_several_producer_processes_share_the_port_and_each_wakes_its_own_waiters(
+    start_producer, start_node, client: Client
+) -> None:
     producer = start_producer(FERRY_API_WORKERS="2", FERRY_RESULT_RECHECK_S="600")
     servers = [c for c in psutil.Process(producer.proc.pid).children() if "python" in c.name().lower()]
     assert len(servers) >= 2, [c.cmdline() for c in servers]

@@ -37,7 +37,9 @@ def test_submit_result_status_cancel_and_the_same_errors(settings, start_node, s
                 await client.submit("ecko", {})
             with pytest.raises(JobNotFound):
                 await client.result("nope", wait_s=1)
-            batch = await client.submit_many([{"task": "echo", "args": {"value": i}, "queue": "high"} for i in range(3)])
+            batch = await client.submit_many(
+                [{"task": "echo", "args": {"value": i}, "queue": "high"} for i in range(3)]
+            )
             assert [(await client.result(j, wait_s=20)).value for j in batch] == [0, 1, 2]
 
     asyncio.run(scenario())

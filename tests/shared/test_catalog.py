@@ -25,28 +25,36 @@ def user_node(env: dict[str, str], start_node, tmp_path: Path):
     """A node running a user task module that exists only in its own PYTHONPATH, never in the test process."""
     code = tmp_path / "usercode"
     code.mkdir()
-    (code / f"{USER_MODULE}.py").write_text(textwrap.dedent('''
+    (code / f"{USER_MODULE}.py").write_text(
+        textwrap.dedent('''
         from shared.tasks import task
 
         @task("user.greet")
         def greet(name: str, times: int = 1) -> str:
             """Greet someone, several times."""
             return " ".join([f"hello {name}"] * times)
-    '''))
-    node_env = {**env, "FERRY_TASK_MODULES": f"tests.tasks_for_tests,{USER_MODULE}",
-                "PYTHONPATH": f"{code}:{env.get('PYTHONPATH', REPO)}"}
+    ''')
+    )
+    node_env = {
+        **env,
+        "FERRY_TASK_MODULES": f"tests.tasks_for_tests,{USER_MODULE}",
+        "PYTHONPATH": f"{code}:{env.get('PYTHONPATH', REPO)}",
+    }
     return start_node(processes=1, env=node_env, queues="default,user")
 
 
 def run_app(env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
     """`code` in a fresh interpreter with no FERRY_TASK_MODULES: an app that has none of the task code."""
     app_env = {k: v for k, v in env.items() if k != "FERRY_TASK_MODULES"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=app_env, cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=app_env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_a_client_without_task_modules_submits_a_user_task_validated_by_the_catalog(env, user_node) -> None:
-    ran = run_app(env, f'''
+    ran = run_app(
+        env,
+        f'''
         import asyncio, json, sys
         from shared.async_client import AsyncClient
         from shared.client import Client
@@ -70,7 +78,8 @@ def test_a_client_without_task_modules_submits_a_user_task_validated_by_the_cata
         out["async"] = asyncio.run(main())
         out["imported"] = "{USER_MODULE}" in sys.modules
         print(json.dumps(out))
-    ''')
+    ''',
+    )
     assert ran.returncode == 0, ran.stderr
     out = json.loads(ran.stdout)
     assert out["value"] == "hello ada hello ada" and out["async"] == "hello bob"
@@ -81,21 +90,39 @@ def test_a_client_without_task_modules_submits_a_user_task_validated_by_the_cata
 
 def test_ferry_tasks_lists_the_user_tasks_of_a_running_node(env, user_node) -> None:
     app_env = {k: v for k, v in env.items() if k != "FERRY_TASK_MODULES"}
-    shown = subprocess.run([sys.executable, "-m", "services.admin.cli", "tasks", "--json"], env=app_env, cwd=REPO,
-                           capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [sys.executable, "-m", "services.admin.cli", "tasks", "--json"],
+        env=app_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     tasks = {t["name"]: t for t in json.loads(shown.stdout)}
     greet = tasks["user.greet"]
-    assert (greet["nodes"], greet["queues"], greet["description"]) == ([user_node.node_id], ["default", "user"], "Greet someone, several times.")
+    assert (greet["nodes"], greet["queues"], greet["description"]) == (
+        [user_node.node_id],
+        ["default", "user"],
+        "Greet someone, several times.",
+    )
     assert greet["input_schema"]["required"] == ["name"] and len(greet["versions"][user_node.node_id]) == 12
 
-    human = subprocess.run([sys.executable, "-m", "services.admin.cli", "tasks"], env=app_env, cwd=REPO,
-                           capture_output=True, text=True, timeout=60).stdout
+    human = subprocess.run(
+        [sys.executable, "-m", "services.admin.cli", "tasks"],
+        env=app_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     line = next(line for line in human.splitlines() if line.startswith("user.greet"))
     assert "name: string (required)" in line and user_node.node_id in line
 
 
-def test_a_task_no_live_node_serves_is_refused_unless_the_caller_says_so(client: Client, start_node, conn: redis.Redis) -> None:
+def test_a_task_no_live_node_serves_is_refused_unless_the_caller_says_so(
+    client: Client, start_node, conn: redis.Redis
+) -> None:
     node = start_node(processes=1, queues="high")
 
     with pytest.raises(TaskNotServed, match="served on queues high .* not on queue 'low'"):

@@ -21,12 +21,16 @@ def test_an_async_task_runs_on_the_worker_processs_event_loop(client: Client, st
     assert second.value["pid"] == first.value["pid"]  # the same long-lived process ran both
 
 
-def test_an_async_task_past_its_timeout_is_interrupted_and_cleans_up(client: Client, start_node, conn: redis.Redis, tmp_path: Path) -> None:
+def test_an_async_task_past_its_timeout_is_interrupted_and_cleans_up(
+    client: Client, start_node, conn: redis.Redis, tmp_path: Path
+) -> None:
     node = start_node(processes=1)
     pids = node.worker_pids(conn)
     marker = tmp_path / "timed-out"
 
-    result = client.result(client.submit("test.async_sleep", {"seconds": 30, "marker": str(marker)}, timeout_s=1, retries=0), wait_s=20)
+    result = client.result(
+        client.submit("test.async_sleep", {"seconds": 30, "marker": str(marker)}, timeout_s=1, retries=0), wait_s=20
+    )
 
     assert result.status == "failed" and "timeout of 1s" in (result.error or "")
     assert marker.read_text() == "cleaned up"  # the coroutine was cancelled, so its finally ran
