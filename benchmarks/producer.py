@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import percentile  # noqa: E402
+from benchmarks.common import machine, percentile, table  # noqa: E402
 from shared import catalog, keys  # noqa: E402
 from shared.async_client import AsyncClient  # noqa: E402
 from shared.client import Client  # noqa: E402
@@ -260,6 +260,7 @@ def main() -> None:
         )
         settings = Settings(redis_url=server.url, result_recheck_s=600)
         conn = Client(settings=settings).conn
+        record: dict[str, object] = {"benchmark": "producer", "machine": machine()}
         if not args.skip_wrk:
             publish_catalog(conn, settings)
             with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -267,19 +268,31 @@ def main() -> None:
             rates = submit_rates(env, server.url, args, Path(script.name))
             ceiling = rates["minimal async FastAPI (1 process)"]["rate"]
             one = rates["Ferry producer (1 process)"]["rate"]
-            print(f"\nPOST /v1/jobs, wrk -t2 -c{args.connections} -d{args.duration_s}s")
-            print(f"{'server':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  vs ceiling")
-            for name, row in rates.items():
-                print(
-                    f"{name:40} {row['rate']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} {row['non_2xx']:8d}  "
-                    f"{row['rate'] / ceiling:6.0%}"
-                )
-            print(f"2 processes / 1 process: {rates['Ferry producer (2 processes)']['rate'] / one:.2f}x")
+            print(f"\n`POST /v1/jobs`, `wrk -t2 -c{args.connections} -d{args.duration_s}s`\n")
+            rows = [
+                [
+                    name,
+                    f"{r['rate']:.0f}",
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    r["non_2xx"],
+                    f"{r['rate'] / ceiling:.0%}",
+                ]
+                for name, r in rates.items()
+            ]
+            print(table(["server", "requests/s", "p50 ms", "p99 ms", "non-2xx", "of the ceiling"], rows))
+            two = rates["Ferry producer (2 processes)"]["rate"] / one
+            print(f"\n2 processes / 1 process: {two:.2f}x")
+            record["submit"] = rates
         conn.flushall()
-        print(f"\nDelay from a job's end to its waiter's answer ({args.waiters} waiting; re-check interval 600 s)")
-        print(f"{'waiter':50} {'p50 ms':>8} {'p99 ms':>8}")
-        for name, (p50, p99) in wake_delays(env, settings, args.waiters).items():
-            print(f"{name:50} {p50:8.2f} {p99:8.2f}")
+        wakes = wake_delays(env, settings, args.waiters)
+        print(f"\nDelay from a job's end to its waiter's answer ({args.waiters} waiting; re-check every 600 s)\n")
+        print(
+            table(["waiter", "p50 ms", "p99 ms"], [[n, f"{p50:.2f}", f"{p99:.2f}"] for n, (p50, p99) in wakes.items()])
+        )
+        record["wake_ms"] = wakes
+        record["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        print(json.dumps(record))
     finally:
         server.cleanup()
 

@@ -39,7 +39,7 @@ def test_a_job_submitted_any_way_comes_back_through_every_way(way_in: str, api: 
     if way_in == "curl":
         job = _curl_submit(str(api.base_url).rstrip("/"), {"task": "text.word_count", "args": {"text": text}})
     elif way_in == "client":
-        job = client.submit("text.word_count", {"text": text})
+        job = client.submit("text.word_count", {"text": text}).id
     else:
         job = _ferry(env, "submit", "text.word_count", "--arg", f"text={text}")
 
