@@ -43,6 +43,7 @@ from shared.timeutil import rq_parse, unix_now  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = {"task": "echo", "args": {"value": "hello"}}
+PACED = {"task": "sleep", "args": {"seconds": 0.01}}
 
 MINIMAL_APP = """
 from typing import Any
@@ -205,23 +206,27 @@ def wake_delays(env: dict[str, str], settings: Settings, waiters: int) -> dict[s
         [sys.executable, "-m", "services.producer", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz"
     )
     try:
-        for label, waits in (
+        ways = (
             ("HTTP long-poll via the producer", lambda ids: http_waits(f"http://127.0.0.1:{port}", ids)),
             ("direct AsyncClient", lambda ids: direct_waits(settings, ids)),
-        ):
-            client.conn.flushall()
-            ids = [j.id for j in client.submit_many([{**BODY, "allow_unserved": True} for _ in range(waiters)])]
+        )
+        # A burst (1,000 echo jobs end within about a second: the producer's answering rate shows), then a
+        # steady trickle (sleep jobs of 10 ms on one process: about 100 ends a second, all 1,000 still waiting).
+        for pace, job in (("all end at once", BODY), ("~100 end per second", PACED)):
+            for label, waits in ways:
+                client.conn.flushall()
+                ids = [j.id for j in client.submit_many([{**job, "allow_unserved": True} for _ in range(waiters)])]
 
-            async def run(ids: list[str] = ids, waits=waits) -> list[float]:
-                pending = asyncio.ensure_future(waits(ids))
-                await asyncio.sleep(3)  # every waiter is waiting
-                node = start_node(env)
-                try:
-                    return await pending
-                finally:
-                    terminate(node, grace_s=10)
+                async def run(ids: list[str] = ids, waits=waits) -> list[float]:
+                    pending = asyncio.ensure_future(waits(ids))
+                    await asyncio.sleep(3)  # every waiter is waiting
+                    node = start_node(env)
+                    try:
+                        return await pending
+                    finally:
+                        terminate(node, grace_s=10)
 
-            rows[f"{label}, {waiters} waiting"] = delays(client, ids, asyncio.run(run()))
+                rows[f"{label}, {waiters} waiting, {pace}"] = delays(client, ids, asyncio.run(run()))
         client.conn.flushall()
         node = start_node(env)
         try:
