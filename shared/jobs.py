@@ -10,13 +10,20 @@ from typing import Any
 import redis
 
 from shared import keys, wire
-from shared.errors import Conflict, FerryError, JobNotFound
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
+from shared.errors import Conflict, FerryError, JobNotFound
+from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.scripts import Scripts
-from shared.submission import ScriptCall, checked_args, enqueue_call, indexed, needs_fresher_catalog, new_submission
 from shared.settings import Settings
+from shared.submission import (
+    ScriptCall,
+    checked_args,
+    enqueue_call,
+    indexed,
+    needs_fresher_catalog,
+    new_submission,
+)
 from shared.tasks import TaskRegistry
 from shared.timeutil import rq_now, rq_parse, unix_now
 
@@ -37,12 +44,14 @@ class JobService:
 
     # --- submit (validation and the script's arguments: shared.submission, as in the async client) ---
     def _enqueue_args(self, request: JobRequest) -> ScriptCall:
-        return enqueue_call(request, checked_args(request, self._catalog(request), self.tasks, self.settings), self.settings)
+        args = checked_args(request, self._catalog(request), self.tasks, self.settings)
+        return enqueue_call(request, args, self.settings)
 
     def _catalog(self, request: JobRequest) -> Catalog:
         """The task catalog, read at most once a second (and once more when it would refuse the job)."""
         cached = self.catalog_cache.fresh()
-        if cached is None or (needs_fresher_catalog(request, cached, self.settings) and not self.catalog_cache.fresh(for_miss=True)):
+        refused = cached is not None and needs_fresher_catalog(request, cached, self.settings)
+        if cached is None or (refused and not self.catalog_cache.fresh(for_miss=True)):
             cached = self.catalog_cache.store(read_catalog(self.conn))
         return cached
 

@@ -17,14 +17,9 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import Depends, FastAPI
-from redis.retry import Retry
 from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from shared.async_client import AsyncClient
-from shared.client import Client
-from shared.logs import configure
-from shared.redis_conn import connect, redact
-from shared.settings import Settings, get_settings
 from services.producer.auth import TokenGate
 from services.producer.deps import api_token, bearer
 from services.producer.docs import install_docs
@@ -32,6 +27,11 @@ from services.producer.errors import CatchAll, install_error_handlers
 from services.producer.limits import BodyLimit
 from services.producer.routes import jobs, meta, objects
 from services.producer.schemas import COMMON_ERRORS
+from shared.async_client import AsyncClient
+from shared.client import Client
+from shared.logs import configure
+from shared.redis_conn import connect, redact
+from shared.settings import Settings, get_settings
 
 log = logging.getLogger("ferry.producer")
 
@@ -60,7 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.client = client
         app.state.aclient = aclient = AsyncClient(client.url, settings)
         app.state.health_conn = connect(
-            client.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=HEALTH_TIMEOUT_S, socket_timeout=HEALTH_TIMEOUT_S
+            client.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=HEALTH_TIMEOUT_S,
+            socket_timeout=HEALTH_TIMEOUT_S,
         )
         await aclient.done.start()  # subscribed before the first long-poll arrives
         log.info("using Redis at %s", redact(client.url))

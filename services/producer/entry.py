@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +18,19 @@ GRACEFUL_SHUTDOWN_S = 10  # long-polls are cut after this; their clients simply 
 
 @handle_errors
 def producer(
-    host: Annotated[Optional[str], typer.Option(help="Interface to listen on (default: FERRY_API_HOST).")] = None,
-    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port to listen on (default: FERRY_API_PORT).")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, max=64, help="Server processes sharing the port (default: FERRY_API_WORKERS, 1). Each one is async; add processes to use more cores.")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default: FERRY_API_HOST).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port to listen on (default: FERRY_API_PORT).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes sharing the port (default: FERRY_API_WORKERS, 1). "
+            "Each one is async; add processes to use more cores.",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn  # here, not at import: every other `ferry` command starts faster without it

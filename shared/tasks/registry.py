@@ -48,7 +48,8 @@ class TaskSpec:
             return self.input_model.model_validate(args if args is not None else {})
         except ValidationError as exc:
             problems = [
-                {"field": ".".join(str(p) for p in err["loc"]) or "(args)", "message": err["msg"]} for err in exc.errors()
+                {"field": ".".join(str(p) for p in err["loc"]) or "(args)", "message": err["msg"]}
+                for err in exc.errors()
             ]
             summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
             raise InvalidArgs(f"invalid args for task {self.name!r}: {summary}", errors=problems) from exc
@@ -114,7 +115,9 @@ class TaskRegistry:
             existing = self._tasks.get(spec.name)
             if existing is not None and existing.func is not func:
                 if (existing.func.__module__, existing.func.__qualname__) != (func.__module__, func.__qualname__):
-                    raise ConfigError(f"task {spec.name!r} is registered twice ({existing.func.__module__} and {func.__module__})")
+                    raise ConfigError(
+                        f"task {spec.name!r} is registered twice ({existing.func.__module__} and {func.__module__})"
+                    )
             self._tasks[spec.name] = spec
             return func
 
@@ -125,7 +128,9 @@ class TaskRegistry:
             return self._tasks[name]
         except KeyError:
             known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTask(f"no task named {name!r} is registered; known tasks: {known}", known=sorted(self._tasks)) from None
+            raise UnknownTask(
+                f"no task named {name!r} is registered; known tasks: {known}", known=sorted(self._tasks)
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._tasks)

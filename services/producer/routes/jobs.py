@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Response
 
-from shared.errors import InvalidArgs
-from shared.models import JobInfo, JobRequest, JobResult, Submitted
 from services.producer.deps import AsyncClientDep
 from services.producer.schemas import MAX_BATCH, BatchRequest, BatchSubmitted, errors
+from shared.errors import InvalidArgs
+from shared.models import JobInfo, JobRequest, JobResult, Submitted
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -21,24 +21,51 @@ SUBMIT_EXAMPLES = {
     "echo": {"summary": "Echo a value", "value": {"task": "echo", "args": {"value": "hello"}}},
     "options": {
         "summary": "With queue, time-out, retries and an idempotency key",
-        "value": {"task": "sleep", "args": {"seconds": 1}, "queue": "high", "timeout_s": 30, "retries": 0,
-                  "idempotency_key": "order-1234"},
+        "value": {
+            "task": "sleep",
+            "args": {"seconds": 1},
+            "queue": "high",
+            "timeout_s": 30,
+            "retries": 0,
+            "idempotency_key": "order-1234",
+        },
     },
     "object": {
         "summary": "A task over an uploaded array (the ObjectRef from POST /v1/objects)",
-        "value": {"task": "array.stats", "args": {"data": {"id": "0123456789abcdef0123456789abcdef", "kind": "array",
-                                                           "dtype": "<f8", "shape": [1000], "nbytes": 8000}}},
+        "value": {
+            "task": "array.stats",
+            "args": {
+                "data": {
+                    "id": "0123456789abcdef0123456789abcdef",
+                    "kind": "array",
+                    "dtype": "<f8",
+                    "shape": [1000],
+                    "nbytes": 8000,
+                }
+            },
+        },
     },
 }
 
 RESULT_EXAMPLES = {
-    "finished": {"summary": "Done", "value": {"id": "4f1c...", "status": "finished", "ready": True, "value": {"sum": 499500.0}, "error": None}},
-    "pending": {"summary": "Still running after wait_s", "value": {"id": "4f1c...", "status": "started", "ready": False, "value": None, "error": None}},
+    "finished": {
+        "summary": "Done",
+        "value": {"id": "4f1c...", "status": "finished", "ready": True, "value": {"sum": 499500.0}, "error": None},
+    },
+    "pending": {
+        "summary": "Still running after wait_s",
+        "value": {"id": "4f1c...", "status": "started", "ready": False, "value": None, "error": None},
+    },
     "shm_full": {
         "summary": "Failed: the input did not fit the node's shared memory",
-        "value": {"id": "4f1c...", "status": "failed", "ready": True, "value": None,
-                  "error": "object 9f69... needs 8000000000 bytes but node n1's shared-memory budget is 4000000000 bytes; "
-                           "raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)"},
+        "value": {
+            "id": "4f1c...",
+            "status": "failed",
+            "ready": True,
+            "value": None,
+            "error": "object 9f69... needs 8000000000 bytes but node n1's shared-memory budget is 4000000000 bytes; "
+            "raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)",
+        },
     },
 }
 
@@ -53,12 +80,24 @@ RESULT_EXAMPLES = {
         "A repeated `idempotency_key` returns the first job with `duplicate: true` and enqueues nothing. "
         "A task no live node serves on the job's queue is refused (409) unless `allow_unserved` is true."
     ),
-    responses=errors(400, 404, 409, 413, 415, 422, 507, notes={
-        404: "No task of that name is served; the message lists the known ones",
-        409: "TaskNotServed: no live node serves the task on that queue (send allow_unserved: true to queue it anyway)",
-    }),
+    responses=errors(
+        400,
+        404,
+        409,
+        413,
+        415,
+        422,
+        507,
+        notes={
+            404: "No task of that name is served; the message lists the known ones",
+            409: "TaskNotServed: no live node serves the task on that queue "
+            "(send allow_unserved: true to queue it anyway)",
+        },
+    ),
 )
-async def submit(job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep) -> Response:
+async def submit(
+    job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep
+) -> Response:
     try:
         submitted = await client.submit_request(job)
     except InvalidArgs as exc:
@@ -124,7 +163,8 @@ async def result(
     "/{job_id}",
     response_model=JobInfo,
     summary="Cancel a job",
-    description="A queued job is cancelled at once; a running one is interrupted (its status may read `started` briefly).",
+    description="A queued job is canceled at once; a running one is interrupted "
+    "(its status may read `started` briefly).",
     responses=errors(404, 409, notes={409: "The job already finished, failed or was cancelled"}),
 )
 async def cancel(job_id: JobId, client: AsyncClientDep) -> JobInfo:
@@ -134,6 +174,7 @@ async def cancel(job_id: JobId, client: AsyncClientDep) -> JobInfo:
 def _located(exc: InvalidArgs, prefix: str, message: str | None = None, **extra: object) -> InvalidArgs:
     """The same error, its field paths starting at the request body (`body.args.seconds`), like FastAPI's own."""
     problems = [
-        {**p, "field": prefix if p["field"] == "(args)" else f"{prefix}.{p['field']}"} for p in exc.details.get("errors", [])
+        {**p, "field": prefix if p["field"] == "(args)" else f"{prefix}.{p['field']}"}
+        for p in exc.details.get("errors", [])
     ]
     return InvalidArgs(message or exc.message, **{**exc.details, **extra, "errors": problems})

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from services.producer.deps import AsyncClientDep, ClientDep
+from services.producer.schemas import Health, errors
 from shared.catalog import ServedTask
 from shared.models import NodeInfo, QueueInfo
 from shared.redis_conn import ping
-from services.producer.deps import AsyncClientDep, ClientDep
-from services.producer.schemas import Health, errors
 
 router = APIRouter(prefix="/v1", tags=["service"])
 health_router = APIRouter(tags=["service"])
@@ -19,7 +19,8 @@ health_router = APIRouter(tags=["service"])
     response_model=list[ServedTask],
     summary="The tasks the live nodes serve, with their input schemas",
     description="The task catalog the running worker nodes publish: per task, its `input_schema` (the JSON Schema "
-    "a job's `args` must satisfy), the `queues` it is served on, the `nodes` serving it and each node's code `versions`. "
+    "a job's `args` must satisfy), the `queues` it is served on, the `nodes` serving it and each node's "
+    "code `versions`. "
     "Empty while no node runs.",
 )
 async def tasks(client: AsyncClientDep) -> list[ServedTask]:
@@ -36,7 +37,8 @@ def queues(client: ClientDep) -> list[QueueInfo]:
     "/nodes",
     response_model=list[NodeInfo],
     summary="Worker nodes",
-    description="Every node that registered, with `alive` false once its heartbeat is older than FERRY_ABANDONED_AFTER_S.",
+    description="Every node that registered, with `alive` false once its heartbeat is older than "
+    "FERRY_ABANDONED_AFTER_S.",
 )
 def nodes(client: ClientDep) -> list[NodeInfo]:
     return client.admin.nodes()
