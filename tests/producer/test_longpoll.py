@@ -22,7 +22,7 @@ def established(pid: int) -> int:
 def test_a_thousand_long_polls_are_each_woken_by_their_result_while_other_requests_succeed(
     start_producer, start_node, client: Client
 ) -> None:
-    # Re-checks far beyond the test: only the done-subscription can wake the waiters in time.
+    # Re-checks and wait_s far beyond the test (pytest-timeout 120 s): only the done messages wake them in time.
     producer = start_producer(FERRY_RESULT_RECHECK_S="600")
     jobs = client.submit_many([{"task": "echo", "args": {"value": i}, "allow_unserved": True} for i in range(WAITERS)])
 
@@ -33,7 +33,7 @@ def test_a_thousand_long_polls_are_each_woken_by_their_result_while_other_reques
             httpx.AsyncClient(base_url=producer.url, timeout=30) as others,
         ):
             polls = [
-                asyncio.ensure_future(waiters.get(f"/v1/jobs/{j.id}/result", params={"wait_s": 100})) for j in jobs
+                asyncio.ensure_future(waiters.get(f"/v1/jobs/{j.id}/result", params={"wait_s": 250})) for j in jobs
             ]
             deadline = time.monotonic() + 60
             while established(producer.proc.pid) < WAITERS and time.monotonic() < deadline:
@@ -67,7 +67,7 @@ def test_several_producer_processes_share_the_port_and_each_wakes_its_own_waiter
 
     async def scenario() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=producer.url, timeout=60) as http:
-            polls = [asyncio.ensure_future(http.get(f"/v1/jobs/{j.id}/result", params={"wait_s": 50})) for j in jobs]
+            polls = [asyncio.ensure_future(http.get(f"/v1/jobs/{j.id}/result", params={"wait_s": 250})) for j in jobs]
             await asyncio.sleep(0.5)
             await asyncio.to_thread(start_node, processes=1)
             return await asyncio.gather(*polls)

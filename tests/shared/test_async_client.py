@@ -46,13 +46,17 @@ def test_submit_result_status_cancel_and_the_same_errors(settings, start_node, s
 
 
 def test_two_hundred_waiters_share_two_connections_and_are_all_woken(settings, start_node, served: str) -> None:
+    quiet = settings.model_copy(update={"result_recheck_s": 600})  # only the done message can wake them in time
+
     async def scenario() -> list[object]:
-        async with AsyncClient(settings=settings, max_connections=2) as client:
+        async with AsyncClient(settings=quiet, max_connections=2) as client:
             jobs = [await client.submit("echo", {"value": i}, allow_unserved=True) for i in range(200)]
-            waits = [asyncio.ensure_future(client.result(j, wait_s=60)) for j in jobs]
+            waits = [asyncio.ensure_future(client.result(j, wait_s=30)) for j in jobs]
             await asyncio.sleep(0.2)
             assert (await client.submit("echo", {"value": "still served"})).status == "queued"  # the pool is free
             await asyncio.to_thread(start_node, processes=2)
-            return [r.value for r in await asyncio.gather(*waits)]
+            values = [r.value for r in await asyncio.gather(*waits)]
+            assert client.done.woken == 200  # each by its job's `ferry:done` message, none by a re-check
+            return values
 
     assert asyncio.run(scenario()) == list(range(200))
