@@ -99,7 +99,7 @@ def one_job_latency(system: str, url: str, conn: redis.Redis, n: int) -> list[fl
         for i in range(n + WARMUP_JOBS):
             start = time.perf_counter()
             if client is not None:
-                result = client.result(client.submit("echo", {"value": None}), wait_s=5)
+                result = client.result(client.submit("echo", {"value": None}).id, wait_s=5)
                 ok = result.ready and result.status == "finished"
             else:
                 latest = queue.enqueue(RQ_FUNC).latest_result(timeout=5)

@@ -10,6 +10,8 @@ import numpy as np
 import redis
 
 from shared.admin import Admin
+from shared.catalog import Catalog
+from shared.catalog import read as read_catalog
 from shared.errors import FerryError
 from shared.jobs import JobService
 from shared.models import JobInfo, JobRequest, JobResult, Submitted
@@ -46,7 +48,7 @@ class Client:
 
     >>> client = Client()
     >>> job = client.submit("echo", {"value": 42})
-    >>> client.result(job, wait_s=10).value
+    >>> client.result(job.id, wait_s=10).value
     42
     """
 
@@ -62,7 +64,11 @@ class Client:
     # --- jobs ---
     @_redis_errors
     def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> Submitted:
-        """Enqueue a job (its id is `.id`). Options: queue, timeout_s, retries, idempotency_key."""
+        """Enqueue a job (its id is `.id`). Options: queue, timeout_s, retries, idempotency_key, allow_unserved.
+
+        The args are checked against the task catalog the live nodes publish (no task code needed here);
+        a task no live node serves on the queue is refused unless `allow_unserved=True`.
+        """
         return self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options))
 
     @_redis_errors
@@ -74,6 +80,11 @@ class Client:
         """Enqueue many jobs in a few round trips; all are validated before any is enqueued."""
         parsed = [r if isinstance(r, JobRequest) else JobRequest.model_validate(_jsonify(r)) for r in requests]
         return self.jobs.submit_many(parsed)
+
+    @_redis_errors
+    def catalog(self) -> Catalog:
+        """The tasks the live nodes serve, with their schemas, queues and nodes (read now)."""
+        return self.jobs.catalog_cache.store(read_catalog(self.conn))
 
     @_redis_errors
     def status(self, job: Submitted | str) -> JobInfo:

@@ -10,10 +10,20 @@ from typing import Any
 import redis
 
 from shared import keys, wire
+from shared.catalog import Catalog, CatalogCache
+from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.scripts import Scripts
 from shared.settings import Settings
+from shared.submission import (
+    ScriptCall,
+    checked_args,
+    enqueue_call,
+    indexed,
+    needs_fresher_catalog,
+    new_submission,
+)
 from shared.tasks import TaskRegistry
 from shared.timeutil import rq_now, rq_parse, unix_now
 
@@ -30,28 +40,20 @@ class JobService:
         self.settings = settings
         self.tasks = tasks
         self.scripts = Scripts(conn)
+        self.catalog_cache = CatalogCache()
 
-    # --- submit ---
-    def _enqueue_args(self, request: JobRequest) -> tuple[list[str], list[Any]]:
-        spec = self.tasks.get(request.task)
-        validated = spec.validate(request.args)
-        args = validated.model_dump(mode="json", exclude_unset=True)
-        queue = request.queue or self.settings.default_queue
-        job_id = wire.new_job_id()
-        fields = wire.job_fields(
-            request.task,
-            args,
-            queue,
-            request.timeout_s or self.settings.job_timeout_s,
-            self.settings.default_retries if request.retries is None else request.retries,
-            self.settings.result_ttl_s,
-            self.settings.failure_ttl_s,
-        )
-        idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
-        flat: list[Any] = [job_id, queue, self.settings.result_ttl_s]
-        for name, value in fields.items():
-            flat += [name, value]
-        return [keys.job(job_id), keys.queue(queue), idem], flat
+    # --- submit (validation and the script's arguments: shared.submission, as in the async client) ---
+    def _enqueue_args(self, request: JobRequest) -> ScriptCall:
+        args = checked_args(request, self._catalog(request), self.tasks, self.settings)
+        return enqueue_call(request, args, self.settings)
+
+    def _catalog(self, request: JobRequest) -> Catalog:
+        """The task catalog, read at most once a second (and once more when it would refuse the job)."""
+        cached = self.catalog_cache.fresh()
+        refused = cached is not None and needs_fresher_catalog(request, cached, self.settings)
+        if cached is None or (refused and not self.catalog_cache.fresh(for_miss=True)):
+            cached = self.catalog_cache.store(read_catalog(self.conn))
+        return cached
 
     def submit(self, request: JobRequest) -> Submitted:
         """Validate and enqueue one job; a repeated idempotency key returns the first job instead."""
@@ -66,10 +68,7 @@ class JobService:
             try:
                 prepared.append(self._enqueue_args(request))
             except FerryError as exc:
-                exc.details["index"] = index
-                exc.message = f"jobs[{index}]: {exc.message}; no job was enqueued"
-                exc.args = (exc.message,)
-                raise
+                raise indexed(exc, index)  # noqa: B904 - the same error, re-raised with its index
         replies: list[Any] = []
         for start in range(0, len(prepared), SUBMIT_BATCH):
             pipe = self.conn.pipeline(transaction=False)
@@ -79,9 +78,9 @@ class JobService:
         return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies)]
 
     def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
-        job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
         if created:
-            return Submitted(id=job_id, status=JobStatus.QUEUED, queue=request.queue or self.settings.default_queue)
+            return new_submission(request, job_id, self.settings)
+        job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
         info = self.status(job_id)
         return Submitted(id=job_id, status=info.status, queue=info.queue or "", duplicate=True)
 

@@ -69,6 +69,11 @@ def node_stats(node_id: str) -> str:
     return f"ferry:node:{node_id}:stats"
 
 
+def catalog(node_id: str) -> str:
+    """The node's task catalog (JSON, see shared/catalog.py); expires with the node's liveness."""
+    return f"ferry:catalog:{node_id}"
+
+
 def control_channel(worker_name: str) -> str:
     return f"ferry:control:{worker_name}"
 

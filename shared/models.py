@@ -40,6 +40,9 @@ class JobRequest(BaseModel):
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200, description="the same key submitted again returns the first job"
     )
+    allow_unserved: bool = Field(
+        False, description="queue the job even if no live node serves its task on its queue (it waits for one)"
+    )
 
 
 class Submitted(BaseModel):

@@ -63,6 +63,7 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[10])
 redis.call('XADD', KEYS[4], 'MAXLEN', '10', '*', 'type', '1', 'worker_name', ARGV[6], 'return_value', ARGV[5],
            'execution_id', ARGV[7], 'execution_started_at', ARGV[8], 'execution_ended_at', ARGV[9])
 redis.call('EXPIRE', KEYS[4], ARGV[3])
+redis.call('PUBLISH', 'ferry:done', ARGV[10])
 return 'finished'
 """
 
@@ -81,6 +82,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   redis.call('ZADD', KEYS[6], ARGV[6], ARGV[9])
   redis.call('XADD', KEYS[5], 'MAXLEN', '10', '*', 'type', '3', 'worker_name', ARGV[8])
   redis.call('EXPIRE', KEYS[5], ARGV[5])
+  redis.call('PUBLISH', 'ferry:done', ARGV[9])
   return 'canceled'
 end
 local left = tonumber(redis.call('HGET', KEYS[1], 'retries_left') or '0') or 0
@@ -97,6 +99,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[9])
 redis.call('XADD', KEYS[5], 'MAXLEN', '10', '*', 'type', '2', 'worker_name', ARGV[8], 'exc_string', ARGV[4])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
+redis.call('PUBLISH', 'ferry:done', ARGV[9])
 return 'failed'
 """
 
@@ -111,6 +114,7 @@ if f[1] == 'queued' then
   redis.call('ZADD', 'rq:canceled:' .. f[2], ARGV[4], ARGV[1])
   redis.call('XADD', 'rq:results:' .. ARGV[1], 'MAXLEN', '10', '*', 'type', '3', 'worker_name', '')
   redis.call('EXPIRE', 'rq:results:' .. ARGV[1], ARGV[3])
+  redis.call('PUBLISH', 'ferry:done', ARGV[1])
   return {'canceled'}
 end
 if f[1] == 'started' then

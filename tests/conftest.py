@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from shared import catalog, keys
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 from shared.settings import Settings, get_settings
+from shared.tasks import load_tasks
+from shared.timeutil import unix_now
 from tests.support import NodeProcess, shm_files
 
 # Task modules the tests add to the defaults (also proves FERRY_TASK_MODULES works).
@@ -78,6 +81,20 @@ def client(settings: Settings) -> Iterator[Client]:
     c = Client(settings=settings)
     yield c
     c.close()
+
+
+STAND_IN_NODE = "catalog-stand-in"
+
+
+@pytest.fixture()
+def served(conn: redis.Redis, settings: Settings) -> str:
+    """The test tasks published as one live node's catalog, with no node to run them: their jobs stay queued.
+
+    For tests about submitting and queued jobs; tests about running jobs start real nodes instead.
+    """
+    conn.zadd(keys.NODES, {STAND_IN_NODE: unix_now()})
+    catalog.publish(conn, STAND_IN_NODE, settings.queues, load_tasks(settings.task_modules), ttl_s=300)
+    return STAND_IN_NODE
 
 
 @pytest.fixture()

@@ -51,3 +51,18 @@ def hold(data: Array, seconds: float) -> list[float]:
     first = float(data.sum())
     time.sleep(seconds)
     return [first, float(data.sum())]
+
+
+@task("test.async_sleep")
+async def async_sleep(seconds: float, marker: str = "") -> dict:
+    """Await a sleep on the worker's event loop; `marker` is written when the task is interrupted (its finally ran)."""
+    import asyncio
+
+    try:
+        await asyncio.sleep(seconds)
+    except BaseException:
+        if marker:
+            with open(marker, "w") as f:
+                f.write("cleaned up")
+        raise
+    return {"slept": seconds, "pid": os.getpid(), "loop": type(asyncio.get_running_loop()).__name__}

@@ -85,13 +85,18 @@ def submit(
         bool,
         typer.Option("--json", help="Print JSON: the submission, or the result with --wait-s."),
     ] = False,
+    allow_unserved: Annotated[
+        bool,
+        typer.Option("--allow-unserved",
+            help="Queue it even if no live node serves the task on that queue (it waits for one)."),
+    ] = False,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
         args = resolve_objects(client, parse_args(arg or [], args_json))
         try:
             request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout_s, retries=retries,
-                                 idempotency_key=idempotency_key)
+                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved)
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)

@@ -24,6 +24,7 @@ from services.admin.common import (
     styled_status,
     table,
 )
+from shared.catalog import unservable_jobs, unservable_lines
 from shared.client import Client
 from shared.errors import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_USAGE, InvalidRequest, JobNotFound
 from shared.models import JobStatus, NodeInfo
@@ -43,10 +44,11 @@ def info(
     with open_client() as client:
         server = client.admin.server_info()
         queues, nodes, processes = client.admin.queues(), client.admin.nodes(), client.admin.workers()
+        unservable = unservable_jobs(client.conn, [q.name for q in queues])
         url = redact(client.url)
     if json_output:
         print_json({"redis": {"url": url, "version": server["server"]}, "queues": queues, "nodes": nodes,
-                    "worker_processes": processes})
+                    "worker_processes": processes, "unservable": unservable})
         return
     console.print(f"[bold]Redis[/bold] {url} (server {server['server']})", highlight=False)
     console.print()
@@ -75,6 +77,8 @@ def info(
     elif nodes:
         console.print("[bold]Worker processes[/bold]", highlight=False)
         empty("worker processes")
+    for line in unservable_lines(unservable):
+        console.print(f"[yellow]{esc(line)}[/yellow]", highlight=False)
 
 
 def node_table(nodes: list[NodeInfo], title: str = "Nodes") -> Table:

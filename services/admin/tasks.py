@@ -1,4 +1,4 @@
-"""`ferry tasks`: what can be submitted, and with which arguments."""
+"""`ferry tasks`: what the running stack serves (the task catalog the live nodes publish), and with which arguments."""
 
 from __future__ import annotations
 
@@ -6,36 +6,60 @@ from typing import Annotated, Any
 
 import typer
 
-from services.admin.common import command, esc, table
-from services.admin.common import console, print_json, settings
-from shared.models import TaskInfo
-from shared.tasks import TaskSpec, load_tasks
+from services.admin.common import command, console, esc, open_client, print_json, table
+from shared.catalog import ServedTask
 
-OBJECT_TYPE = "object"  # an Array parameter: pass a stored object, `--arg data=@obj:ID`
+OBJECT_TYPE = "object"  # an ObjectRef parameter (a task's Array): pass a stored object, `--arg data=@obj:ID`
 
 
 @command
-def tasks(json_output: Annotated[bool, typer.Option("--json", help="Print name, description and input schema as JSON.")] = False) -> None:
-    """List the registered tasks (built-ins and FERRY_TASK_MODULES) with their arguments."""
-    specs = load_tasks(settings().task_modules).specs()
+def tasks(
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print each task's name, description, input schema, queues, nodes and versions as JSON."
+        ),
+    ] = False,
+) -> None:
+    """List the tasks the live worker nodes serve, with their arguments, queues and nodes (no task code needed here)."""
+    with open_client() as client:
+        catalog = client.catalog()
+    served = [catalog.tasks[name] for name in catalog.names()]
     if json_output:
-        print_json([TaskInfo(name=s.name, description=s.description, input_schema=s.input_schema()) for s in specs])
+        print_json(served)
         return
-    t = table("task", "arguments", "description")
-    for spec in specs:
-        t.add_row(esc(spec.name), esc("\n".join(describe_args(spec)) or "-"), esc(spec.description))
+    if not served:
+        console.print("no live worker node serves any task; start one with `ferry worker`", highlight=False)
+        return
+    t = table("task", "arguments", "queues", "nodes", "description")
+    for task in served:
+        t.add_row(
+            esc(task.name),
+            esc("\n".join(describe_args(task.input_schema)) or "-"),
+            esc(",".join(task.queues)),
+            esc(nodes_text(task)),
+            esc(task.description),
+        )
     console.print(t)
-    console.print(f"\nsubmit one with: ferry submit TASK --arg NAME=VALUE   (an {OBJECT_TYPE} argument takes @obj:ID)",
-                  highlight=False)
+    console.print(
+        f"\nsubmit one with: ferry submit TASK --arg NAME=VALUE   (an {OBJECT_TYPE} argument takes @obj:ID)",
+        highlight=False,
+    )
 
 
-def describe_args(spec: TaskSpec) -> list[str]:
+def nodes_text(task: ServedTask) -> str:
+    """`n1, n2`, with the code version when the nodes run different code for the task."""
+    if len(set(task.versions.values())) <= 1:
+        return ", ".join(task.nodes)
+    return ", ".join(f"{n} ({task.versions[n]})" for n in task.nodes)
+
+
+def describe_args(schema: dict[str, Any]) -> list[str]:
     """One `name: type [= default]` line per argument, `(required)` where there is no default."""
-    schema = spec.input_schema()
     required = set(schema.get("required", []))
     lines = []
     for name, prop in schema.get("properties", {}).items():
-        kind = OBJECT_TYPE if name in spec.array_params else type_name(prop)
+        kind = type_name(prop)
         if name in required:
             lines.append(f"{name}: {kind} (required)")
         elif "default" in prop and prop["default"] is not None:
@@ -46,9 +70,10 @@ def describe_args(spec: TaskSpec) -> list[str]:
 
 
 def type_name(prop: dict[str, Any]) -> str:
-    """A short name for a JSON-schema type: `integer`, `list[number]`, `integer | null`, `any`."""
+    """A short name for a JSON-schema type: `integer`, `list[number]`, `integer | null`, `object` (ObjectRef), `any`."""
     if "$ref" in prop:
-        return str(prop["$ref"]).rsplit("/", 1)[-1]
+        ref = str(prop["$ref"]).rsplit("/", 1)[-1]
+        return OBJECT_TYPE if ref == "ObjectRef" else ref
     if "anyOf" in prop:
         return " | ".join(type_name(p) for p in prop["anyOf"])
     kind = prop.get("type")

@@ -1,4 +1,13 @@
-"""The FastAPI application: routes, error handlers, the body-size limit, and one shared Client."""
+"""The FastAPI application: routes, error handlers, the token gate, the body-size limit, and the clients.
+
+Connection budget (per producer process), so that no kind of request can starve the others:
+- job and catalog routes: one AsyncClient; each command borrows a connection from a blocking pool of
+  `MAX_CONNECTIONS` for one round trip, so a burst queues for a connection instead of failing;
+- long-polls (`/result?wait_s=`): no connection and no thread while they wait; one `ferry:done`
+  subscription per process wakes them (shared/done.py), then one pooled round trip reads the result;
+- objects, queues and nodes (sync routes, in the thread pool): the sync Client's own pool;
+- `/healthz`: a connection of its own, without retries.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +16,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-import anyio
 from fastapi import Depends, FastAPI
-from redis.retry import Retry
 from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from shared.client import Client
-from shared.redis_conn import connect, redact
-from shared.settings import Settings, get_settings
-from services.producer.deps import api_token, require_token
+from services.producer.auth import TokenGate
+from services.producer.deps import api_token, bearer
+from services.producer.docs import install_docs
 from services.producer.errors import CatchAll, install_error_handlers
 from services.producer.limits import BodyLimit
 from services.producer.access_log import AccessLog
 from services.producer.dashboard import mount_dashboard
 from services.producer.routes import jobs, meta, metrics, objects, views
 from services.producer.schemas import COMMON_ERRORS
+from shared.async_client import AsyncClient
+from shared.client import Client
+from shared.logs import configure
+from shared.redis_conn import connect, redact
+from shared.settings import Settings, get_settings
 
 log = logging.getLogger("ferry.producer")
 
-WAIT_THREADS = 100  # long-polling requests waiting at once; more wait their turn for a thread
 HEALTH_TIMEOUT_S = 2.0
 
 DESCRIPTION = """
@@ -49,14 +60,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = Client(settings=settings)
         app.state.client = client
+        app.state.aclient = aclient = AsyncClient(client.url, settings)
         app.state.health_conn = connect(
-            client.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=HEALTH_TIMEOUT_S, socket_timeout=HEALTH_TIMEOUT_S
+            client.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=HEALTH_TIMEOUT_S,
+            socket_timeout=HEALTH_TIMEOUT_S,
         )
-        app.state.wait_limiter = anyio.CapacityLimiter(WAIT_THREADS)
-        log.info("using Redis at %s, %d tasks", redact(client.url), len(client.tasks.names()))
+        await aclient.done.start()  # subscribed before the first long-poll arrives
+        log.info("using Redis at %s", redact(client.url))
         try:
             yield
         finally:
+            await aclient.close()
             app.state.health_conn.close()
             client.close()
             log.info("stopped")
@@ -66,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets instead of a CDN (services/producer/docs.py)
+        redoc_url=None,
         openapi_tags=[
             {"name": "jobs", "description": "Submit jobs, follow them, fetch results, cancel."},
             {"name": "objects", "description": "Large inputs (and outputs): stored once in Redis, shared per node."},
@@ -75,16 +93,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_token = api_token(settings)
     install_error_handlers(app)
+    install_docs(app)
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(TokenGate, token=app.state.api_token)  # before the body is read: 401 beats 400 and 413
     app.add_middleware(CatchAll)  # added late, so outer: it sees what every other layer let through
     app.add_middleware(AccessLog, enabled=settings.access_log)  # outermost: logs the status CatchAll answered
 
-    protected = [Depends(require_token)]
+    documented = [Depends(bearer)]  # the check itself is TokenGate's; this shows the scheme in /docs
     for module in (jobs, objects, meta, metrics, views):
-        app.include_router(module.router, dependencies=protected, responses=COMMON_ERRORS)
+        app.include_router(module.router, dependencies=documented, responses=COMMON_ERRORS)
     app.include_router(meta.health_router)
     mount_dashboard(app)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app factory each `ferry producer --workers N` process calls (settings from the environment)."""
+    settings = get_settings()
+    configure(settings.log_level)
+    return create_app(settings)
 
 
 def _version() -> str:

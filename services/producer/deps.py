@@ -1,45 +1,31 @@
-"""Route dependencies: the app's settings and Client, and the bearer-token check.
+"""Route dependencies: the app's clients, and the bearer scheme the OpenAPI docs show.
 
+The token itself is checked by `services.producer.auth.TokenGate` before any route or body parsing.
 They are `async def` on purpose: they never block, and a sync dependency would cost a thread hop per request.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
+from shared.async_client import AsyncClient
 from shared.client import Client
-from shared.errors import Unauthorized
 from shared.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="FERRY_API_TOKEN, when the producer sets one")
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 async def get_client(request: Request) -> Client:
-    """The app's one Client (built at startup), whose Redis connection pool every request shares."""
+    """The sync Client (objects, queues, nodes: routes that run in the thread pool, on its own connection pool)."""
     return request.app.state.client
 
 
-async def require_token(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> None:
-    """Let the request through when no token is configured, or when it carries the right one."""
-    expected: bytes | None = request.app.state.api_token
-    if expected is None:
-        return
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, expected):  # constant time: no guessing the token byte by byte
-        reason = "wrong API token" if credentials else "missing API token"
-        if credentials is None and "authorization" in request.headers:
-            reason = "the Authorization header is not a bearer token"
-        raise Unauthorized(f"{reason}: send the header `Authorization: Bearer <FERRY_API_TOKEN>`")
+async def get_async_client(request: Request) -> AsyncClient:
+    """The AsyncClient (jobs and the catalog), whose bounded pool every such request shares for one round trip."""
+    return request.app.state.aclient
 
 
 def api_token(settings: Settings) -> bytes | None:
@@ -51,4 +37,4 @@ def api_token(settings: Settings) -> bytes | None:
 
 
 ClientDep = Annotated[Client, Depends(get_client)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+AsyncClientDep = Annotated[AsyncClient, Depends(get_async_client)]

@@ -16,11 +16,11 @@ from http import HTTPStatus
 from typing import Any
 
 import redis
-from redis.exceptions import OutOfMemoryError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import OutOfMemoryError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,7 +36,9 @@ def error_body(type_name: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": jsonable_encoder({"type": type_name, "message": message, **details})}
 
 
-def error_response(status: int, type_name: str, message: str, headers: dict[str, str] | None = None, **details: Any) -> JSONResponse:
+def error_response(
+    status: int, type_name: str, message: str, headers: dict[str, str] | None = None, **details: Any
+) -> JSONResponse:
     return JSONResponse(error_body(type_name, message, **details), status_code=status, headers=headers)
 
 
@@ -66,7 +68,9 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def validation_error(field: str, message: str) -> RequestValidationError:
     """A 422 for one input the route checks itself (e.g. `query.dtype`), reported like FastAPI's own."""
-    return RequestValidationError([{"type": "value_error", "loc": tuple(field.split(".")), "msg": message, "input": None}])
+    return RequestValidationError(
+        [{"type": "value_error", "loc": tuple(field.split(".")), "msg": message, "input": None}]
+    )
 
 
 async def _on_ferry_error(request: Request, exc: Exception) -> JSONResponse:
@@ -111,7 +115,9 @@ async def _on_invalid_request(request: Request, exc: Exception) -> JSONResponse:
     problems = [{"field": field_path(e["loc"]), "message": e["msg"]} for e in errors]
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    return error_response(422, "ValidationError", f"invalid request: {summary}{more}", errors=problems[:MAX_LISTED_ERRORS])
+    return error_response(
+        422, "ValidationError", f"invalid request: {summary}{more}", errors=problems[:MAX_LISTED_ERRORS]
+    )
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -130,7 +136,9 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 def _internal_error(method: str, path: str, exc: BaseException) -> JSONResponse:
     log.error("%s %s: unexpected %s", method, path, type(exc).__name__, exc_info=exc)
-    return error_response(500, "InternalError", f"unexpected {type(exc).__name__} while handling {method} {path}; see the producer's log")
+    return error_response(
+        500, "InternalError", f"unexpected {type(exc).__name__} while handling {method} {path}; see the producer's log"
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

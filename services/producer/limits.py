@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.producer.errors import ferry_error_response
 from shared.errors import ObjectTooLarge
 from shared.settings import Settings
-from services.producer.errors import ferry_error_response
 
 UPLOAD_PATH = "/v1/objects"
 
@@ -96,7 +96,9 @@ def _only_too_large(exc: BaseException) -> bool:
     return _only_too_large(exc.__cause__) if exc.__cause__ is not None else False
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int, setting: str, declared: int | None = None) -> None:
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, limit: int, setting: str, declared: int | None = None
+) -> None:
     size = f" of {declared} bytes" if declared is not None else ""
     error = ObjectTooLarge(
         f"request body{size} is over the limit of {limit} bytes ({setting}); "

@@ -23,7 +23,7 @@ from types import FrameType
 import redis
 
 from shared.processes import pid_alive
-from shared import keys
+from shared import catalog, keys
 from shared.errors import ConfigError
 from shared.objects import segments
 from shared.objects.segments import SHM_DIR
@@ -82,6 +82,7 @@ class Node:
         load_tasks(self.settings.task_modules)  # import task modules once, here, shared by every worker
         segments.share_tracker_with_children()
         gc.freeze()
+        self._heartbeat()  # publishes the task catalog before any worker process is up
         for slot in self.slots:
             self._start(slot)
         try:
@@ -193,6 +194,7 @@ class Node:
         pipe.hset(keys.node(self.node_id), "last_heartbeat", now)
         pipe.zadd(keys.NODES, {self.node_id: now})
         pipe.execute()
+        catalog.publish(self.conn, self.node_id, self.queues, load_tasks(self.settings.task_modules), self.settings.abandoned_after_s)
 
     # --- shutdown ---
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -225,6 +227,7 @@ class Node:
             pipe = self.conn.pipeline(transaction=True)
             pipe.hset(keys.node(self.node_id), mapping={"state": "stopped", "last_heartbeat": unix_now()})
             pipe.expire(keys.node(self.node_id), 3600)
+            pipe.delete(keys.catalog(self.node_id))  # its tasks stop being served now, not when the entry expires
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("node %s: could not record its stop (%s)", self.node_id, exc)

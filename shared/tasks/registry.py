@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import importlib
-import os
-import sys
 import inspect
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
@@ -38,6 +40,7 @@ class TaskSpec:
     input_model: type[BaseModel]
     array_params: frozenset[str]
     description: str
+    version: str = ""  # a hash of the function's source: the catalog shows which code each node runs
 
     def validate(self, args: Any) -> BaseModel:
         """The validated input; InvalidArgs naming each bad field otherwise."""
@@ -45,7 +48,8 @@ class TaskSpec:
             return self.input_model.model_validate(args if args is not None else {})
         except ValidationError as exc:
             problems = [
-                {"field": ".".join(str(p) for p in err["loc"]) or "(args)", "message": err["msg"]} for err in exc.errors()
+                {"field": ".".join(str(p) for p in err["loc"]) or "(args)", "message": err["msg"]}
+                for err in exc.errors()
             ]
             summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
             raise InvalidArgs(f"invalid args for task {self.name!r}: {summary}", errors=problems) from exc
@@ -56,10 +60,45 @@ class TaskSpec:
     def object_refs(self, validated: BaseModel) -> dict[str, ObjectRef]:
         return {name: getattr(validated, name) for name in self.array_params}
 
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
     def call(self, validated: BaseModel, arrays: dict[str, np.ndarray]) -> Any:
+        """Run the task in this thread; an `async def` task runs to completion on this process's event loop."""
         kwargs = {name: getattr(validated, name) for name in type(validated).model_fields}
         kwargs.update(arrays)
+        if self.is_async:
+            return run_coroutine(self.func(**kwargs))
         return self.func(**kwargs)
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid = 0
+
+
+def run_coroutine(coro: Any) -> Any:
+    """Drive `coro` on this process's one event loop (made on first use, after any fork), in the calling thread.
+
+    The worker's timeout and cancel are signals that raise in the main thread: if one lands while the
+    loop waits, the task is cancelled and given the chance to run its `finally` blocks before the
+    error goes on; if it lands inside the task's own code, the task ends with it like a sync task.
+    """
+    global _loop, _loop_pid
+    if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
+        _loop, _loop_pid = asyncio.new_event_loop(), os.getpid()
+    loop = _loop
+    future = loop.create_task(coro)
+    try:
+        return loop.run_until_complete(future)
+    except BaseException:
+        if not future.done():
+            future.cancel()
+            try:
+                loop.run_until_complete(future)
+            except BaseException:  # noqa: BLE001 - the interrupting error is the one to report
+                pass
+        raise
 
 
 class TaskRegistry:
@@ -76,7 +115,9 @@ class TaskRegistry:
             existing = self._tasks.get(spec.name)
             if existing is not None and existing.func is not func:
                 if (existing.func.__module__, existing.func.__qualname__) != (func.__module__, func.__qualname__):
-                    raise ConfigError(f"task {spec.name!r} is registered twice ({existing.func.__module__} and {func.__module__})")
+                    raise ConfigError(
+                        f"task {spec.name!r} is registered twice ({existing.func.__module__} and {func.__module__})"
+                    )
             self._tasks[spec.name] = spec
             return func
 
@@ -87,7 +128,9 @@ class TaskRegistry:
             return self._tasks[name]
         except KeyError:
             known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTask(f"no task named {name!r} is registered; known tasks: {known}", known=sorted(self._tasks)) from None
+            raise UnknownTask(
+                f"no task named {name!r} is registered; known tasks: {known}", known=sorted(self._tasks)
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._tasks)
@@ -112,7 +155,16 @@ def build_spec(name: str, func: Callable[..., Any]) -> TaskSpec:
     model_name = "".join(part.title() for part in name.replace("-", ".").replace("_", ".").split(".")) + "Args"
     model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
     description = inspect.getdoc(func) or ""
-    return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0])
+    return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0], source_version(func))
+
+
+def source_version(func: Callable[..., Any]) -> str:
+    """12 hex digits of the sha256 of the function's source (its qualified name when the source is unavailable)."""
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = f"{func.__module__}.{func.__qualname__}"
+    return hashlib.sha256(source.encode()).hexdigest()[:12]
 
 
 def _is_array(annotation: Any) -> bool:

@@ -45,9 +45,6 @@ def test_ferry_up_on_a_busy_port_exits_2_not_3(env: dict[str, str], busy_port: i
     assert "pass --port with a free port" in line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "services/producer/entry.py (the producer helper's) must call shared.ports.require_free(host, port) before "
-    "uvicorn.run, which exits 3 when it cannot bind; the lead removes this mark at merge"))
 def test_ferry_producer_on_a_busy_port_exits_2_not_3(env: dict[str, str], busy_port: int) -> None:
     started = _ferry(env, "producer", "--host", "127.0.0.1", "--port", str(busy_port))
     assert started.returncode == EXIT_USAGE, started.stderr

@@ -30,7 +30,7 @@ def test_submit_with_wait_prints_the_result_computed_by_a_node(ferry, start_node
     assert json.loads(text.stdout) == {"words": 6, "unique": 4, "top": [["to", 2]]}  # the unparsable value stayed a string
 
 
-def test_submit_with_invalid_args_exits_2_with_one_line_and_no_traceback(ferry) -> None:
+def test_submit_with_invalid_args_exits_2_with_one_line_and_no_traceback(ferry, served: str) -> None:
     bad = ferry("submit", "stats.describe", "--arg", "values=abc")
     assert bad.returncode == EXIT_USAGE
     assert one_line(bad.stderr) == "error: invalid args for task 'stats.describe': values: Input should be a valid list"
@@ -42,15 +42,15 @@ def test_submit_with_invalid_args_exits_2_with_one_line_and_no_traceback(ferry) 
     assert one_line(malformed.stderr).startswith("error: --arg 'value': write it as NAME=VALUE")
 
 
-def test_submit_of_an_unknown_task_exits_4_listing_the_known_tasks(ferry) -> None:
+def test_submit_of_an_unknown_task_exits_4_listing_the_known_tasks(ferry, served: str) -> None:
     unknown = ferry("submit", "no.such.task")
     assert unknown.returncode == EXIT_NOT_FOUND
     line = one_line(unknown.stderr)
-    assert line.startswith("error: no task named 'no.such.task' is registered; known tasks: ")
+    assert line.startswith("error: no task named 'no.such.task' is served by the live nodes; known tasks: ")
     assert {"echo", "sleep", "array.stats", "test.flaky"} <= set(line.split("known tasks: ")[1].split(", "))
 
 
-def test_bad_json_and_bad_options_are_usage_errors(cli) -> None:
+def test_bad_json_and_bad_options_are_usage_errors(cli, served: str) -> None:
     assert cli("submit", "echo", "--args", "{nope").exit_code == EXIT_USAGE
     listed = cli("submit", "echo", "--args", "[1]")
     assert listed.exit_code == EXIT_USAGE and "--args must be a JSON object" in listed.stderr
@@ -62,7 +62,8 @@ def test_bad_json_and_bad_options_are_usage_errors(cli) -> None:
     assert extra.exit_code == EXIT_USAGE and "n: Extra inputs are not permitted" in extra.stderr
 
 
-def test_a_submitted_job_is_queued_and_result_wait_exits_7_while_no_node_runs_it(ferry, cli, client: Client) -> None:
+def test_a_submitted_job_is_queued_and_result_wait_exits_7_while_no_node_runs_it(ferry, cli, client: Client,
+                                                                                  served: str) -> None:
     submitted = cli("submit", "echo", "--arg", "value=hello", "--queue", "low", "--retries", "0", "--timeout-s", "9")
     assert submitted.exit_code == 0
     job_id = submitted.stdout.strip()
@@ -82,7 +83,8 @@ def test_a_submitted_job_is_queued_and_result_wait_exits_7_while_no_node_runs_it
     assert json.loads(waited.stdout)["ready"] is False
 
 
-def test_cancel_a_queued_job_then_its_result_exits_1_and_cancel_json_prints_the_job(cli, client: Client) -> None:
+def test_cancel_a_queued_job_then_its_result_exits_1_and_cancel_json_prints_the_job(cli, client: Client,
+                                                                                     served: str) -> None:
     job_id = client.submit("echo", {"value": 1}).id
     canceled = cli("cancel", job_id)
     assert canceled.exit_code == 0
@@ -126,7 +128,7 @@ def test_failed_job_exits_1_and_cancelling_a_finished_job_exits_5(cli, client: C
     assert f"job {result['id']} is already finished" in conflict.stderr
 
 
-def test_an_idempotency_key_returns_the_first_job(cli) -> None:
+def test_an_idempotency_key_returns_the_first_job(cli, served: str) -> None:
     first = cli("submit", "echo", "--idempotency-key", "order-17").stdout.strip()
     second = cli("submit", "echo", "--idempotency-key", "order-17")
     assert second.stdout.strip() == first

@@ -16,11 +16,13 @@ def test_info_json_shows_queues_nodes_with_cache_counters_and_workers(cli, clien
     node = start_node(processes=2)
     client.submit("echo", {"value": 1}, queue="low")
     client.result(client.submit("echo", {"value": 2}), wait_s=30)
+    client.submit("echo", {"value": 3}, queue="solo", allow_unserved=True)  # no node serves queue solo
 
     shown = cli("info", "--json")
     assert shown.exit_code == 0
     info = json.loads(shown.stdout)
-    assert set(info) == {"redis", "queues", "nodes", "worker_processes"}
+    assert set(info) == {"redis", "queues", "nodes", "worker_processes", "unservable"}
+    assert info["unservable"] == [{"queue": "solo", "task": "echo", "jobs": 1, "scanned_all": True}]
     assert info["redis"]["url"] == client.url and info["redis"]["version"]
     queues = {q["name"]: q for q in info["queues"]}
     assert list(queues)[:3] == ["high", "default", "low"]
@@ -34,7 +36,8 @@ def test_info_json_shows_queues_nodes_with_cache_counters_and_workers(cli, clien
     assert {w["state"] for w in info["worker_processes"]} <= {"idle", "busy"}
 
     human = cli("info").stdout
-    for expected in ("Queues", "Nodes", "Node caches", "Worker processes", node.node_id, "from redis", "from shm", "evictions"):
+    for expected in ("Queues", "Nodes", "Node caches", "Worker processes", node.node_id, "from redis", "from shm",
+                     "evictions", "1 queued job of task 'echo' on queue 'solo': no live node serves it there"):
         assert expected in human
 
 
@@ -72,7 +75,7 @@ def test_requeue_needs_all_or_ids_and_names_jobs_it_could_not_requeue(cli, clien
     neither = cli("requeue")
     assert (neither.exit_code, one_line(neither.stderr)) == (EXIT_USAGE, "error: pass either --all or one or more job ids (not both)")
     assert cli("requeue", "--failed", "--all").exit_code == 0, "the old spelling still works"
-    queued = client.submit("echo").id
+    queued = client.submit("echo", allow_unserved=True).id
     unknown = cli("requeue", queued, "feedfeedfeedfeedfeedfeedfeedfeed")
     assert unknown.exit_code == EXIT_NOT_FOUND
     assert one_line(unknown.stderr) == (
@@ -81,8 +84,8 @@ def test_requeue_needs_all_or_ids_and_names_jobs_it_could_not_requeue(cli, clien
 
 
 def test_purge_drops_queued_jobs_after_confirmation(cli, client: Client, conn: redis.Redis) -> None:
-    ids = [client.submit("sleep", {"seconds": 1}, queue="low").id for _ in range(3)]
-    kept = client.submit("echo", queue="high").id
+    ids = [client.submit("sleep", {"seconds": 1}, queue="low", allow_unserved=True).id for _ in range(3)]
+    kept = client.submit("echo", queue="high", allow_unserved=True).id
 
     unconfirmed = cli("purge", "low")  # stdin is not a terminal: no prompt, no purge
     assert unconfirmed.exit_code == EXIT_USAGE
@@ -102,7 +105,7 @@ def test_purge_drops_queued_jobs_after_confirmation(cli, client: Client, conn: r
     assert "no queue named 'nosuchqueue'" in unknown.stderr
 
 
-def test_tasks_lists_names_descriptions_and_arguments(cli) -> None:
+def test_tasks_lists_names_descriptions_and_arguments(cli, served: str) -> None:
     shown = cli("tasks")
     assert shown.exit_code == 0
     lines = shown.stdout.splitlines()

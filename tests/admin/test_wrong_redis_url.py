@@ -153,9 +153,6 @@ def test_ferry_worker_start_up_prints_one_line_and_its_exit_code(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "services/producer/entry.py (the producer helper's) must probe Redis before uvicorn starts: "
-    "`shared.redis_conn.probe(config.resolved_redis_url())`; the lead removes this mark at merge"))
 @pytest.mark.parametrize("which", ["http", "malformed-http", "malformed-no-scheme", "malformed-port"])
 def test_ferry_producer_start_up_prints_one_line_and_its_exit_code(which: str, env: dict[str, str], request) -> None:
     """Not Redis, or not a URL: a mistake to fix before serving. (Refused or silent may be a Redis still starting:

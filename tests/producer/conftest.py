@@ -110,3 +110,4 @@ def start_producer(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
     yield start
     for producer in started:
         producer.close()
+

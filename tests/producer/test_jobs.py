@@ -45,7 +45,7 @@ def test_a_failed_job_answers_200_with_its_error(api: httpx.Client, start_node) 
     assert "disk on fire" in body["error"]
 
 
-def test_a_batch_is_enqueued_in_request_order(api: httpx.Client, conn: redis.Redis) -> None:
+def test_a_batch_is_enqueued_in_request_order(api: httpx.Client, served: str, conn: redis.Redis) -> None:
     jobs = [{"task": "echo", "args": {"value": n}} for n in range(3)] + [{"task": "sleep", "args": {"seconds": 1}, "queue": "low"}]
 
     answer = api.post("/v1/jobs/batch", json={"jobs": jobs})
@@ -58,7 +58,7 @@ def test_a_batch_is_enqueued_in_request_order(api: httpx.Client, conn: redis.Red
     assert conn.lrange(keys.queue("low"), 0, -1) == [submitted[3]["id"].encode()]
 
 
-def test_a_batch_with_one_bad_job_enqueues_none_and_names_it(api: httpx.Client, conn: redis.Redis) -> None:
+def test_a_batch_with_one_bad_job_enqueues_none_and_names_it(api: httpx.Client, served: str, conn: redis.Redis) -> None:
     jobs = [{"task": "echo"}, {"task": "sleep", "args": {"seconds": "soon"}}, {"task": "echo"}]
 
     answer = api.post("/v1/jobs/batch", json={"jobs": jobs})
@@ -76,7 +76,7 @@ def test_an_empty_batch_is_422(api: httpx.Client) -> None:
     assert answer.json()["error"]["errors"][0]["field"] == "body.jobs"
 
 
-def test_an_unknown_task_is_404_and_the_message_lists_the_known_tasks(api: httpx.Client, client: Client) -> None:
+def test_an_unknown_task_is_404_and_the_message_lists_the_known_tasks(api: httpx.Client, served: str, client: Client) -> None:
     answer = submit(api, "ecko", {"value": 1})
 
     assert answer.status_code == 404
@@ -86,7 +86,7 @@ def test_an_unknown_task_is_404_and_the_message_lists_the_known_tasks(api: httpx
     assert error["known"] == client.tasks.names()
 
 
-def test_invalid_args_are_422_with_the_path_of_each_bad_field(api: httpx.Client, conn: redis.Redis) -> None:
+def test_invalid_args_are_422_with_the_path_of_each_bad_field(api: httpx.Client, served: str, conn: redis.Redis) -> None:
     answer = submit(api, "sleep", {"seconds": -1, "extra": True})
 
     assert answer.status_code == 422
@@ -120,7 +120,7 @@ def test_json_sent_without_a_json_content_type_is_415_and_says_which_header_to_s
     assert "Content-Type: application/json" in answer.json()["error"]["message"]
 
 
-def test_the_same_idempotency_key_returns_the_first_job(api: httpx.Client, conn: redis.Redis) -> None:
+def test_the_same_idempotency_key_returns_the_first_job(api: httpx.Client, served: str, conn: redis.Redis) -> None:
     first = submit(api, "echo", {"value": 1}, idempotency_key="order-17")
     second = submit(api, "echo", {"value": 2}, idempotency_key="order-17")
 
@@ -130,8 +130,8 @@ def test_the_same_idempotency_key_returns_the_first_job(api: httpx.Client, conn:
     assert conn.llen(keys.queue("default")) == 1
 
 
-def test_a_queued_job_is_cancelled_once_and_then_conflicts(api: httpx.Client) -> None:
-    job_id = submit(api, "echo", {"value": 1}).json()["id"]  # no node runs: it stays queued
+def test_a_queued_job_is_cancelled_once_and_then_conflicts(api: httpx.Client, served: str) -> None:
+    job_id = submit(api, "echo", {"value": 1}).json()["id"]  # no node runs it: it stays queued
 
     cancelled = api.delete(f"/v1/jobs/{job_id}")
 
@@ -150,7 +150,7 @@ def test_an_unknown_job_is_404_everywhere(api: httpx.Client) -> None:
         assert "nope" in answer.json()["error"]["message"]
 
 
-def test_a_pending_result_is_200_not_ready_after_waiting_wait_s(api: httpx.Client) -> None:
+def test_a_pending_result_is_200_not_ready_after_waiting_wait_s(api: httpx.Client, served: str) -> None:
     job_id = submit(api, "echo").json()["id"]  # no node: it never finishes
 
     started = time.monotonic()
@@ -162,7 +162,7 @@ def test_a_pending_result_is_200_not_ready_after_waiting_wait_s(api: httpx.Clien
     assert 0.6 <= waited < 5
 
 
-def test_wait_s_is_capped_at_300(api: httpx.Client) -> None:
+def test_wait_s_is_capped_at_300(api: httpx.Client, served: str) -> None:
     job_id = submit(api, "echo").json()["id"]
 
     answer = api.get(f"/v1/jobs/{job_id}/result", params={"wait_s": 301})

@@ -105,16 +105,20 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
     assert api.get("/docs").status_code == 200
 
 
-def test_tasks_list_names_descriptions_and_input_schemas(api: httpx.Client) -> None:
+def test_tasks_list_what_the_live_nodes_serve_with_schemas_queues_and_nodes(api: httpx.Client, start_node) -> None:
+    node = start_node(processes=1, queues="high,low")
+
     tasks = {t["name"]: t for t in api.get("/v1/tasks").json()}
 
     assert {"echo", "sleep", "array.stats", "test.pid"} <= set(tasks)
     assert tasks["sleep"]["description"] == "Sleep for the given seconds and return them."
     assert tasks["sleep"]["input_schema"]["required"] == ["seconds"]
+    assert (tasks["sleep"]["queues"], tasks["sleep"]["nodes"]) == (["high", "low"], [node.node_id])
+    assert len(tasks["sleep"]["versions"][node.node_id]) == 12
 
 
 def test_queues_and_nodes_are_listed(api: httpx.Client, start_node) -> None:
-    api.post("/v1/jobs", json={"task": "echo", "queue": "low"})
+    api.post("/v1/jobs", json={"task": "echo", "queue": "low", "allow_unserved": True})
     node = start_node(processes=1, queues="high")
 
     queues = {q["name"]: q for q in api.get("/v1/queues").json()}

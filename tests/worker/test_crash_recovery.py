@@ -59,6 +59,6 @@ def test_a_whole_node_killed_mid_job_has_its_job_finished_by_another_node(client
 
 
 def test_jobs_queued_while_no_node_runs_wait_and_are_not_lost(client: Client, start_node) -> None:
-    jobs = [client.submit("echo", {"value": i}) for i in range(50)]
+    jobs = [client.submit("echo", {"value": i}, allow_unserved=True) for i in range(50)]
     start_node(processes=2)
     assert [client.result(j, wait_s=20).value for j in jobs] == list(range(50))

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-import anyio.to_thread
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Response
 
-from shared.errors import InvalidArgs
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
-from services.producer.deps import ClientDep
+from services.producer.deps import AsyncClientDep
 from services.producer.schemas import MAX_BATCH, BatchRequest, BatchSubmitted, errors
+from shared.errors import InvalidArgs
+from shared.models import JobInfo, JobRequest, JobResult, Submitted
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_WAIT_S = 300
-POLL_SLICE_S = 2.0  # a waiting request holds a thread this long at most, then checks whether its client left
 
 JobId = Annotated[str, Path(min_length=1, max_length=200, description="the id `POST /v1/jobs` returned")]
 
@@ -24,24 +21,51 @@ SUBMIT_EXAMPLES = {
     "echo": {"summary": "Echo a value", "value": {"task": "echo", "args": {"value": "hello"}}},
     "options": {
         "summary": "With queue, time-out, retries and an idempotency key",
-        "value": {"task": "sleep", "args": {"seconds": 1}, "queue": "high", "timeout_s": 30, "retries": 0,
-                  "idempotency_key": "order-1234"},
+        "value": {
+            "task": "sleep",
+            "args": {"seconds": 1},
+            "queue": "high",
+            "timeout_s": 30,
+            "retries": 0,
+            "idempotency_key": "order-1234",
+        },
     },
     "object": {
         "summary": "A task over an uploaded array (the ObjectRef from POST /v1/objects)",
-        "value": {"task": "array.stats", "args": {"data": {"id": "0123456789abcdef0123456789abcdef", "kind": "array",
-                                                           "dtype": "<f8", "shape": [1000], "nbytes": 8000}}},
+        "value": {
+            "task": "array.stats",
+            "args": {
+                "data": {
+                    "id": "0123456789abcdef0123456789abcdef",
+                    "kind": "array",
+                    "dtype": "<f8",
+                    "shape": [1000],
+                    "nbytes": 8000,
+                }
+            },
+        },
     },
 }
 
 RESULT_EXAMPLES = {
-    "finished": {"summary": "Done", "value": {"id": "4f1c...", "status": "finished", "ready": True, "value": {"sum": 499500.0}, "error": None}},
-    "pending": {"summary": "Still running after wait_s", "value": {"id": "4f1c...", "status": "started", "ready": False, "value": None, "error": None}},
+    "finished": {
+        "summary": "Done",
+        "value": {"id": "4f1c...", "status": "finished", "ready": True, "value": {"sum": 499500.0}, "error": None},
+    },
+    "pending": {
+        "summary": "Still running after wait_s",
+        "value": {"id": "4f1c...", "status": "started", "ready": False, "value": None, "error": None},
+    },
     "shm_full": {
         "summary": "Failed: the input did not fit the node's shared memory",
-        "value": {"id": "4f1c...", "status": "failed", "ready": True, "value": None,
-                  "error": "object 9f69... needs 8000000000 bytes but node n1's shared-memory budget is 4000000000 bytes; "
-                           "raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)"},
+        "value": {
+            "id": "4f1c...",
+            "status": "failed",
+            "ready": True,
+            "value": None,
+            "error": "object 9f69... needs 8000000000 bytes but node n1's shared-memory budget is 4000000000 bytes; "
+            "raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)",
+        },
     },
 }
 
@@ -53,15 +77,33 @@ RESULT_EXAMPLES = {
     summary="Submit a job",
     description=(
         "Validate the task's args against its input schema (see `GET /v1/tasks`) and enqueue it. "
-        "A repeated `idempotency_key` returns the first job with `duplicate: true` and enqueues nothing."
+        "A repeated `idempotency_key` returns the first job with `duplicate: true` and enqueues nothing. "
+        "A task no live node serves on the job's queue is refused (409) unless `allow_unserved` is true."
     ),
-    responses=errors(400, 404, 413, 415, 422, 507, notes={404: "No task of that name; the message lists the known ones"}),
+    responses=errors(
+        400,
+        404,
+        409,
+        413,
+        415,
+        422,
+        507,
+        notes={
+            404: "No task of that name is served; the message lists the known ones",
+            409: "TaskNotServed: no live node serves the task on that queue "
+            "(send allow_unserved: true to queue it anyway)",
+        },
+    ),
 )
-def submit(job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: ClientDep) -> Submitted:
+async def submit(
+    job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep
+) -> Response:
     try:
-        return client.submit_request(job)
+        submitted = await client.submit_request(job)
     except InvalidArgs as exc:
         raise _located(exc, "body.args") from exc
+    # Serialized here: the hot path skips FastAPI's second validation of a model we just built.
+    return Response(submitted.model_dump_json(), status_code=202, media_type="application/json")
 
 
 @router.post(
@@ -73,11 +115,11 @@ def submit(job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], c
         f"1 to {MAX_BATCH} jobs, enqueued in a few round trips. Every job is validated before any is enqueued: "
         "if one is invalid, none is, and the error names its index (`index`, field paths `body.jobs.<i>....`)."
     ),
-    responses=errors(400, 404, 413, 415, 422, 507),
+    responses=errors(400, 404, 409, 413, 415, 422, 507),
 )
-def submit_batch(batch: BatchRequest, client: ClientDep) -> BatchSubmitted:
+async def submit_batch(batch: BatchRequest, client: AsyncClientDep) -> BatchSubmitted:
     try:
-        return BatchSubmitted(jobs=client.submit_many(batch.jobs))
+        return BatchSubmitted(jobs=await client.submit_many(batch.jobs))
     except InvalidArgs as exc:
         raise _located(exc, f"body.jobs.{exc.details['index']}.args") from exc
 
@@ -88,8 +130,8 @@ def submit_batch(batch: BatchRequest, client: ClientDep) -> BatchSubmitted:
     summary="A job's state",
     responses=errors(404, notes={404: "No such job (or it expired after FERRY_RESULT_TTL_S)"}),
 )
-def status(job_id: JobId, client: ClientDep) -> JobInfo:
-    return client.status(job_id)
+async def status(job_id: JobId, client: AsyncClientDep) -> JobInfo:
+    return await client.status(job_id)
 
 
 @router.get(
@@ -108,39 +150,31 @@ def status(job_id: JobId, client: ClientDep) -> JobInfo:
 )
 async def result(
     job_id: JobId,
-    request: Request,
-    client: ClientDep,
+    client: AsyncClientDep,
     wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="seconds to wait for the result (long-poll)")] = 0,
 ) -> JobResult:
-    # Waiting happens in short slices on a thread pool of its own, so slow jobs' pollers neither hold
-    # the request threads every other route needs nor keep a thread busy long after their client left.
-    deadline = time.monotonic() + wait_s
-    limiter = request.app.state.wait_limiter
-    while True:
-        slice_s = max(0.0, min(deadline - time.monotonic(), POLL_SLICE_S))
-        outcome: JobResult = await anyio.to_thread.run_sync(client.result, job_id, slice_s, limiter=limiter)
-        if outcome.ready or _final(outcome) or time.monotonic() >= deadline or await request.is_disconnected():
-            return outcome
+    # While it waits, the request holds no thread and no Redis connection: a future woken by the
+    # process's one `ferry:done` subscription (shared/done.py). A client that leaves costs that future
+    # until wait_s ends, nothing more.
+    return await client.result(job_id, wait_s)
 
 
 @router.delete(
     "/{job_id}",
     response_model=JobInfo,
     summary="Cancel a job",
-    description="A queued job is cancelled at once; a running one is interrupted (its status may read `started` briefly).",
+    description="A queued job is canceled at once; a running one is interrupted "
+    "(its status may read `started` briefly).",
     responses=errors(404, 409, notes={409: "The job already finished, failed or was cancelled"}),
 )
-def cancel(job_id: JobId, client: ClientDep) -> JobInfo:
-    return client.cancel(job_id)
-
-
-def _final(outcome: JobResult) -> bool:
-    return isinstance(outcome.status, JobStatus) and outcome.status.is_final
+async def cancel(job_id: JobId, client: AsyncClientDep) -> JobInfo:
+    return await client.cancel(job_id)
 
 
 def _located(exc: InvalidArgs, prefix: str, message: str | None = None, **extra: object) -> InvalidArgs:
     """The same error, its field paths starting at the request body (`body.args.seconds`), like FastAPI's own."""
     problems = [
-        {**p, "field": prefix if p["field"] == "(args)" else f"{prefix}.{p['field']}"} for p in exc.details.get("errors", [])
+        {**p, "field": prefix if p["field"] == "(args)" else f"{prefix}.{p['field']}"}
+        for p in exc.details.get("errors", [])
     ]
     return InvalidArgs(message or exc.message, **{**exc.details, **extra, "errors": problems})

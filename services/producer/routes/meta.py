@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from shared.models import NodeInfo, QueueInfo, TaskInfo
-from shared.redis_conn import ping
-from services.producer.deps import ClientDep
+from services.producer.deps import AsyncClientDep, ClientDep
 from services.producer.schemas import Health, errors
+from shared.catalog import ServedTask
+from shared.models import NodeInfo, QueueInfo
+from shared.redis_conn import ping
 
 router = APIRouter(prefix="/v1", tags=["service"])
 health_router = APIRouter(tags=["service"])
@@ -15,13 +16,16 @@ health_router = APIRouter(tags=["service"])
 
 @router.get(
     "/tasks",
-    response_model=list[TaskInfo],
-    summary="Registered tasks and their input schemas",
-    description="The tasks this producer accepts (FERRY_TASK_MODULES plus the built-in examples); "
-    "`input_schema` is the JSON Schema a job's `args` must satisfy.",
+    response_model=list[ServedTask],
+    summary="The tasks the live nodes serve, with their input schemas",
+    description="The task catalog the running worker nodes publish: per task, its `input_schema` (the JSON Schema "
+    "a job's `args` must satisfy), the `queues` it is served on, the `nodes` serving it and each node's "
+    "code `versions`. "
+    "Empty while no node runs.",
 )
-def tasks(client: ClientDep) -> list[TaskInfo]:
-    return [TaskInfo(name=s.name, description=s.description, input_schema=s.input_schema()) for s in client.tasks.specs()]
+async def tasks(client: AsyncClientDep) -> list[ServedTask]:
+    catalog = await client.catalog()
+    return [catalog.tasks[name] for name in catalog.names()]
 
 
 @router.get("/queues", response_model=list[QueueInfo], summary="Queues and their job counts", responses=errors())
@@ -33,7 +37,8 @@ def queues(client: ClientDep) -> list[QueueInfo]:
     "/nodes",
     response_model=list[NodeInfo],
     summary="Worker nodes",
-    description="Every node that registered, with `alive` false once its heartbeat is older than FERRY_ABANDONED_AFTER_S.",
+    description="Every node that registered, with `alive` false once its heartbeat is older than "
+    "FERRY_ABANDONED_AFTER_S.",
 )
 def nodes(client: ClientDep) -> list[NodeInfo]:
     return client.admin.nodes()

@@ -1,0 +1,115 @@
+"""Submitting a job, without I/O: which task code vouches for the args, and the ENQUEUE script's keys and args.
+
+The sync client (`shared.jobs`) and the async one (`shared.async_client`) both call these, so a job is
+checked and written the same way whichever way it comes in. Validation, in order:
+
+1. A live node serves the task on the job's queue: validate against the schema in its catalog entry
+   (what will actually run), with `jsonschema`; no task code is needed here. When this process has
+   the same code (same source hash), its pydantic model validates instead: the worker's own messages.
+2. Otherwise the job is refused (`TaskNotServed`, or `UnknownTask` listing what the stack serves),
+   unless the request says `allow_unserved`: then it is validated against any catalog entry, else the
+   task code registered in this process (apps that have it), else not at all (the worker validates).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared import keys, wire
+from shared.catalog import Catalog
+from shared.errors import FerryError, TaskNotServed, UnknownTask
+from shared.models import JobRequest, JobStatus, Submitted
+from shared.settings import Settings
+from shared.tasks import TaskRegistry
+
+ScriptCall = tuple[list[str], list[Any]]
+
+
+def needs_fresher_catalog(request: JobRequest, catalog: Catalog, settings: Settings) -> bool:
+    """True when the cached catalog would refuse the job: read it again first (a node may have just started)."""
+    return not catalog.serves(request.task, request.queue or settings.default_queue)
+
+
+def checked_args(
+    request: JobRequest, catalog: Catalog, local: TaskRegistry | None, settings: Settings
+) -> dict[str, Any]:
+    """The args to enqueue, once validated; UnknownTask, TaskNotServed or InvalidArgs otherwise."""
+    queue = request.queue or settings.default_queue
+    served = catalog.get(request.task)
+    known_here = local is not None and request.task in local.names()
+    if served is not None and (catalog.serves(request.task, queue) or request.allow_unserved):
+        if known_here and local is not None and local.get(request.task).version in served.versions.values():
+            # The same code as a serving node: its pydantic model gives the very messages the worker would.
+            return local.get(request.task).validate(request.args).model_dump(mode="json", exclude_unset=True)
+        catalog.validate(request.task, request.args)
+        return request.args
+    if not request.allow_unserved:
+        raise _refusal(request.task, queue, catalog, known_here)
+    if known_here:
+        assert local is not None
+        return local.get(request.task).validate(request.args).model_dump(mode="json", exclude_unset=True)
+    return request.args
+
+
+def _refusal(task: str, queue: str, catalog: Catalog, known_here: bool) -> FerryError:
+    served = catalog.get(task)
+    hint = 'pass allow_unserved (API: "allow_unserved": true, CLI: --allow-unserved) to queue it anyway'
+    if served is not None:
+        return TaskNotServed(
+            f"task {task!r} is served on queues {', '.join(served.queues)} (nodes {', '.join(served.nodes)}), "
+            f"not on queue {queue!r}: submit to one of those queues, start a node serving {queue!r}, or {hint}",
+            task=task,
+            queue=queue,
+            queues=served.queues,
+        )
+    if not catalog.nodes:
+        return (TaskNotServed if known_here else UnknownTask)(
+            f"no live worker node serves task {task!r} (no node is running): start one with `ferry worker`, or {hint}",
+            task=task,
+            known=[],
+        )
+    if known_here:
+        return TaskNotServed(
+            f"task {task!r} is registered here but no live node serves it: start a node whose FERRY_TASK_MODULES "
+            f"includes it, or {hint}",
+            task=task,
+            queue=queue,
+        )
+    known = catalog.names()
+    return UnknownTask(
+        f"no task named {task!r} is served by the live nodes; known tasks: {', '.join(known)}", known=known
+    )
+
+
+def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) -> ScriptCall:
+    """The ENQUEUE script's keys and args for a validated job (a new job id each call)."""
+    queue = request.queue or settings.default_queue
+    job_id = wire.new_job_id()
+    fields = wire.job_fields(
+        request.task,
+        args,
+        queue,
+        request.timeout_s or settings.job_timeout_s,
+        settings.default_retries if request.retries is None else request.retries,
+        settings.result_ttl_s,
+        settings.failure_ttl_s,
+    )
+    idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
+    flat: list[Any] = [job_id, queue, settings.result_ttl_s]
+    for name, value in fields.items():
+        flat += [name, value]
+    return [keys.job(job_id), keys.queue(queue), idem], flat
+
+
+def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings) -> Submitted:
+    """The answer for a job the script created (a duplicate needs its status read: see the clients)."""
+    job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+    return Submitted(id=job_id, status=JobStatus.QUEUED, queue=request.queue or settings.default_queue)
+
+
+def indexed(exc: FerryError, index: int) -> FerryError:
+    """The error of the batch's job `index`, saying that nothing was enqueued."""
+    exc.details["index"] = index
+    exc.message = f"jobs[{index}]: {exc.message}; no job was enqueued"
+    exc.args = (exc.message,)
+    return exc
