@@ -26,7 +26,7 @@ def stack(start_producer, start_node, client: Client):
     ref = client.put(np.arange(50_000, dtype=np.float64))
     jobs = [client.submit("array.stats", {"data": ref, "start": i * 100, "stop": (i + 1) * 100}) for i in range(4)]
     jobs += [client.submit("echo", {"value": i}, queue="high") for i in range(3)]
-    failed = client.submit("test.fail", {"message": "on purpose"}, retries=0)
+    failed = client.submit("test.fail", {"message": "on purpose"}, retries=0).id
     for job in [*jobs, failed]:
         assert client.result(job, wait_s=60).ready
     return producer, node, ref, failed

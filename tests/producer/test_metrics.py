@@ -72,8 +72,8 @@ def test_job_counters_and_histograms_come_from_the_metrics_hash(api: httpx.Clien
 
 
 def test_queue_depth_oldest_job_age_and_objects(api: httpx.Client, client: Client, conn: redis.Redis) -> None:
-    first = client.submit("echo", {"value": 1}, queue="low")  # no node runs: they wait
-    client.submit("echo", {"value": 2}, queue="low")
+    first = client.submit("echo", {"value": 1}, queue="low", allow_unserved=True)  # no node runs: they wait
+    client.submit("echo", {"value": 2}, queue="low", allow_unserved=True)
     conn.hset(keys.job(first), "enqueued_at", "2000-01-01T00:00:00.000000Z")  # the head is very old
     ref = client.put(np.arange(1000, dtype=np.float64))
     client.put(b"x" * 300)
@@ -203,7 +203,7 @@ def test_every_metric_is_documented() -> None:
 
 def test_json_logs_are_one_object_per_line_and_the_access_log_never_holds_the_token(start_producer) -> None:
     producer = start_producer(token="s3cret-token", FERRY_API_TOKEN="s3cret-token", FERRY_LOG_FORMAT="json")
-    job = producer.http.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}}).json()["id"]
+    job = producer.http.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}, "allow_unserved": True}).json()["id"]
     producer.http.get(f"/v1/jobs/{job}", params={"secret": "in-the-query"})
     httpx.get(f"{producer.url}/v1/queues", headers={"Authorization": "Bearer wrong-token"})
 
@@ -237,7 +237,7 @@ def test_text_access_log_lines_name_method_path_status_and_duration(start_produc
 def test_json_logs_carry_the_job_id_from_submit_to_finish(start_producer, start_node, env: dict[str, str]) -> None:
     producer = start_producer(FERRY_LOG_FORMAT="json", FERRY_LOG_LEVEL="DEBUG")
     node = start_node(processes=1, env={**env, "FERRY_LOG_FORMAT": "json", "FERRY_LOG_LEVEL": "DEBUG"})
-    job = producer.http.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}}).json()["id"]
+    job = producer.http.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}, "allow_unserved": True}).json()["id"]
     assert producer.http.get(f"/v1/jobs/{job}/result", params={"wait_s": 30}).json()["status"] == "finished"
 
     producer_lines = [json.loads(line) for line in producer.output().splitlines() if line.strip()]

@@ -18,7 +18,7 @@ def test_jobs_are_listed_by_status_queue_and_task_most_recent_first(api: httpx.C
     failed = client.submit("test.fail", {}, retries=0, queue="high").id
     for job in [*done, failed]:
         assert client.result(job, wait_s=30).ready
-    waiting = client.submit("echo", {"value": "w"}, queue="low").id  # no node serves low
+    waiting = client.submit("echo", {"value": "w"}, queue="low", allow_unserved=True).id  # no node serves low
 
     everything = api.get("/v1/jobs").json()
     assert {j["id"] for j in everything} == {*done, failed, waiting}
@@ -39,7 +39,7 @@ def test_a_jobs_details_carry_args_traceback_and_progress(api: httpx.Client, cli
     finished = client.submit("echo", {"value": [1, 2]}).id
     for job in (failed, finished):
         assert client.result(job, wait_s=30).ready
-    queued = client.submit("echo", {"value": 3}, queue="parked").id  # no node serves it
+    queued = client.submit("echo", {"value": 3}, queue="parked", allow_unserved=True).id  # no node serves it
     conn.hset(keys.job(queued), "meta", json.dumps({"ferry": 1, "progress": 0.25}))
 
     f = api.get(f"/v1/jobs/{failed}/details").json()
