@@ -11,6 +11,7 @@ import redis
 
 from shared import keys, wire
 from shared.errors import Conflict, FerryError, JobNotFound
+from shared.objects.lifetime import reference_job_objects
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -38,6 +39,7 @@ class JobService:
         args = validated.model_dump(mode="json", exclude_unset=True)
         queue = request.queue or self.settings.default_queue
         job_id = wire.new_job_id()
+        reference_job_objects(self.conn, job_id, spec.object_refs(validated).items())  # exist, match, kept for it
         fields = wire.job_fields(
             request.task,
             args,

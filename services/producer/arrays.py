@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from shared.errors import InvalidRequest
-from shared.objects.ref import ObjectRef
 from services.producer.errors import validation_error
+from shared.errors import InvalidRequest
+from shared.objects.ref import MAX_DIMS, ObjectRef
 
 NPY = "application/x-npy"
 RAW = "application/octet-stream"
@@ -45,6 +45,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = (-1,)
     if any(n < 0 for n in shape):
         raise validation_error("query.shape", f"shape {text!r} is not comma-separated sizes like 3,4 (omit it for 1-D)")
+    if len(shape) > MAX_DIMS:
+        raise validation_error("query.shape", f"shape has {len(shape)} dimensions; arrays have at most {MAX_DIMS}")
     return shape
 
 
@@ -87,6 +89,8 @@ def from_npy(body: bytes) -> np.ndarray:
     except ValueError as exc:
         raise InvalidRequest(f"the body is not a valid .npy file: {exc}") from exc
     _check_numeric(dtype, "body")  # before np.load: an object array is refused unread
+    if len(shape) > MAX_DIMS:
+        raise InvalidRequest(f"the .npy header has {len(shape)} dimensions; arrays have at most {MAX_DIMS}")
     expected = stream.tell() + math.prod(shape) * dtype.itemsize
     if expected != len(body):
         raise InvalidRequest(
