@@ -102,8 +102,12 @@ class NodeCache:
         stored = self.store.check(ref)  # missing or different: fails here, before /dev/shm is touched
         size = self._size_within_budget(stored.ref)
         name, shm = self.space.create_partial(ref.id, size, f"object {ref.id}")
-        reservation = segments.Reservation(shm, name, size, self.shm_dir).start()  # stays ahead of the socket
+        reservation = segments.Reservation(shm, name, size, self.shm_dir)
         try:
+            if size <= reservation.PIECE_BYTES:
+                reservation.run()  # one piece: a thread would cost more than the overlap saves
+            else:
+                reservation.start()  # stays ahead of the socket
             reservation.wait_through(HEADER_BYTES)
             shm.buf[:HEADER_BYTES] = _header(stored.ref)
             self.store.read_into(stored, shm.buf, before_chunk=reservation.wait_through, start=HEADER_BYTES)

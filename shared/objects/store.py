@@ -36,22 +36,6 @@ log = logging.getLogger("ferry.objects")
 IN_FLIGHT_BYTES = 8 * 1024 * 1024
 
 
-PUT_SMALL = """
--- Store a small object in one round trip, unless it is already stored (then only extend its expiry).
--- KEYS: meta, objects index, expiry index, chunk keys...   ARGV: expiry, created, meta field, value, ..., '|', chunks...
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('ZADD', KEYS[3], 'GT', ARGV[1], string.sub(KEYS[1], 11))
-  return 0
-end
-local i = 3
-while ARGV[i] ~= '|' do i = i + 2 end
-for c = 4, #KEYS do redis.call('SET', KEYS[c], ARGV[i + c - 3]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3, i - 1))
-redis.call('ZADD', KEYS[2], ARGV[2], string.sub(KEYS[1], 11))
-redis.call('ZADD', KEYS[3], ARGV[1], string.sub(KEYS[1], 11))
-return 1
-"""
-
 PUBLISH = """
 -- Publish chunks written under an upload id as the object (RENAME is O(1)); if the object is already
 -- stored, drop the upload instead and extend the expiry.
@@ -76,7 +60,7 @@ return 1
 """
 
 UPLOAD_TTL_S = 3600  # chunks of an upload whose writer died expire on their own
-SMALL_OBJECT_BYTES = 4 * 1024 * 1024  # up to this, hash first and store in one round trip
+SMALL_OBJECT_BYTES = 4 * 1024 * 1024  # up to this, the hash comes first (a thread would cost more than it saves)
 
 
 @dataclass(frozen=True)
@@ -96,7 +80,6 @@ class ObjectStore:
         self.chunk_bytes = chunk_bytes
         self.default_ttl_s = default_ttl_s
         self.lifetime = Lifetime(conn)
-        self._put_small = conn.register_script(PUT_SMALL)
         self._publish = conn.register_script(PUBLISH)
 
     def put(self, data: Any, ttl_s: int | None = None) -> ObjectRef:
@@ -113,27 +96,20 @@ class ObjectStore:
             self.put_prepared(ref, array, ttl_s)
             return ref
         with ThreadPoolExecutor(max_workers=1) as pool:
-            hashing = pool.submit(ref_for, kind, array)
-            return self._put_overlapped(hashing, array, ttl_s)
+            return self._upload(pool.submit(ref_for, kind, array), array, ttl_s)
 
     def put_prepared(self, ref: ObjectRef, array: np.ndarray, ttl_s: int | None = None) -> None:
         """Store data whose reference is already computed (a task's result)."""
-        if ref.nbytes > SMALL_OBJECT_BYTES:
-            done: Future[ObjectRef] = Future()
-            done.set_result(ref)
-            self._put_overlapped(done, array, ttl_s)
-            return
-        nchunks = self._chunk_count(ref.nbytes)
-        raw = _bytes_of(array)
-        chunks = [raw[i * self.chunk_bytes : (i + 1) * self.chunk_bytes] for i in range(nchunks)]
-        expiry = unix_now() + (ttl_s or self.default_ttl_s)
-        with self._oom_is_redis_full(ref, []):
-            created = self._put_small(
-                keys=[keys.object_meta(ref.id), keys.OBJECTS, keys.OBJECT_EXPIRY, *(keys.object_chunk(ref.id, i) for i in range(nchunks))],
-                args=[expiry, unix_now(), *self._meta_fields(ref, nchunks), "|", *chunks])
-        log.debug("object %s: %s (%d bytes)", ref.id, "stored" if created else "already stored", ref.nbytes)
+        done: Future[ObjectRef] = Future()
+        done.set_result(ref)
+        self._upload(done, array, ttl_s)
 
-    def _put_overlapped(self, hashing: Future[ObjectRef], array: np.ndarray, ttl_s: int | None) -> ObjectRef:
+    def _upload(self, hashing: Future[ObjectRef], array: np.ndarray, ttl_s: int | None) -> ObjectRef:
+        """Write the chunks under a fresh upload id (zero-copy sends), then publish them as the object.
+
+        Publishing is one script: it renames the chunks to the content id and writes the meta hash, or,
+        when the object is already stored, drops the upload and only extends the expiry (dedup).
+        """
         upload = uuid.uuid4().hex
         nbytes = int(array.nbytes)
         nchunks = self._chunk_count(nbytes)
