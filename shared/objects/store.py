@@ -116,12 +116,19 @@ class ObjectStore:
         upload_keys = [keys.upload_chunk(upload, i) for i in range(nchunks)]
         try:
             with self._oom_is_redis_full(None, upload_keys):
-                self._write_chunks(upload_keys, _bytes_of(array), stop=_DuplicateCheck(self.conn, hashing))
+
+                def publish_args() -> tuple[list[str], list[Any]]:
+                    ref = hashing.result()
+                    return ([keys.object_meta(ref.id), keys.OBJECTS, keys.OBJECT_EXPIRY],
+                            [keys.upload_chunk(upload, 0)[:-1], keys.object_chunk(ref.id, 0)[:-1], nchunks,
+                             unix_now() + (ttl_s or self.default_ttl_s), unix_now(), *self._meta_fields(ref, nchunks)])
+
+                created = self._write_chunks(upload_keys, _bytes_of(array), _DuplicateCheck(self.conn, hashing),
+                                             publish_args if hashing.done() else None)
                 ref = hashing.result()
-                created = self._publish(
-                    keys=[keys.object_meta(ref.id), keys.OBJECTS, keys.OBJECT_EXPIRY],
-                    args=[keys.upload_chunk(upload, 0)[:-1], keys.object_chunk(ref.id, 0)[:-1], nchunks,
-                          unix_now() + (ttl_s or self.default_ttl_s), unix_now(), *self._meta_fields(ref, nchunks)])
+                if created is None:  # the hash came last, or the server had to load the script
+                    script_keys, script_args = publish_args()
+                    created = self._publish(keys=script_keys, args=script_args)
         except redis.ResponseError as exc:
             self.conn.delete(*upload_keys)
             if "upload chunk" in str(exc):  # stopped early as a duplicate, and the original was deleted meanwhile
@@ -152,16 +159,20 @@ class ObjectStore:
                 "(`ferry objects delete`), shorten FERRY_OBJECT_TTL_S, or raise the server's maxmemory"
             ) from exc
 
-    def _write_chunks(self, chunk_keys: list[str], raw: memoryview, stop: Callable[[], bool]) -> None:
-        """SET every chunk (with UPLOAD_TTL_S), sending the caller's memory as it is; returns chunks written.
+    def _write_chunks(self, chunk_keys: list[str], raw: memoryview, stop: Callable[[], bool],
+                      publish: Callable[[], tuple[list[str], list[Any]]] | None = None) -> Any:
+        """SET every chunk (with UPLOAD_TTL_S), sending the caller's memory as it is.
 
         redis-py would copy each chunk twice (to bytes, then into the packed command); here the command
         header and the memoryview slice go to `sendall` separately, which doubled write throughput.
-        Stops early (between round trips) when `stop()` says the rest is not needed.
+        Stops early (between round trips) when `stop()` says the rest is not needed. With `publish`
+        (the hash is already known), the PUBLISH script rides in the last round trip; its reply is
+        returned (None when it was not sent or the server must load the script first).
         """
         pool = self.conn.connection_pool
         connection = pool.get_connection()
         ttl = str(UPLOAD_TTL_S).encode()
+        published = None
         try:
             connection.connect()
             per_trip = chunks_per_round_trip(self.chunk_bytes)
@@ -175,14 +186,24 @@ class ObjectStore:
                     data = raw[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]
                     parts += [b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(key), key, len(data)), data,
                               b"\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl)]
+                last = batch.stop == len(chunk_keys) and publish is not None
+                if last:
+                    script_keys, script_args = publish()  # type: ignore[misc]
+                    parts += connection.pack_command("EVALSHA", self._publish.sha, len(script_keys), *script_keys, *script_args)
                 connection.send_packed_command(parts, check_health=False)
                 for _ in batch:
                     connection.read_response()  # raises ResponseError (e.g. OOM) for a refused SET
+                if last:
+                    try:
+                        published = connection.read_response()
+                    except redis.exceptions.NoScriptError:
+                        published = None
         except BaseException:
             connection.disconnect()  # replies may be left unread on it
             raise
         finally:
             pool.release(connection)
+        return published
 
     def _chunk_count(self, nbytes: int) -> int:
         return max(1, math.ceil(nbytes / self.chunk_bytes))
