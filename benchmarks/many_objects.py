@@ -79,7 +79,18 @@ def rq_get(case: Case) -> Run:
     run = Run("rq-get", case.count, case.size_bytes)
     conn = connect(case.url)
     conn.flushall()
-    command = [tool("rq"), "worker", "-u", case.url, "--quiet", "--path", str(REPO), "-w", "rq.worker.SimpleWorker", "default"]
+    command = [
+        tool("rq"),
+        "worker",
+        "-u",
+        case.url,
+        "--quiet",
+        "--path",
+        str(REPO),
+        "-w",
+        "rq.worker.SimpleWorker",
+        "default",
+    ]
     workers = Workers(f"many-rq-{case.count}", [command, command], dict(os.environ))
     try:
         wait_until(lambda: registered_workers(conn) >= 2, 30, "rq workers", check=workers.check_alive)
@@ -90,10 +101,16 @@ def rq_get(case: Case) -> Run:
         for i in range(case.count):
             pipe.set(f"bench:obj:{i}:0", memoryview(case.obj(i)).cast("B"))
         pipe.execute()
-        jobs = queue.enqueue_many([
-            Queue.prepare_data("benchmarks.rq_tasks.stats_of_keys", (f"bench:obj:{i}", case.size_bytes, "<f8"),
-                               timeout=int(case.timeout_s))
-            for i in range(case.count)])
+        jobs = queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    "benchmarks.rq_tasks.stats_of_keys",
+                    (f"bench:obj:{i}", case.size_bytes, "<f8"),
+                    timeout=int(case.timeout_s),
+                )
+                for i in range(case.count)
+            ]
+        )
         results = [_wait_rq(job, deadline, workers) for job in jobs]
         run.wall_s = time.perf_counter() - start
         case.check("rq-get", results)
@@ -123,7 +140,9 @@ def ferry(case: Case) -> Run:
     conn.flushall()
     node_id = f"many-{os.getpid()}"
     env = dict(os.environ, FERRY_REDIS_URL=case.url, FERRY_NODE_ID=node_id)
-    node = Workers(f"many-ferry-{case.count}", [[tool("ferry"), "worker", "--processes", "2"]], env, count_children_only=True)
+    node = Workers(
+        f"many-ferry-{case.count}", [[tool("ferry"), "worker", "--processes", "2"]], env, count_children_only=True
+    )
     client = Client(case.url)
     try:
         wait_until(lambda: registered_workers(conn) >= 2, 30, "ferry workers", check=node.check_alive)
@@ -189,8 +208,11 @@ def run_variant(case: Case, variant: str) -> Run:
     except Exception as exc:  # noqa: BLE001 - one broken variant must not hide the others' figures
         return Run(variant, case.count, case.size_bytes, status="failed", note=f"{type(exc).__name__}: {exc}"[:300])
     if run.wall_s is not None:
-        print(f"  {case.size_bytes // 1000} kB x {case.count}: {variant} {run.per_object_ms:.2f} ms/object",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {case.size_bytes // 1000} kB x {case.count}: {variant} {run.per_object_ms:.2f} ms/object",
+            file=sys.stderr,
+            flush=True,
+        )
     return run
 
 
@@ -242,15 +264,20 @@ def _report(size: int, counts: list[int], variants: list[str], runs: dict[int, d
     first, last = ms(counts[0], "ferry"), ms(counts[-1], "ferry")
     values: dict[str, float | None] = {
         "ferry_flatness_2000_over_100": round(last / first, 3) if first and last else None,
-        "ferry_over_rq_get": max((round(f / r, 3) for c in counts if (f := ms(c, "ferry")) and (r := ms(c, "rq-get"))),
-                                 default=None),
+        "ferry_over_rq_get": max(
+            (round(f / r, 3) for c in counts if (f := ms(c, "ferry")) and (r := ms(c, "rq-get"))), default=None
+        ),
     }
     for name, (op, threshold) in TARGETS.items():
         value = values[name]
         met = None if value is None else (value <= threshold)
         print(f"target {name}{op}{threshold:g}: {value} -> {'met' if met else 'MISSED' if met is False else 'n/a'}")
-    return {"runs": {str(c): {v: asdict(r) | {"per_object_ms": r.per_object_ms} for v, r in runs[c].items()} for c in counts},
-            "values": values}
+    return {
+        "runs": {
+            str(c): {v: asdict(r) | {"per_object_ms": r.per_object_ms} for v, r in runs[c].items()} for c in counts
+        },
+        "values": values,
+    }
 
 
 if __name__ == "__main__":

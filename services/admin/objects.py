@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -25,8 +25,19 @@ app = typer.Typer(help="Stored objects: large arrays and blobs that jobs take by
 @app.command("put")
 @command
 def put(
-    path: Annotated[Path, typer.Argument(metavar="FILE", help="A .npy file (stored as an array) or any other file (stored as bytes).")],
-    ttl: Annotated[Optional[int], typer.Option("--ttl-s", metavar="SECONDS", min=1, help="Keep it at least this long, and as long as jobs that need it are not done (default: FERRY_OBJECT_TTL_S).")] = None,
+    path: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="A .npy file (stored as an array) or any other file (stored as bytes)."),
+    ],
+    ttl: Annotated[
+        int | None,
+        typer.Option(
+            "--ttl-s",
+            metavar="SECONDS",
+            min=1,
+            help="Keep it at least this long, and while jobs that need it are not done (default: FERRY_OBJECT_TTL_S).",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the object reference as JSON.")] = False,
 ) -> None:
     """Store a file once in Redis and print its object id (pass it to a task as `--arg data=@obj:ID`)."""
@@ -66,29 +77,52 @@ def load_file(path: Path) -> np.ndarray | bytes:
 @app.command("list")
 @command
 def list_objects(
-    node: Annotated[bool, typer.Option("--node", help="Also show each node's cache counters and this deployment's segments in this machine's /dev/shm.")] = False,
+    node: Annotated[
+        bool,
+        typer.Option(
+            "--node",
+            help="Also show each node's cache counters and this deployment's segments in this machine's /dev/shm.",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List stored objects: id, kind, dtype, shape, size, seconds to expiry (an expired object stays while jobs need it)."""
+    """List stored objects: id, kind, dtype, shape, size, seconds to expiry (expired ones stay while jobs need them)."""
     with open_client() as client:
         objects = client.objects.list()
         nodes = client.admin.nodes() if node else []
         deployment = shm.deployment_id(client.conn) if node else ""
     resident = [s for s in shm.scan(segments.SHM_DIR, deployment) if s.object_id] if node else []
     if json_output:
-        document: dict[str, object] = {"objects": [dict(r.model_dump(mode="json"), created_at=c, ttl_s=t) for r, c, t in objects]}
+        document: dict[str, object] = {
+            "objects": [dict(r.model_dump(mode="json"), created_at=c, ttl_s=t) for r, c, t in objects]
+        }
         if node:
-            document["nodes"] = [{"id": n.id, "alive": n.alive, "shm_budget_bytes": n.shm_budget_bytes,
-                                  **{k: n.stats.get(k, 0) for k in CACHE_COUNTERS}} for n in nodes]
-            document["segments"] = [{"name": s.name, "node": s.node, "object_id": s.object_id, "bytes": s.size,
-                                     "partial": s.partial} for s in resident]
+            document["nodes"] = [
+                {
+                    "id": n.id,
+                    "alive": n.alive,
+                    "shm_budget_bytes": n.shm_budget_bytes,
+                    **{k: n.stats.get(k, 0) for k in CACHE_COUNTERS},
+                }
+                for n in nodes
+            ]
+            document["segments"] = [
+                {"name": s.name, "node": s.node, "object_id": s.object_id, "bytes": s.size, "partial": s.partial}
+                for s in resident
+            ]
         write_json(document)
         return
     if objects:
         t = table("object", "kind", "dtype", "shape", "size", "ttl")
         for ref, _created, ttl_s in objects:
-            t.add_row(ref.id, ref.kind.value, ref.dtype, shape_text(ref), human_bytes(ref.nbytes),
-                      f"{ttl_s}s" if ttl_s >= 0 else "expired, kept for its jobs")
+            t.add_row(
+                ref.id,
+                ref.kind.value,
+                ref.dtype,
+                shape_text(ref),
+                human_bytes(ref.nbytes),
+                f"{ttl_s}s" if ttl_s >= 0 else "expired, kept for its jobs",
+            )
         console.print(t)
     else:
         console.print("no objects stored", highlight=False)
@@ -116,7 +150,9 @@ app.command("ls", hidden=True)(list_objects)  # the older name
 @command
 def delete(
     object_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Objects to delete.")],
-    force: Annotated[bool, typer.Option("--force", help="Delete even if jobs not yet done need it; those jobs fail.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even if jobs not yet done need it; those jobs fail.")
+    ] = False,
 ) -> None:
     """Delete objects from Redis; refused while jobs not yet done need them, unless --force.
 
@@ -142,7 +178,9 @@ app.command("rm", hidden=True)(delete)  # the older name
 @command
 def get(
     object_id: Annotated[str, typer.Argument(metavar="ID")],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Where to write it (.npy for arrays; raw for bytes).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="Where to write it (.npy for arrays; raw for bytes).")
+    ],
 ) -> None:
     """Fetch an object from Redis into a file (arrays as .npy, bytes as they were put)."""
     with open_client() as client:
@@ -174,7 +212,10 @@ def gc(json_output: Annotated[bool, typer.Option("--json", help="Print what was 
     for r in removed:
         console.print(f"removed {esc(r.name)} ({human_bytes(r.bytes)}; {esc(r.reason)})", highlight=False)
     if expired:
-        console.print(f"deleted {len(expired)} expired {'object' if len(expired) == 1 else 'objects'} no job needs", highlight=False)
+        console.print(
+            f"deleted {len(expired)} expired {'object' if len(expired) == 1 else 'objects'} no job needs",
+            highlight=False,
+        )
     if not removed and not expired:
         console.print("nothing to collect: no expired objects, no stale segments in /dev/shm", highlight=False)
     else:

@@ -35,7 +35,9 @@ def numeric_dtype(spec: str, field: str) -> np.dtype:
 
 def _check_numeric(dtype: np.dtype, field: str) -> None:
     if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
-        raise validation_error(field, f"dtype {dtype.str!r} is not numeric ({NUMERIC}); only numeric arrays can be objects")
+        raise validation_error(
+            field, f"dtype {dtype.str!r} is not numeric ({NUMERIC}); only numeric arrays can be objects"
+        )
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -60,7 +62,8 @@ def from_raw(body: bytes, dtype: str | None, shape: str | None) -> np.ndarray | 
     if shape is None:
         if len(body) % item.itemsize:
             raise validation_error(
-                "query.dtype", f"the body's {len(body)} bytes are not a whole number of {item.str} items ({item.itemsize} bytes each)"
+                "query.dtype",
+                f"the body's {len(body)} bytes are not a whole number of {item.str} items ({item.itemsize} bytes each)",
             )
         dims: tuple[int, ...] = (len(body) // item.itemsize,)
     else:
@@ -109,8 +112,14 @@ def from_npy(body: bytes) -> np.ndarray:
 def npy_header(ref: ObjectRef) -> bytes:
     """The .npy header for the array `ref` describes (C order), to stream its data after."""
     header = io.BytesIO()
-    fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(ref.dtype)), "fortran_order": False, "shape": tuple(ref.shape)}
-    np.lib.format.write_array_header_2_0(header, fields) if _needs_v2(fields) else np.lib.format.write_array_header_1_0(header, fields)
+    fields = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(ref.dtype)),
+        "fortran_order": False,
+        "shape": tuple(ref.shape),
+    }
+    np.lib.format.write_array_header_2_0(header, fields) if _needs_v2(fields) else np.lib.format.write_array_header_1_0(
+        header, fields
+    )
     return header.getvalue()
 
 

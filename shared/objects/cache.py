@@ -18,7 +18,6 @@ page-aligned.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import traceback

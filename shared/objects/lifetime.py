@@ -73,7 +73,9 @@ for i = 4, #KEYS, 2 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
 return {-1, 'ok'}
 """
 
-SWEEP = _LIVE + """
+SWEEP = (
+    _LIVE
+    + """
 -- Delete the given expired objects that no live job needs. KEYS: objects index, expiry index
 -- ARGV: now, grace_before, object key prefix, job key prefix, ids...
 local deleted = {}
@@ -87,8 +89,11 @@ for i = 5, #ARGV do
 end
 return deleted
 """
+)
 
-DELETE = _LIVE + """
+DELETE = (
+    _LIVE
+    + """
 -- Delete one object; refused while live jobs need it unless forced. KEYS: objects index, expiry index
 -- ARGV: id, force ('1'/'0'), grace_before, object key prefix, job key prefix, tombstone key, reason, tombstone ttl
 local meta = ARGV[4] .. ARGV[1]
@@ -99,6 +104,7 @@ drop_object(ARGV[4], ARGV[1])
 if #live > 0 then redis.call('SET', ARGV[6], ARGV[7], 'EX', ARGV[8]) end
 return {'deleted', unpack(live)}
 """
+)
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,9 @@ class Lifetime:
             message = missing_message(ref.id, reason.decode() if reason else None)
         else:
             kind, dtype, shape, nbytes = (part.decode() for part in stored)
-            truth = ObjectRef(id=ref.id, kind=ObjectKind(kind), dtype=dtype, shape=parse_shape_field(shape), nbytes=int(nbytes))
+            truth = ObjectRef(
+                id=ref.id, kind=ObjectKind(kind), dtype=dtype, shape=parse_shape_field(shape), nbytes=int(nbytes)
+            )
             message = mismatch(ref, truth) or "the reference differs from the stored object"
         raise InvalidArgs(f"argument {name!r}: {message}", errors=[{"field": name, "message": message}])
 
@@ -148,12 +156,19 @@ class Lifetime:
         deleted: list[str] = []
         offset = 0
         while True:
-            ids = [i.decode() for i in self.conn.zrangebyscore(keys.OBJECT_EXPIRY, "-inf", now, start=offset, num=SWEEP_BATCH)]
+            ids = [
+                i.decode()
+                for i in self.conn.zrangebyscore(keys.OBJECT_EXPIRY, "-inf", now, start=offset, num=SWEEP_BATCH)
+            ]
             if not ids:
                 break
-            gone = [g.decode() for g in self._sweep(
-                keys=[keys.OBJECTS, keys.OBJECT_EXPIRY],
-                args=[now, now - REFERENCE_GRACE_S, keys.object_meta(""), keys.job(""), *ids])]
+            gone = [
+                g.decode()
+                for g in self._sweep(
+                    keys=[keys.OBJECTS, keys.OBJECT_EXPIRY],
+                    args=[now, now - REFERENCE_GRACE_S, keys.object_meta(""), keys.job(""), *ids],
+                )
+            ]
             deleted += gone
             offset += len(ids) - len(gone)  # those kept are still in the range; skip past them
         if deleted:
@@ -162,11 +177,22 @@ class Lifetime:
 
     def delete(self, object_id: str, force: bool = False, tombstone_ttl_s: int = 7 * 86_400) -> Deleted:
         """Delete an object; Conflict while live jobs need it, unless `force` (then those jobs fail when they run)."""
-        reason = f"object {object_id} was deleted with --force while this job needed it; put the data again and resubmit"
+        reason = (
+            f"object {object_id} was deleted with --force while this job needed it; put the data again and resubmit"
+        )
         outcome, *jobs = self._delete(
             keys=[keys.OBJECTS, keys.OBJECT_EXPIRY],
-            args=[object_id, "1" if force else "0", unix_now() - REFERENCE_GRACE_S, keys.object_meta(""), keys.job(""),
-                  keys.object_tombstone(object_id), reason, tombstone_ttl_s])
+            args=[
+                object_id,
+                "1" if force else "0",
+                unix_now() - REFERENCE_GRACE_S,
+                keys.object_meta(""),
+                keys.job(""),
+                keys.object_tombstone(object_id),
+                reason,
+                tombstone_ttl_s,
+            ],
+        )
         live = [j.decode() for j in jobs]
         if outcome == b"missing":
             return Deleted(False, [])
@@ -175,7 +201,9 @@ class Lifetime:
             raise Conflict(
                 f"object {object_id} is needed by {len(live)} job(s) not yet done ({shown}); wait for them, cancel "
                 "them, or delete with force (`ferry objects delete --force`, `DELETE /v1/objects/{id}?force=true`), "
-                "which makes them fail", jobs=live)
+                "which makes them fail",
+                jobs=live,
+            )
         if live:
             log.warning("object %s: deleted with force; %d job(s) that need it will fail", object_id, len(live))
         return Deleted(True, live)
@@ -189,15 +217,20 @@ class Lifetime:
         for job, _score in refs:
             pipe.hget(keys.job(job.decode()), "status")
         grace_before = unix_now() - REFERENCE_GRACE_S
-        return [job.decode() for (job, score), status in zip(refs, pipe.execute())
-                if (status is not None and status.decode() in LIVE_STATUSES) or (status is None and score > grace_before)]
+        return [
+            job.decode()
+            for (job, score), status in zip(refs, pipe.execute(), strict=True)
+            if (status is not None and status.decode() in LIVE_STATUSES) or (status is None and score > grace_before)
+        ]
 
 
 def missing_message(object_id: str, tombstone: str | None = None) -> str:
     if tombstone:
         return tombstone
-    return (f"object {object_id} does not exist (it expired, was deleted, or was never put); "
-            "put the data again (`ferry objects put`, POST /v1/objects, Client.put) and use the new reference")
+    return (
+        f"object {object_id} does not exist (it expired, was deleted, or was never put); "
+        "put the data again (`ferry objects put`, POST /v1/objects, Client.put) and use the new reference"
+    )
 
 
 def shape_field(shape: tuple[int, ...]) -> str:

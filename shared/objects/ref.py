@@ -56,7 +56,11 @@ class ObjectRef(BaseModel):
     def same_data_as(self, stored: ObjectRef) -> bool:
         """True when this reference describes the stored object exactly (kind, dtype, shape, size)."""
         return (self.kind, self.dtype, tuple(self.shape), self.nbytes) == (
-            stored.kind, stored.dtype, tuple(stored.shape), stored.nbytes)
+            stored.kind,
+            stored.dtype,
+            tuple(stored.shape),
+            stored.nbytes,
+        )
 
     def as_result(self) -> dict[str, Any]:
         """The JSON form used when a task's result is an object."""
@@ -82,10 +86,14 @@ def mismatch(claimed: ObjectRef, stored: ObjectRef) -> str | None:
     if claimed.same_data_as(stored):
         return None
     if claimed.nbytes != stored.nbytes:
-        return (f"object {stored.id} holds {stored.nbytes} bytes but the reference says {claimed.nbytes} bytes; "
-                f"it is {stored.describe()}: use the reference that put returned")
-    return (f"object {stored.id} is {stored.describe()} but the reference says {claimed.describe()}; "
-            "use the reference that put returned")
+        return (
+            f"object {stored.id} holds {stored.nbytes} bytes but the reference says {claimed.nbytes} bytes; "
+            f"it is {stored.describe()}: use the reference that put returned"
+        )
+    return (
+        f"object {stored.id} is {stored.describe()} but the reference says {claimed.describe()}; "
+        "use the reference that put returned"
+    )
 
 
 def normalize(data: Any) -> tuple[ObjectKind, np.ndarray]:

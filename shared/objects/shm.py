@@ -28,8 +28,9 @@ import os
 import secrets
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from pathlib import Path
 
 import redis
@@ -51,7 +52,7 @@ def deployment_id(conn: redis.Redis) -> str:
     if existing is None:
         conn.set(keys.DEPLOYMENT, secrets.token_hex(4), nx=True)
         existing = conn.get(keys.DEPLOYMENT)
-    return existing.decode()
+    return bytes(existing).decode()  # type: ignore[arg-type]
 
 
 def default_budget(shm_dir: Path) -> int:
@@ -97,8 +98,15 @@ def scan(shm_dir: Path, deployment: str | None = None, node: str | None = None) 
                 stat = entry.stat()
             except FileNotFoundError:
                 continue
-            yield ShmFile(parsed.name, parsed.node, parsed.deployment, parsed.object_id, parsed.partial,
-                          stat.st_size, stat.st_mtime)
+            yield ShmFile(
+                parsed.name,
+                parsed.node,
+                parsed.deployment,
+                parsed.object_id,
+                parsed.partial,
+                stat.st_size,
+                stat.st_mtime,
+            )
 
 
 # --- locks ---
@@ -157,7 +165,9 @@ class Ledger:
 
 
 def _entry(entries: dict[str, dict[str, int | str]], node: str, deployment: str) -> dict[str, int | str]:
-    return entries.setdefault(f"{node}_{deployment}", {"node": node, "deployment": deployment, "bytes": 0, "evictions": 0})
+    return entries.setdefault(
+        f"{node}_{deployment}", {"node": node, "deployment": deployment, "bytes": 0, "evictions": 0}
+    )
 
 
 def _total(entries: dict[str, dict[str, int | str]]) -> int:
@@ -165,8 +175,10 @@ def _total(entries: dict[str, dict[str, int | str]]) -> int:
 
 
 def holders_text(entries: dict[str, dict[str, int | str]]) -> str:
-    held = sorted(((int(e["bytes"]), str(e["node"]), str(e["deployment"])) for e in entries.values() if int(e["bytes"])),
-                  reverse=True)
+    held = sorted(
+        ((int(e["bytes"]), str(e["node"]), str(e["deployment"])) for e in entries.values() if int(e["bytes"])),
+        reverse=True,
+    )
     if not held:
         return "no node holds any"
     return ", ".join(f"node {node} (deployment {dep}) {size} bytes" for size, node, dep in held)
@@ -200,11 +212,11 @@ class NodeSpace:
         finally:
             _range_unlock(self._fd, byte)
 
-    def object_lock(self, object_id: str) -> contextmanager[None]:  # type: ignore[valid-type]
+    def object_lock(self, object_id: str) -> AbstractContextManager[None]:
         return self.locked(object_lock_byte(object_id))
 
     # --- the budget ---
-    def create_partial(self, object_id: str, size: int, needed_for: str) -> tuple[str, object]:
+    def create_partial(self, object_id: str, size: int, needed_for: str) -> tuple[str, shared_memory.SharedMemory]:
         """Charge `size` bytes to this node and create the object's sparse `.part` segment, under the node lock.
 
         Within the host budget, least-recently-used objects of this node are evicted first; ShmFull
@@ -257,8 +269,14 @@ class NodeSpace:
     def _make_room(self, size: int, needed_for: str) -> None:
         """Over budget: correct the numbers from the files (one scan), evict this node's LRU objects, or refuse."""
         files = list(scan(self.shm_dir))
-        mine = sorted((f for f in files if f.node == self.node_id and f.deployment == self.deployment
-                       and f.object_id and not f.partial), key=lambda f: f.mtime)
+        mine = sorted(
+            (
+                f
+                for f in files
+                if f.node == self.node_id and f.deployment == self.deployment and f.object_id and not f.partial
+            ),
+            key=lambda f: f.mtime,
+        )
         with self.ledger.edit() as entries:
             actual: dict[str, int] = {}
             for f in files:
@@ -273,16 +291,22 @@ class NodeSpace:
                 if segments.unlink(victim.name, self.shm_dir):
                     entry["bytes"] = max(0, int(entry["bytes"]) - victim.size)
                     evicted += 1
-                    log.info("object %s: evicted from node %s (%d bytes, least recently used)", victim.object_id,
-                             self.node_id, victim.size)
+                    log.info(
+                        "object %s: evicted from node %s (%d bytes, least recently used)",
+                        victim.object_id,
+                        self.node_id,
+                        victim.size,
+                    )
             entry["evictions"] = int(entry["evictions"]) + evicted
             self.evicted += evicted
             if _total(entries) + size > self.budget_bytes:
                 raise ShmFull(
-                    f"{needed_for} needs {size} bytes of shared memory; this host's budget of {self.budget_bytes} bytes "
+                    f"{needed_for} needs {size} bytes of shared memory; "
+                    f"this host's budget of {self.budget_bytes} bytes "
                     f"(one for all nodes on its /dev/shm) holds {_total(entries)}: {holders_text(entries)}; "
                     "objects in use cannot be evicted: retry later, stop idle nodes (`ferry objects gc` frees dead "
-                    "ones), or raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)")
+                    "ones), or raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)"
+                )
             entry["bytes"] = int(entry["bytes"]) + size
 
     def resident_bytes(self) -> int:
@@ -298,8 +322,10 @@ class NodeSpace:
     def hold_alive(self) -> None:
         """Mark the node alive on this host (released by the kernel when the node and its workers die)."""
         if not _range_lock(self._fd, ALIVE_BYTE, wait=False):
-            raise ConfigError(f"node {self.node_id!r} of this deployment is already running on this host; "
-                              "give this node its own FERRY_NODE_ID")
+            raise ConfigError(
+                f"node {self.node_id!r} of this deployment is already running on this host; "
+                "give this node its own FERRY_NODE_ID"
+            )
 
     def sweep(self, keep_lock: bool = True) -> tuple[int, int]:
         """Unlink every file of this node (at its start and stop); returns (files, bytes)."""
@@ -327,7 +353,9 @@ def start_node(conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int
     space.hold_alive()
     files, freed = space.sweep()
     if files:
-        log.info("node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", node_id, files, freed)
+        log.info(
+            "node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", node_id, files, freed
+        )
     return space
 
 

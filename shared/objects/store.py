@@ -8,6 +8,7 @@ goes (its logical expiry, and no job still needing it).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import socket
@@ -39,7 +40,8 @@ IN_FLIGHT_BYTES = 8 * 1024 * 1024
 PUBLISH = """
 -- Publish chunks written under an upload id as the object (RENAME is O(1)); if the object is already
 -- stored, drop the upload instead and extend the expiry.
--- KEYS: meta, objects index, expiry index   ARGV: upload chunk prefix, object chunk prefix, chunks, expiry, created, field, value, ...
+-- KEYS: meta, objects index, expiry index
+-- ARGV: upload chunk prefix, object chunk prefix, chunks, expiry, created, field, value, ...
 local id = string.sub(KEYS[1], 11)
 local n = tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -47,10 +49,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('ZADD', KEYS[3], 'GT', ARGV[4], id)
   return 0
 end
+for c = 0, n - 1 do  -- all or nothing: a refused or lost chunk publishes nothing
+  if redis.call('EXISTS', ARGV[1] .. c) == 0 then return redis.error_reply('upload chunk ' .. c .. ' is missing') end
+end
 for c = 0, n - 1 do
-  local from = ARGV[1] .. c
-  if redis.call('EXISTS', from) == 0 then return redis.error_reply('upload chunk ' .. c .. ' is missing') end
-  redis.call('RENAME', from, ARGV[2] .. c)
+  redis.call('RENAME', ARGV[1] .. c, ARGV[2] .. c)
   redis.call('PERSIST', ARGV[2] .. c)
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
@@ -119,12 +122,24 @@ class ObjectStore:
 
                 def publish_args() -> tuple[list[str], list[Any]]:
                     ref = hashing.result()
-                    return ([keys.object_meta(ref.id), keys.OBJECTS, keys.OBJECT_EXPIRY],
-                            [keys.upload_chunk(upload, 0)[:-1], keys.object_chunk(ref.id, 0)[:-1], nchunks,
-                             unix_now() + (ttl_s or self.default_ttl_s), unix_now(), *self._meta_fields(ref, nchunks)])
+                    return (
+                        [keys.object_meta(ref.id), keys.OBJECTS, keys.OBJECT_EXPIRY],
+                        [
+                            keys.upload_chunk(upload, 0)[:-1],
+                            keys.object_chunk(ref.id, 0)[:-1],
+                            nchunks,
+                            unix_now() + (ttl_s or self.default_ttl_s),
+                            unix_now(),
+                            *self._meta_fields(ref, nchunks),
+                        ],
+                    )
 
-                created = self._write_chunks(upload_keys, _bytes_of(array), _DuplicateCheck(self.conn, hashing),
-                                             publish_args if hashing.done() else None)
+                created = self._write_chunks(
+                    upload_keys,
+                    _bytes_of(array),
+                    _DuplicateCheck(self.conn, hashing),
+                    publish_args if hashing.done() else None,
+                )
                 ref = hashing.result()
                 if created is None:  # the hash came last, or the server had to load the script
                     script_keys, script_args = publish_args()
@@ -137,12 +152,28 @@ class ObjectStore:
         except BaseException:
             self.conn.delete(*upload_keys)
             raise
-        log.info("object %s: %s %d bytes in %d chunks", ref.id, "stored" if created else "already stored", nbytes, nchunks)
+        log.info(
+            "object %s: %s %d bytes in %d chunks", ref.id, "stored" if created else "already stored", nbytes, nchunks
+        )
         return ref
 
     def _meta_fields(self, ref: ObjectRef, nchunks: int) -> list[Any]:
-        return ["kind", ref.kind.value, "dtype", ref.dtype, "shape", shape_field(ref.shape), "nbytes", ref.nbytes,
-                "chunk_bytes", self.chunk_bytes, "chunks", nchunks, "created_at", unix_now()]
+        return [
+            "kind",
+            ref.kind.value,
+            "dtype",
+            ref.dtype,
+            "shape",
+            shape_field(ref.shape),
+            "nbytes",
+            ref.nbytes,
+            "chunk_bytes",
+            self.chunk_bytes,
+            "chunks",
+            nchunks,
+            "created_at",
+            unix_now(),
+        ]
 
     @contextmanager
     def _oom_is_redis_full(self, ref: ObjectRef | None, cleanup: list[str]) -> Iterator[None]:
@@ -159,8 +190,13 @@ class ObjectStore:
                 "(`ferry objects delete`), shorten FERRY_OBJECT_TTL_S, or raise the server's maxmemory"
             ) from exc
 
-    def _write_chunks(self, chunk_keys: list[str], raw: memoryview, stop: Callable[[], bool],
-                      publish: Callable[[], tuple[list[str], list[Any]]] | None = None) -> Any:
+    def _write_chunks(
+        self,
+        chunk_keys: list[str],
+        raw: memoryview,
+        stop: Callable[[], bool],
+        publish: Callable[[], tuple[list[str], list[Any]]] | None = None,
+    ) -> Any:
         """SET every chunk (with UPLOAD_TTL_S), sending the caller's memory as it is.
 
         redis-py would copy each chunk twice (to bytes, then into the packed command); here the command
@@ -184,12 +220,17 @@ class ObjectStore:
                 for index in batch:
                     key = chunk_keys[index].encode()
                     data = raw[index * self.chunk_bytes : (index + 1) * self.chunk_bytes]
-                    parts += [b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(key), key, len(data)), data,
-                              b"\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl)]
+                    parts += [
+                        b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(key), key, len(data)),
+                        data,
+                        b"\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl),
+                    ]
                 last = batch.stop == len(chunk_keys) and publish is not None
                 if last:
                     script_keys, script_args = publish()  # type: ignore[misc]
-                    parts += connection.pack_command("EVALSHA", self._publish.sha, len(script_keys), *script_keys, *script_args)
+                    parts += connection.pack_command(
+                        "EVALSHA", self._publish.sha, len(script_keys), *script_keys, *script_args
+                    )
                 connection.send_packed_command(parts, check_health=False)
                 for _ in batch:
                     connection.read_response()  # raises ResponseError (e.g. OOM) for a refused SET
@@ -231,11 +272,17 @@ class ObjectStore:
 
     @staticmethod
     def _ref_from_meta(object_id: str, meta: dict[str, str]) -> ObjectRef:
-        return ObjectRef(id=object_id, kind=ObjectKind(meta["kind"]), dtype=meta["dtype"],
-                         shape=parse_shape_field(meta["shape"]), nbytes=int(meta["nbytes"]))
+        return ObjectRef(
+            id=object_id,
+            kind=ObjectKind(meta["kind"]),
+            dtype=meta["dtype"],
+            shape=parse_shape_field(meta["shape"]),
+            nbytes=int(meta["nbytes"]),
+        )
 
-    def read_into(self, stored: Stored, buffer: memoryview, before_chunk: Callable[[int], None] | None = None,
-                  start: int = 0) -> int:
+    def read_into(
+        self, stored: Stored, buffer: memoryview, before_chunk: Callable[[int], None] | None = None, start: int = 0
+    ) -> int:
         """Copy the object's bytes straight into `buffer` from offset `start` (e.g. a shared-memory segment).
 
         Returns the bytes read.
@@ -257,7 +304,9 @@ class ObjectStore:
             per_trip = chunks_per_round_trip(chunk_bytes)
             for first in range(0, nchunks, per_trip):
                 batch = range(first, min(first + per_trip, nchunks))
-                connection.send_packed_command(connection.pack_commands([("GET", keys.object_chunk(ref.id, i)) for i in batch]))
+                connection.send_packed_command(
+                    connection.pack_commands([("GET", keys.object_chunk(ref.id, i)) for i in batch])
+                )
                 missing = None
                 for index in batch:
                     if before_chunk is not None:
@@ -268,7 +317,9 @@ class ObjectStore:
                     else:
                         offset += got
                 if missing is not None:
-                    raise ObjectNotFound(f"object {ref.id}: chunk {missing} is gone (deleted meanwhile); put the data again")
+                    raise ObjectNotFound(
+                        f"object {ref.id}: chunk {missing} is gone (deleted meanwhile); put the data again"
+                    )
         except BaseException as exc:
             connection.disconnect()  # its stream position is unknown now
             failure = exc
@@ -278,7 +329,9 @@ class ObjectStore:
             traceback.clear_frames(failure.__traceback__)  # frames would keep slices of `buffer` alive
             raise failure
         if offset != end:
-            raise ObjectNotFound(f"object {ref.id} is incomplete in Redis ({offset - start} of {ref.nbytes} bytes); put it again")
+            raise ObjectNotFound(
+                f"object {ref.id} is incomplete in Redis ({offset - start} of {ref.nbytes} bytes); put it again"
+            )
         return offset - start
 
     def get(self, ref_or_id: ObjectRef | str) -> np.ndarray | bytes:
@@ -298,7 +351,7 @@ class ObjectStore:
         """
         return self.lifetime.delete(object_id, force).existed
 
-    def list(self) -> list[tuple[ObjectRef, float, int]]:  # noqa: A003 - the object verb everywhere
+    def list(self) -> builtins.list[tuple[ObjectRef, float, int]]:  # the object verb everywhere
         """Every stored object with its creation time and seconds to its expiry (negative: kept for a job)."""
         entries = self.conn.zrange(keys.OBJECTS, 0, -1)
         ids = [i.decode() for i in entries]
@@ -309,7 +362,7 @@ class ObjectStore:
         replies = pipe.execute()
         now = unix_now()
         found = []
-        for object_id, raw, expiry in zip(ids, replies[::2], replies[1::2]):
+        for object_id, raw, expiry in zip(ids, replies[::2], replies[1::2], strict=True):
             if raw:
                 meta = {k.decode(): v.decode() for k, v in raw.items()}
                 left = int(expiry - now) if expiry is not None else -1
@@ -325,7 +378,8 @@ class _DuplicateCheck:
     """Asked between round trips of a write: True once the hash is known and that object is already stored."""
 
     def __init__(self, conn: redis.Redis, hashing: Future[ObjectRef]) -> None:
-        self.conn, self.hashing, self.answer = conn, hashing, None  # type: ignore[var-annotated]
+        self.conn, self.hashing = conn, hashing
+        self.answer: bool | None = None
 
     def __call__(self) -> bool:
         if self.answer is None and self.hashing.done() and self.hashing.exception() is None:

@@ -44,7 +44,8 @@ def test_each_read_counts_once_whether_fetched_attached_or_already_mapped(client
 
 
 def test_a_failed_fetch_leaves_no_segment_charges_nothing_and_the_same_process_fetches_later(
-        client: Client, caches, node_id: str) -> None:
+    client: Client, caches, node_id: str
+) -> None:
     data = np.arange(1_000_000, dtype=np.float64)
     ref = client.objects.put(data)
     client.objects.delete(ref.id)  # gone from Redis, as if it had expired before the job ran
@@ -61,7 +62,9 @@ def test_a_failed_fetch_leaves_no_segment_charges_nothing_and_the_same_process_f
     assert segment.endswith(ref.id)
 
 
-def test_a_stored_object_shorter_than_its_metadata_fails_naming_both_sizes(client: Client, conn, caches, node_id: str) -> None:
+def test_a_stored_object_shorter_than_its_metadata_fails_naming_both_sizes(
+    client: Client, conn, caches, node_id: str
+) -> None:
     data = np.ones(300_000)
     ref = client.put(data)
     conn.set(keys.object_chunk(ref.id, 1), b"")  # Redis lost most of the bytes

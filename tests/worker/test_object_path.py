@@ -31,7 +31,8 @@ def _enqueue_unchecked(conn: redis.Redis, task: str, args: dict, queue: str = "d
 
 
 def test_a_failed_fetch_fails_the_job_with_its_reason_and_the_same_worker_fetches_the_object_later(
-        client: Client, start_node, conn: redis.Redis) -> None:
+    client: Client, start_node, conn: redis.Redis
+) -> None:
     """Problem 1: a missing object used to poison the worker process (BufferError, a leaked .part, FileExistsError)."""
     node = start_node(processes=1)
     [pid] = node.worker_pids(conn)
@@ -49,7 +50,9 @@ def test_a_failed_fetch_fails_the_job_with_its_reason_and_the_same_worker_fetche
     assert node.worker_pids(conn) == [pid]  # the same process
 
 
-def test_a_reference_that_differs_from_the_stored_object_never_produces_a_result(client: Client, start_node, conn) -> None:
+def test_a_reference_that_differs_from_the_stored_object_never_produces_a_result(
+    client: Client, start_node, conn
+) -> None:
     """Problem 2: a float64 array read through a `<f4` reference used to sum to nonsense."""
     start_node(processes=1)
     ref = client.put(np.arange(1_000_000, dtype=np.float64))
@@ -64,7 +67,8 @@ def test_a_reference_that_differs_from_the_stored_object_never_produces_a_result
 
 
 def test_an_expired_object_stays_while_a_queued_job_needs_it_and_goes_once_the_job_is_done(
-        client: Client, start_node, conn: redis.Redis) -> None:
+    client: Client, start_node, conn: redis.Redis
+) -> None:
     """Problem 3: an object whose TTL passed under a waiting job used to be gone when the job ran."""
     ref = client.put(np.ones(1000), ttl_s=1)
     job = client.submit("array.stats", {"data": ref})
@@ -79,7 +83,9 @@ def test_an_expired_object_stays_while_a_queued_job_needs_it_and_goes_once_the_j
 
 def test_jobs_for_missing_objects_are_refused_and_a_canceled_job_releases_its_object(client: Client, conn) -> None:
     with pytest.raises(InvalidArgs, match=f"object {'0' * 32} does not exist"):
-        client.submit("array.stats", {"data": {"id": "0" * 32, "kind": "array", "dtype": "<f8", "shape": [1], "nbytes": 8}})
+        client.submit(
+            "array.stats", {"data": {"id": "0" * 32, "kind": "array", "dtype": "<f8", "shape": [1], "nbytes": 8}}
+        )
     ref = client.put(np.ones(10), ttl_s=1)
     job = client.submit("array.stats", {"data": ref}, queue="nobody-listens")
     with pytest.raises(Conflict, match=f"needed by 1 job\\(s\\) not yet done \\({job}\\)"):
@@ -88,7 +94,9 @@ def test_jobs_for_missing_objects_are_refused_and_a_canceled_job_releases_its_ob
     wait_for(lambda: client.objects.gc() == [ref.id], what="the sweep to delete the object once its job is canceled")
 
 
-def test_a_forced_delete_fails_the_jobs_that_needed_the_object_with_the_reason(client: Client, start_node, conn) -> None:
+def test_a_forced_delete_fails_the_jobs_that_needed_the_object_with_the_reason(
+    client: Client, start_node, conn
+) -> None:
     ref = client.put(np.ones(10))
     job = client.submit("array.stats", {"data": ref}, retries=2)
     assert client.objects.delete(ref.id, force=True) is True
@@ -98,7 +106,9 @@ def test_a_forced_delete_fails_the_jobs_that_needed_the_object_with_the_reason(c
     assert client.status(job).attempts == 1  # not retried: it cannot come back by itself
 
 
-def test_nodes_on_one_host_share_one_budget_and_shm_full_names_who_holds_what(client: Client, start_node, env, conn) -> None:
+def test_nodes_on_one_host_share_one_budget_and_shm_full_names_who_holds_what(
+    client: Client, start_node, env, conn
+) -> None:
     """Problem 4: two nodes each used to budget for the whole of /dev/shm."""
     size = 8_000_000
     budget = str(int(size * 2.5))
@@ -114,7 +124,8 @@ def test_nodes_on_one_host_share_one_budget_and_shm_full_names_who_holds_what(cl
 
 
 def test_a_second_deployment_with_the_same_node_id_never_touches_the_first_ones_files(
-        client: Client, start_node, env, conn, node_id: str) -> None:
+    client: Client, start_node, env, conn, node_id: str
+) -> None:
     """Problem 5: gc and the start-up sweep of one Redis's node used to remove another Redis's node's files."""
     first = start_node(node_id=node_id, processes=1)
     ref = client.put(np.ones(100_000))
@@ -126,8 +137,14 @@ def test_a_second_deployment_with_the_same_node_id_never_touches_the_first_ones_
         other_conn = redis.Redis.from_url(other.url)
         second = start_node(node_id=node_id, processes=1, env=other_env, wait=False)
         second.wait_ready(other_conn)
-        gc = subprocess.run([sys.executable, "-m", "services.admin.cli", "objects", "gc"], env=other_env, cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+        gc = subprocess.run(
+            [sys.executable, "-m", "services.admin.cli", "objects", "gc"],
+            env=other_env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert gc.returncode == 0, gc.stderr
         assert segment in shm_files(node_id)  # untouched by the other deployment's start and gc
         assert client.result(client.submit("array.stats", {"data": ref}), wait_s=30).status == "finished"

@@ -68,10 +68,22 @@ def upload(
     client: ClientDep,
     body: Annotated[bytes, Depends(read_body)],
     content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
-    dtype: Annotated[str | None, Query(description="octet-stream only: e.g. float64, <f4, int32", examples=["float64"])] = None,
-    shape: Annotated[str | None, Query(description="octet-stream only: comma-separated sizes, e.g. 1000,3", examples=["1000,3"])] = None,
-    ttl_s: Annotated[int | None, Query(gt=0, le=MAX_TTL_S, description=(
-        "seconds to keep it at least (and as long as jobs that need it are not done); default FERRY_OBJECT_TTL_S"))] = None,
+    dtype: Annotated[
+        str | None, Query(description="octet-stream only: e.g. float64, <f4, int32", examples=["float64"])
+    ] = None,
+    shape: Annotated[
+        str | None, Query(description="octet-stream only: comma-separated sizes, e.g. 1000,3", examples=["1000,3"])
+    ] = None,
+    ttl_s: Annotated[
+        int | None,
+        Query(
+            gt=0,
+            le=MAX_TTL_S,
+            description=(
+                "seconds to keep it at least (and while jobs that need it are not done); default FERRY_OBJECT_TTL_S"
+            ),
+        ),
+    ] = None,
 ) -> ObjectRef:
     media = (content_type or "").split(";")[0].strip().lower()
     if media == arrays.NPY:
@@ -106,7 +118,9 @@ def get_object(
     object_id: ObjectId,
     client: ClientDep,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
-    fmt: Annotated[Literal["json", "npy", "raw"] | None, Query(alias="format", description="overrides the Accept header")] = None,
+    fmt: Annotated[
+        Literal["json", "npy", "raw"] | None, Query(alias="format", description="overrides the Accept header")
+    ] = None,
 ) -> Response | ObjectRef:
     ref = client.objects.ref(object_id)
     wanted = fmt or _negotiate(accept)
