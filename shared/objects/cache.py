@@ -22,6 +22,7 @@ import logging
 import os
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -32,7 +33,7 @@ from shared.errors import InvalidArgs, ShmFull
 from shared.objects import segments
 from shared.objects.ref import ObjectRef, mismatch, view
 from shared.objects.shm import DEFAULT_BUDGET_FRACTION, NodeSpace, default_budget, deployment_id
-from shared.objects.store import ObjectStore
+from shared.objects.store import ObjectStore, Stored
 
 log = logging.getLogger("ferry.cache")
 
@@ -98,25 +99,37 @@ class NodeCache:
         return self._remember(object_id, shm, inode, ObjectRef.model_validate_json(header.rstrip(b" ")))
 
     def _fetch(self, ref: ObjectRef) -> _Mapping:
-        stored = self.store.check(ref)  # missing or different: fails here, before /dev/shm is touched
-        size = self._size_within_budget(stored.ref)
-        name, shm = self.space.create_partial(ref.id, size, f"object {ref.id}")
-        reservation = segments.Reservation(shm, name, size, self.shm_dir)
-        try:
+        """Read the object from Redis into a new segment; nothing is left in /dev/shm if anything fails.
+
+        The stored meta is read (and checked against `ref`) in the same round trip as the first chunks;
+        the segment is created only once it is known to match.
+        """
+        made: list[tuple[str, shared_memory.SharedMemory, segments.Reservation]] = []
+
+        def place(stored: Stored) -> tuple[memoryview, int, Callable[[int], None]]:
+            size = self._size_within_budget(stored.ref)
+            name, shm = self.space.create_partial(ref.id, size, f"object {ref.id}")
+            reservation = segments.Reservation(shm, name, size, self.shm_dir)
+            made.append((name, shm, reservation))
             if size <= reservation.PIECE_BYTES:
                 reservation.run()  # one piece: a thread would cost more than the overlap saves
             else:
                 reservation.start()  # stays ahead of the socket
             reservation.wait_through(HEADER_BYTES)
             shm.buf[:HEADER_BYTES] = _header(stored.ref)
-            self.store.read_into(stored, shm.buf, before_chunk=reservation.wait_through, start=HEADER_BYTES)
+            return shm.buf, HEADER_BYTES, reservation.wait_through
+
+        try:
+            stored = self.store.fetch(ref, place)  # missing or different: fails before /dev/shm is touched
+            _name, shm, reservation = made[-1]
             reservation.stop()
             self.space.publish(ref.id)
         except BaseException as exc:
-            reservation.stop()
             traceback.clear_frames(exc.__traceback__)  # a frame holding a slice of shm.buf would block close()
-            self._release(shm)
-            self.space.remove_partial(ref.id)  # never skipped: close() failing must not leak the segment
+            for _name, shm, reservation in made:
+                reservation.stop()
+                self._release(shm)
+                self.space.remove_partial(ref.id)  # never skipped: close() failing must not leak the segment
             raise
         log.debug("object %s: fetched %d bytes from Redis into shared memory", ref.id, ref.nbytes)
         return self._remember(ref.id, shm, os.fstat(shm._fd).st_ino, stored.ref)  # type: ignore[attr-defined]

@@ -160,13 +160,24 @@ class Ledger:
             os.close(fd)  # releases the flock
 
     def read(self) -> dict[str, dict[str, int | str]]:
-        with self.edit() as entries:
-            return dict(entries)
+        """The entries as they are now (a shared lock, no write-back)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            raw = b""
+            while chunk := os.read(fd, 1 << 16):
+                raw += chunk
+        finally:
+            os.close(fd)
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
 
 
 def _entry(entries: dict[str, dict[str, int | str]], node: str, deployment: str) -> dict[str, int | str]:
     return entries.setdefault(
-        f"{node}_{deployment}", {"node": node, "deployment": deployment, "bytes": 0, "evictions": 0}
+        f"{node}_{deployment}", {"node": node, "deployment": deployment, "bytes": 0}
     )
 
 
@@ -260,11 +271,10 @@ class NodeSpace:
             entry["bytes"] = int(entry["bytes"]) + size
             return True
 
-    def _add(self, delta: int, evictions: int = 0) -> None:
+    def _add(self, delta: int) -> None:
         with self.ledger.edit() as entries:
             entry = _entry(entries, self.node_id, self.deployment)
             entry["bytes"] = max(0, int(entry["bytes"]) + delta)
-            entry["evictions"] = int(entry["evictions"]) + evictions
 
     def _make_room(self, size: int, needed_for: str) -> None:
         """Over budget: correct the numbers from the files (one scan), evict this node's LRU objects, or refuse."""
@@ -297,7 +307,8 @@ class NodeSpace:
                         self.node_id,
                         victim.size,
                     )
-            entry["evictions"] = int(entry["evictions"]) + evicted
+            if evicted:
+                self._unlinked()
             self.evicted += evicted
             if _total(entries) + size > self.budget_bytes:
                 raise ShmFull(
@@ -310,13 +321,18 @@ class NodeSpace:
             entry["bytes"] = int(entry["bytes"]) + size
 
     def resident_bytes(self) -> int:
-        with self.ledger.edit() as entries:
-            return int(_entry(entries, self.node_id, self.deployment)["bytes"])
+        entry = self.ledger.read().get(f"{self.node_id}_{self.deployment}", {})
+        return int(entry.get("bytes", 0))
 
     def evictions(self) -> int:
-        """A number that grows whenever this node unlinks segments (eviction, sweep): mappings may be stale."""
-        with self.ledger.edit() as entries:
-            return int(_entry(entries, self.node_id, self.deployment)["evictions"])
+        """Changes whenever this node unlinks segments (eviction, sweep), so mappings may be stale: one fstat.
+
+        It is the lock file's modification time, which `_unlinked` touches.
+        """
+        return os.fstat(self._fd).st_mtime_ns
+
+    def _unlinked(self) -> None:
+        os.utime(self._fd)
 
     # --- the node's life (called by its supervisor) ---
     def hold_alive(self) -> None:
@@ -339,9 +355,9 @@ class NodeSpace:
             with self.ledger.edit() as entries:
                 entry = _entry(entries, self.node_id, self.deployment)
                 entry["bytes"] = 0
-                entry["evictions"] = int(entry["evictions"]) + 1
                 if not keep_lock:
                     entries.pop(f"{self.node_id}_{self.deployment}", None)
+            self._unlinked()
         if not keep_lock:
             self.lock_path.unlink(missing_ok=True)
         return count, freed

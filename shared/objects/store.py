@@ -280,37 +280,77 @@ class ObjectStore:
             nbytes=int(meta["nbytes"]),
         )
 
+    def fetch(self, ref: ObjectRef, place: Place) -> Stored:
+        """Check `ref` against the stored object and read it into the memory `place(stored)` returns.
+
+        The meta hash and the first round trip of chunks (guessed from the reference's size) travel
+        together: a small object costs one round trip. `place` is called only once the meta is known and
+        matches `ref`; it returns (buffer, start offset, before_chunk). ObjectNotFound or InvalidArgs
+        otherwise, before `place` is called.
+        """
+        try:
+            return self._receive(ref.id, place, claimed=ref)
+        except _Mispredicted as guess:  # stored with another chunk size: read it the plain way
+            self._receive(ref.id, place, known=guess.stored)
+            return guess.stored
+
     def read_into(
         self, stored: Stored, buffer: memoryview, before_chunk: Callable[[int], None] | None = None, start: int = 0
     ) -> int:
         """Copy the object's bytes straight into `buffer` from offset `start` (e.g. a shared-memory segment).
 
         Returns the bytes read.
-
-        The chunks are received with `recv_into` directly into the buffer: no intermediate bytes object,
-        one copy from the socket to their final place. `before_chunk(end)` is called before bytes below
-        `end` are written (the node cache waits there for those pages to be reserved). No slice of
-        `buffer` outlives the call, even when it raises (the caller may close the memory at once).
         """
-        ref, nchunks, chunk_bytes = stored.ref, stored.chunks, stored.chunk_bytes
+        self._receive(stored.ref.id, lambda _stored: (buffer, start, before_chunk), known=stored)
+        return stored.ref.nbytes
+
+    def _receive(
+        self, object_id: str, place: Place, claimed: ObjectRef | None = None, known: Stored | None = None
+    ) -> Stored:
+        """Receive the chunks with `recv_into` directly into the placed buffer: one copy from the socket.
+
+        `before_chunk(end)` is called before bytes below `end` are written (the node cache waits there for
+        those pages to be reserved). No slice of the buffer outlives the call, even when it raises (the
+        caller may close the memory at once).
+        """
         pool = self.conn.connection_pool
         connection = pool.get_connection()
-        offset = start
-        end = start + ref.nbytes
         failure: BaseException | None = None
+        stored = known
+        offset = end = start = 0
         try:
             connection.connect()
             reader = _BulkReader(connection._sock)  # type: ignore[attr-defined]
-            per_trip = chunks_per_round_trip(chunk_bytes)
-            for first in range(0, nchunks, per_trip):
-                batch = range(first, min(first + per_trip, nchunks))
-                connection.send_packed_command(
-                    connection.pack_commands([("GET", keys.object_chunk(ref.id, i)) for i in batch])
+            guess_bytes = known.chunk_bytes if known else self.chunk_bytes
+            guess_chunks = known.chunks if known else self._chunk_count(claimed.nbytes)  # type: ignore[union-attr]
+            per_trip = chunks_per_round_trip(guess_bytes)
+            commands = [] if known else [("HGETALL", keys.object_meta(object_id))]
+            commands += [("GET", keys.object_chunk(object_id, i)) for i in range(min(per_trip, guess_chunks))]
+            connection.send_packed_command(connection.pack_commands(commands))
+            if stored is None:
+                fields = reader.read_map()
+                if not fields:
+                    raise _Missing()
+                stored = Stored(
+                    self._ref_from_meta(object_id, fields), int(fields["chunks"]), int(fields["chunk_bytes"])
                 )
+                problem = mismatch(claimed, stored.ref)  # type: ignore[arg-type]
+                if problem:
+                    raise InvalidArgs(problem)
+                if (stored.chunk_bytes, stored.chunks) != (guess_bytes, guess_chunks):
+                    raise _Mispredicted(stored)
+            buffer, start, before_chunk = place(stored)
+            offset, end = start, start + stored.ref.nbytes
+            for first in range(0, stored.chunks, per_trip):
+                batch = range(first, min(first + per_trip, stored.chunks))
+                if first:
+                    connection.send_packed_command(
+                        connection.pack_commands([("GET", keys.object_chunk(object_id, i)) for i in batch])
+                    )
                 missing = None
                 for index in batch:
                     if before_chunk is not None:
-                        before_chunk(min(offset + chunk_bytes, end))
+                        before_chunk(min(offset + stored.chunk_bytes, end))
                     got = reader.read_bulk_into(buffer, offset, end)
                     if got < 0:
                         missing = index
@@ -318,21 +358,26 @@ class ObjectStore:
                         offset += got
                 if missing is not None:
                     raise ObjectNotFound(
-                        f"object {ref.id}: chunk {missing} is gone (deleted meanwhile); put the data again"
+                        f"object {object_id}: chunk {missing} is gone (deleted meanwhile); put it again"
                     )
+            del buffer
         except BaseException as exc:
             connection.disconnect()  # its stream position is unknown now
             failure = exc
         finally:
             pool.release(connection)
+        if isinstance(failure, _Missing):
+            self.stored(object_id)  # raises ObjectNotFound with the reason (a forced delete's tombstone, or none)
         if failure is not None:
-            traceback.clear_frames(failure.__traceback__)  # frames would keep slices of `buffer` alive
+            traceback.clear_frames(failure.__traceback__)  # frames would keep slices of the buffer alive
             raise failure
+        assert stored is not None
         if offset != end:
             raise ObjectNotFound(
-                f"object {ref.id} is incomplete in Redis ({offset - start} of {ref.nbytes} bytes); put it again"
+                f"object {object_id} is incomplete in Redis ({offset - start} of {stored.ref.nbytes} bytes); "
+                "put it again"
             )
-        return offset - start
+        return stored
 
     def get(self, ref_or_id: ObjectRef | str) -> np.ndarray | bytes:
         """The object as a new numpy array (arrays) or bytes (blobs), read from Redis."""
@@ -391,6 +436,21 @@ def _bytes_of(array: np.ndarray) -> memoryview:
     return memoryview(array).cast("B") if array.nbytes else memoryview(b"")
 
 
+Place = Callable[[Stored], tuple[memoryview, int, Callable[[int], None] | None]]
+
+
+class _Missing(Exception):
+    """The meta hash is gone (the caller looks up why)."""
+
+
+class _Mispredicted(Exception):
+    """The object is chunked differently than guessed; the speculative replies are dropped."""
+
+    def __init__(self, stored: Stored) -> None:
+        super().__init__("chunked differently")
+        self.stored = stored
+
+
 class _BulkReader:
     """Reads RESP bulk replies ($<n>\\r\\n<data>\\r\\n) from a socket, the data straight into a caller's buffer."""
 
@@ -421,6 +481,21 @@ class _BulkReader:
                 taken += received
         self._take(2)  # the CRLF after the data
         return size
+
+    def read_map(self) -> dict[str, str]:
+        """Read an HGETALL reply (RESP2 array or RESP3 map) as text."""
+        header = self._line()
+        if header[:1] == b"-":
+            raise redis.ResponseError(header[1:].decode(errors="replace"))
+        count = int(header[1:]) * (2 if header[:1] == b"%" else 1)
+        items = []
+        for _ in range(max(count, 0)):
+            size = int(self._line()[1:])
+            while len(self.pending) < size + 2:
+                self._fill()
+            items.append(bytes(self.pending[:size]).decode())
+            del self.pending[: size + 2]
+        return dict(zip(items[::2], items[1::2], strict=True))
 
     def _line(self) -> bytes:
         while (end := self.pending.find(b"\r\n")) < 0:
