@@ -1,6 +1,7 @@
 """N distinct objects, each put once and read by one job, on 2 worker processes: Ferry, RQ with a GET, and Ray.
 
     python -m benchmarks.many_objects [--counts 100,500,2000] [--sizes-kb 1000,64] [--variants rq-get,ferry,ray]
+                                      [--repeat 1]
 
 What it measures: the cost per object when a deployment holds many of them, which is where per-object
 overheads (a directory scan per job, a stat per mapped segment, a lock file per object) show up.
@@ -12,7 +13,8 @@ Variants (every job computes count/sum/min/max/mean of its own float64 object, a
 
 Objects are distinct windows of one random buffer (no two equal, so dedup never helps). Workers are
 started and warm before the clock starts; the clock runs from the first put/SET to the last result read;
-cost per object = wall time / N. Every result is checked against numpy.
+cost per object = wall time / N (with --repeat, the best of the runs: on a shared machine, noise only
+ever adds time). Every result is checked against numpy.
 """
 
 from __future__ import annotations
@@ -216,12 +218,24 @@ def run_variant(case: Case, variant: str) -> Run:
     return run
 
 
+def best_run(case: Case, variant: str, repeat: int) -> Run:
+    """The fastest of `repeat` runs (or the first failure); every run's cost is kept in `extra`."""
+    runs = [run_variant(case, variant) for _ in range(repeat)]
+    failed = [r for r in runs if r.status != "ok"]
+    if failed:
+        return failed[0]
+    best = min(runs, key=lambda r: r.wall_s or 0.0)
+    best.extra["per_object_ms_all_runs"] = [round(r.per_object_ms or 0.0, 2) for r in runs]
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--counts", default="100,500,2000", help="numbers of objects, comma-separated")
     parser.add_argument("--sizes-kb", default="1000,64", help="object sizes in kB (10^3 bytes), comma-separated")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per variant before it is abandoned")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant and N; the best is reported")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if set(variants) - set(VARIANTS):
@@ -237,7 +251,7 @@ def main() -> None:
             runs: dict[int, dict[str, Run]] = {}
             for count in counts:
                 case = Case(count, size, buffer, server.url, args.timeout)
-                runs[count] = {v: run_variant(case, v) for v in variants}
+                runs[count] = {v: best_run(case, v, args.repeat) for v in variants}
             report["sizes"][str(size)] = _report(size, counts, variants, runs)
     finally:
         server.cleanup()
