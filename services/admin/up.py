@@ -35,6 +35,7 @@ from shared.cli import EXIT_FAILED, EXIT_OK, console, err_console, human_bytes, 
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 from shared.errors import ConfigError
+from shared.objects.shm import collect_quietly
 from shared.processes import die_with_parent
 from shared.redis_conn import connect, connect_checked, redact
 from shared.settings import Settings, read_up_state
@@ -182,6 +183,7 @@ class Stack:
                 else:
                     child.stop(PRODUCER_STOP_S)
             if self.conn is not None:
+                collect_quietly(self.conn)  # a node that was killed leaves its files in /dev/shm otherwise
                 self.conn.close()
             if self.redis is not None:
                 self.redis.cleanup()

@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -426,3 +427,23 @@ def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
             if fd >= 0:
                 os.close(fd)
     return removed
+
+
+def collect_quietly(conn: redis.Redis, shm_dir: Path = segments.SHM_DIR, wait_s: float = 3.0) -> list[Removed]:
+    """`gc` for a supervisor that has just killed its nodes (`ferry up`); never raises.
+
+    A killed node's processes release its alive byte only as they finish exiting, so this retries for
+    up to `wait_s` while a node of this deployment still looks alive here.
+    """
+    removed: list[Removed] = []
+    deadline = time.monotonic() + wait_s
+    try:
+        deployment = deployment_id(conn)
+        while True:
+            removed += gc(conn, shm_dir)
+            if not any(f.object_id is None for f in scan(shm_dir, deployment)) or time.monotonic() > deadline:
+                return removed
+            time.sleep(0.05)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("shared memory: could not collect stopped nodes' files (%s)", exc)
+        return removed
