@@ -190,7 +190,8 @@ def test_a_job_whose_object_does_not_fit_shared_memory_answers_200_with_the_erro
     assert "FERRY_SHM_BUDGET_BYTES" in result["error"] and "8192" in result["error"]
 
 
-def test_a_reference_with_an_unparsable_dtype_or_too_many_dimensions_is_422_not_500(api: httpx.Client, client: Client) -> None:
+def test_a_reference_with_an_unparsable_dtype_or_too_many_dimensions_is_422_not_500(
+        api: httpx.Client, client: Client) -> None:
     ref = client.put(np.ones(4)).model_dump(mode="json")
     bad_dtype = api.post("/v1/jobs", json={"task": "array.stats", "args": {"data": dict(ref, dtype=",")}})
     assert bad_dtype.status_code == 422 and "unknown dtype ','" in bad_dtype.text
@@ -198,9 +199,11 @@ def test_a_reference_with_an_unparsable_dtype_or_too_many_dimensions_is_422_not_
     assert too_deep.status_code == 422 and "65 dimensions" in too_deep.text
 
 
-def test_a_reference_that_differs_from_the_stored_object_or_names_a_missing_one_is_422(api: httpx.Client, client: Client) -> None:
+def test_a_reference_that_differs_from_the_stored_object_or_names_a_missing_one_is_422(
+        api: httpx.Client, client: Client) -> None:
     ref = client.put(np.arange(1000, dtype=np.float64)).model_dump(mode="json")
-    as_float32 = api.post("/v1/jobs", json={"task": "array.stats", "args": {"data": dict(ref, dtype="<f4", nbytes=4000)}})
+    lying = dict(ref, dtype="<f4", nbytes=4000)
+    as_float32 = api.post("/v1/jobs", json={"task": "array.stats", "args": {"data": lying}})
     assert as_float32.status_code == 422
     assert f"object {ref['id']} holds 8000 bytes but the reference says 4000 bytes" in as_float32.text
     missing = api.post("/v1/jobs", json={"task": "array.stats", "args": {"data": dict(ref, id="0" * 32)}})
