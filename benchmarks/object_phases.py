@@ -3,7 +3,8 @@
     python -m benchmarks.object_phases [--size-mb 100] [--repeat 3]
 
 Phases (best of --repeat, against a private Redis): hashing the array for its id (`ref_for`), writing it
-(`ObjectStore.put_prepared`), fetching it into a fresh node segment (`NodeCache.array` on a miss:
+with the id known (`ObjectStore.put_prepared`), a whole `put` (the hash overlapped with the write),
+fetching it into a fresh node segment (`NodeCache.array` on a miss:
 reserve + posix_fallocate + `read_into` + publish), attaching it from a second cache (what another worker
 process does) and reducing it the first time (page faults included), reducing it again, and reducing a
 private numpy copy, and, for comparison, the same chunk writes through a plain redis-py pipeline (which
@@ -28,9 +29,10 @@ from benchmarks.common import json_line, machine, table
 from benchmarks.rq_tasks import stats
 from shared import keys
 from shared.embedded import EmbeddedRedis
-from shared.objects.cache import NodeCache, sweep_node
+from shared.objects.cache import NodeCache
 from shared.objects.ref import ObjectRef, normalize, ref_for
 from shared.objects.segments import SHM_DIR
+from shared.objects.shm import NodeSpace, deployment_id
 from shared.objects.store import ObjectStore, chunks_per_round_trip
 from shared.redis_conn import connect
 from shared.settings import Settings
@@ -49,7 +51,7 @@ def best_of(repeat: int, action: Callable[[], object], before: Callable[[], obje
 
 
 def pipeline_put(conn, ref: ObjectRef, array: np.ndarray) -> None:
-    """The chunk SETs as redis-py sends them in a pipeline, as many per round trip as Ferry sends (Ferry's write before it went zero-copy)."""
+    """The chunk SETs as redis-py pipelines them, as many per round trip as Ferry sends (Ferry's old write)."""
     raw = memoryview(array).cast("B")
     nchunks = max(1, -(-ref.nbytes // CHUNK))
     per_trip = chunks_per_round_trip(CHUNK)
@@ -85,7 +87,7 @@ def _read_when_told(url: str, ref: ObjectRef, ready, go) -> None:
     warm = np.ones(ref.nbytes, np.uint8)
     ready.wait()
     go.wait()
-    store.read_into(ref, memoryview(warm))
+    store.read_into(store.stored(ref.id), memoryview(warm))
 
 
 def main() -> None:
@@ -102,8 +104,13 @@ def main() -> None:
         ref = ref_for(*normalize(array))
         phases: dict[str, float] = {}
         phases["hash (ref_for, sha256)"] = best_of(args.repeat, lambda: ref_for(*normalize(array)))
-        phases["write (put_prepared)"] = best_of(args.repeat, lambda: store.put_prepared(ref, array), conn.flushall)
-        phases["write, plain redis-py pipeline"] = best_of(args.repeat, lambda: pipeline_put(conn, ref, array), conn.flushall)
+        phases["write (put_prepared: hash known)"] = best_of(
+            args.repeat, lambda: store.put_prepared(ref, array), conn.flushall
+        )
+        phases["put (hash overlapped with the write)"] = best_of(args.repeat, lambda: store.put(array), conn.flushall)
+        phases["write, plain redis-py pipeline"] = best_of(
+            args.repeat, lambda: pipeline_put(conn, ref, array), conn.flushall
+        )
         conn.flushall()
         store.put_prepared(ref, array)  # the real layout, for the fetch
 
@@ -111,10 +118,10 @@ def main() -> None:
             return NodeCache(node, SHM_DIR, 4 * array.nbytes, store)
 
         def sweep() -> None:
-            sweep_node(SHM_DIR, node)
+            NodeSpace(SHM_DIR, node, deployment_id(conn), 1).sweep(keep_lock=False)
 
         def use(reduce: bool, repeat: int = 0) -> float:
-            """Map the object through a new cache (fetching it if missing); reduce it once, or time `repeat` reductions."""
+            """Map the object through a new cache (fetching it if missing); reduce once, or time `repeat` reductions."""
             cache = fresh_cache()
             try:
                 return reduce_view(cache.array(ref), reduce, repeat)
@@ -129,21 +136,31 @@ def main() -> None:
         phases["fetch into fresh segment (miss)"] = best_of(args.repeat, lambda: use(False), sweep)
         use(False)  # leave one resident segment for the phases below
         warm = np.ones(ref.nbytes, np.uint8)  # pages already touched: the socket-to-memory speed alone
-        phases["read_into a warm buffer"] = best_of(args.repeat, lambda: store.read_into(ref, memoryview(warm)))
+        stored = store.stored(ref.id)
+        phases["read_into a warm buffer"] = best_of(args.repeat, lambda: store.read_into(stored, memoryview(warm)))
         phases["attach + first stats (2nd process)"] = best_of(args.repeat, lambda: use(True))
         phases["stats on the shared segment"] = use(True, args.repeat)
         phases["stats on a private numpy array"] = best_of(args.repeat, lambda: stats(array))
         other = array + 1.0
         phases["write one + read another, 2 processes at once"] = min(
-            write_and_read_at_once(server.url, ref, other) for _ in range(args.repeat))
+            write_and_read_at_once(server.url, ref, other) for _ in range(args.repeat)
+        )
+        sweep()
     finally:
         server.cleanup()
-        sweep_node(SHM_DIR, node)
     rows = [[name, f"{s * 1000:.1f}", f"{array.nbytes / s / 1e6:,.0f}"] for name, s in phases.items()]
     print(f"{args.size_mb} MB float64 array, best of {args.repeat}:")
     print(table(["phase", "ms", "MB/s"], rows))
-    print(json_line({"benchmark": "object_phases", "size_mb": args.size_mb, "machine": machine(),
-                     "ms": {k: round(v * 1000, 2) for k, v in phases.items()}}))
+    print(
+        json_line(
+            {
+                "benchmark": "object_phases",
+                "size_mb": args.size_mb,
+                "machine": machine(),
+                "ms": {k: round(v * 1000, 2) for k, v in phases.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

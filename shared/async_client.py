@@ -39,7 +39,16 @@ from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
 from shared.scripts import ENQUEUE
 from shared.settings import Settings, get_settings
-from shared.submission import checked_args, enqueue_call, indexed, needs_fresher_catalog, new_submission
+from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
+from shared.submission import (
+    ScriptCall,
+    checked_args,
+    enqueue_call,
+    indexed,
+    needs_fresher_catalog,
+    new_submission,
+    object_references,
+)
 from shared.tasks import load_tasks
 
 P = ParamSpec("P")
@@ -181,6 +190,7 @@ class AsyncClient:
         self.catalog_cache = CatalogCache()
         self._catalog_read: asyncio.Task[Catalog] | None = None
         self._enqueue = _EnqueueBatcher(self.conn)
+        self._reference = self.conn.register_script(REFERENCE)
         self.done = DoneWaiter(lambda: connect_async(self.url, 1, socket_timeout=None), self.settings.result_recheck_s)
         self._sync_services: tuple[JobService, ObjectStore] | None = None
 
@@ -191,7 +201,7 @@ class AsyncClient:
 
     @_redis_errors
     async def submit_request(self, request: JobRequest) -> Submitted:
-        script_keys, script_args = enqueue_call(request, await self._checked(request), self.settings)
+        script_keys, script_args = await self._prepared(request)
         created, job_id = await self._enqueue(script_keys, script_args)
         return await self._submitted(request, created, job_id)
 
@@ -202,19 +212,29 @@ class AsyncClient:
         prepared = []
         for index, request in enumerate(parsed):
             try:
-                prepared.append(enqueue_call(request, await self._checked(request), self.settings))
+                prepared.append(await self._prepared(request))
             except FerryError as exc:
                 raise indexed(exc, index)  # noqa: B904 - the same error, re-raised with its index
         replies = await asyncio.gather(*(self._enqueue(k, a) for k, a in prepared))  # batched as they come
         return [await self._submitted(r, created, job_id) for r, (created, job_id) in zip(parsed, replies, strict=True)]
 
-    async def _checked(self, request: JobRequest) -> dict[str, Any]:
+    async def _prepared(self, request: JobRequest) -> ScriptCall:
+        """Validate the job and check (and record) the objects it takes; ENQUEUE's keys and args."""
         catalog = self.catalog_cache.fresh()
         if catalog is None or (
             needs_fresher_catalog(request, catalog, self.settings) and not self.catalog_cache.fresh(for_miss=True)
         ):
             catalog = await self.catalog()
-        return checked_args(request, catalog, self.tasks, self.settings)
+        args = checked_args(request, catalog, self.tasks, self.settings)
+        call = enqueue_call(request, args, self.settings)
+        named = object_references(request.task, args, catalog, self.tasks)
+        referencing = reference_call(str(call[1][0]), named)
+        if referencing is not None:  # the same check as the sync client's (shared.objects.lifetime)
+            reply = await self._reference(keys=referencing[0], args=referencing[1])
+            missing = missing_object(named, reply)
+            tombstone = await self.conn.get(keys.object_tombstone(missing)) if missing else None
+            raise_for_reference(named, reply, tombstone)
+        return call
 
     async def catalog(self) -> Catalog:
         """The task catalog as the live nodes publish it, read now (concurrent callers share one read)."""

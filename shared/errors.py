@@ -181,4 +181,5 @@ class JobCanceled(JobExecutionError):
 
 
 # Errors that say the job itself is wrong: retrying cannot help, so the worker fails it at once.
-PERMANENT_ERRORS: tuple[type[FerryError], ...] = (UnknownTask, InvalidArgs, InvalidRequest, JobCanceled)
+# A missing object cannot come back by itself (objects live while jobs need them; a forced delete means it).
+PERMANENT_ERRORS: tuple[type[FerryError], ...] = (UnknownTask, InvalidArgs, InvalidRequest, JobCanceled, ObjectNotFound)

@@ -13,6 +13,7 @@ from shared import keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
+from shared.objects.lifetime import reference_job_objects
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -23,6 +24,7 @@ from shared.submission import (
     indexed,
     needs_fresher_catalog,
     new_submission,
+    object_references,
 )
 from shared.tasks import TaskRegistry
 from shared.timeutil import rq_now, rq_parse, unix_now
@@ -44,8 +46,13 @@ class JobService:
 
     # --- submit (validation and the script's arguments: shared.submission, as in the async client) ---
     def _enqueue_args(self, request: JobRequest) -> ScriptCall:
-        args = checked_args(request, self._catalog(request), self.tasks, self.settings)
-        return enqueue_call(request, args, self.settings)
+        catalog = self._catalog(request)
+        args = checked_args(request, catalog, self.tasks, self.settings)
+        call = enqueue_call(request, args, self.settings)
+        job_id = call[1][0]
+        # Every referenced object exists and matches its stored metadata, and is kept while this job needs it.
+        reference_job_objects(self.conn, job_id, object_references(request.task, args, catalog, self.tasks))
+        return call
 
     def _catalog(self, request: JobRequest) -> Catalog:
         """The task catalog, read at most once a second (and once more when it would refuse the job)."""

@@ -54,6 +54,8 @@ def workers_by_queue(queue_name: str) -> str:
 # --- Ferry's keys ---
 NODES = "ferry:nodes"  # zset: node id -> last heartbeat (unix seconds)
 OBJECTS = "ferry:objects"  # zset: object id -> creation time
+OBJECT_EXPIRY = "ferry:objects:expiry"  # zset: object id -> logical expiry (unix s); swept when no live job needs it
+DEPLOYMENT = "ferry:deployment"  # a short random id, set once (SET NX): names this deployment's files in /dev/shm
 WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake at once
 DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
@@ -91,19 +93,42 @@ def object_chunk(object_id: str, index: int) -> str:
     return f"ferry:obj:{object_id}:chunk:{index}"
 
 
+def object_jobs(object_id: str) -> str:
+    """Zset of the jobs that reference the object: job id -> time the reference was taken."""
+    return f"ferry:obj:{object_id}:jobs"
+
+
+def object_tombstone(object_id: str) -> str:
+    """Why a forcibly deleted object is gone, so the jobs that needed it fail with that reason."""
+    return f"ferry:obj:{object_id}:deleted"
+
+
+def upload_chunk(upload_id: str, index: int) -> str:
+    """A chunk written under a temporary upload id while the content hash is still being computed."""
+    return f"ferry:upload:{upload_id}:chunk:{index}"
+
+
 # --- Shared-memory names (files in /dev/shm) ---
+# `ferry_<node>_<deployment>_<object>`: the node id first (ids have no "_"), then the deployment id (8 hex
+# characters stored in Redis), so that two deployments on one host, even with equal node ids, never
+# touch each other's files. One lock file per node and deployment; per-object locks are byte ranges in it.
 SEGMENT_PREFIX = "ferry_"
 PART_MARK = ".part"  # a segment still being written; never attached
 LOCK_SUFFIX = ".lock"
+HOST_LEDGER = "ferry-ledger"  # per host (and user): the shared-memory bytes each node holds, for the one budget
 
 
-def segment(node_id: str, object_id: str) -> str:
-    return f"{SEGMENT_PREFIX}{node_id}_{object_id}"
+def node_segment_prefix(node_id: str, deployment: str) -> str:
+    return f"{SEGMENT_PREFIX}{node_id}_{deployment}_"
 
 
-def partial_segment(node_id: str, object_id: str, pid: int) -> str:
-    return f"{segment(node_id, object_id)}{PART_MARK}{pid}"
+def segment(deployment: str, node_id: str, object_id: str) -> str:
+    return f"{node_segment_prefix(node_id, deployment)}{object_id}"
 
 
-def node_segment_prefix(node_id: str) -> str:
-    return f"{SEGMENT_PREFIX}{node_id}_"
+def partial_segment(deployment: str, node_id: str, object_id: str) -> str:
+    return f"{segment(deployment, node_id, object_id)}{PART_MARK}"
+
+
+def node_lock(deployment: str, node_id: str) -> str:
+    return f"{SEGMENT_PREFIX}{node_id}_{deployment}{LOCK_SUFFIX}"

@@ -19,6 +19,7 @@ from shared import keys, wire
 from shared.catalog import Catalog
 from shared.errors import FerryError, TaskNotServed, UnknownTask
 from shared.models import JobRequest, JobStatus, Submitted
+from shared.objects.ref import ObjectRef
 from shared.settings import Settings
 from shared.tasks import TaskRegistry
 
@@ -49,6 +50,26 @@ def checked_args(
         assert local is not None
         return local.get(request.task).validate(request.args).model_dump(mode="json", exclude_unset=True)
     return request.args
+
+
+def object_references(
+    task: str, args: dict[str, Any], catalog: Catalog, local: TaskRegistry | None
+) -> list[tuple[str, ObjectRef]]:
+    """The (argument name, ObjectRef) pairs of a validated job: its array parameters, known from the local task
+    code or from the catalog's schema (a property that is an ObjectRef), so no task code is needed."""
+    names: set[str] = set()
+    if local is not None and task in local.names():
+        names |= local.get(task).array_params
+    served = catalog.get(task)
+    if served is not None:
+        properties = served.input_schema.get("properties", {})
+        names |= {name for name, schema in properties.items() if _is_object_ref(schema)}
+    return [(name, ObjectRef.model_validate(args[name])) for name in sorted(names) if args.get(name) is not None]
+
+
+def _is_object_ref(schema: dict[str, Any]) -> bool:
+    options = [schema, *schema.get("anyOf", []), *schema.get("allOf", [])]
+    return any(str(option.get("$ref", "")).endswith("/ObjectRef") for option in options)
 
 
 def _refusal(task: str, queue: str, catalog: Catalog, known_here: bool) -> FerryError:

@@ -31,6 +31,7 @@ from shared import keys, ports, up_state
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 from shared.errors import EXIT_INTERNAL, EXIT_OK, ConfigError
+from shared.objects.shm import collect_quietly
 from shared.processes import die_with_parent
 from shared.redis_conn import connect, connect_checked, redact
 from shared.settings import Settings
@@ -174,6 +175,7 @@ class Stack:
                 else:
                     child.stop(PRODUCER_STOP_S)
             if self.conn is not None:
+                collect_quietly(self.conn)  # a node that was killed leaves its files in /dev/shm otherwise
                 self.conn.close()
             if self.server is not None:
                 self.server.cleanup()

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from shared.errors import InvalidRequest
-from shared.objects.ref import ObjectRef
 from services.producer.errors import validation_error
+from shared.errors import InvalidRequest
+from shared.objects.ref import MAX_DIMS, ObjectRef
 
 NPY = "application/x-npy"
 RAW = "application/octet-stream"
@@ -35,7 +35,9 @@ def numeric_dtype(spec: str, field: str) -> np.dtype:
 
 def _check_numeric(dtype: np.dtype, field: str) -> None:
     if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
-        raise validation_error(field, f"dtype {dtype.str!r} is not numeric ({NUMERIC}); only numeric arrays can be objects")
+        raise validation_error(
+            field, f"dtype {dtype.str!r} is not numeric ({NUMERIC}); only numeric arrays can be objects"
+        )
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -45,6 +47,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = (-1,)
     if any(n < 0 for n in shape):
         raise validation_error("query.shape", f"shape {text!r} is not comma-separated sizes like 3,4 (omit it for 1-D)")
+    if len(shape) > MAX_DIMS:
+        raise validation_error("query.shape", f"shape has {len(shape)} dimensions; arrays have at most {MAX_DIMS}")
     return shape
 
 
@@ -58,7 +62,8 @@ def from_raw(body: bytes, dtype: str | None, shape: str | None) -> np.ndarray | 
     if shape is None:
         if len(body) % item.itemsize:
             raise validation_error(
-                "query.dtype", f"the body's {len(body)} bytes are not a whole number of {item.str} items ({item.itemsize} bytes each)"
+                "query.dtype",
+                f"the body's {len(body)} bytes are not a whole number of {item.str} items ({item.itemsize} bytes each)",
             )
         dims: tuple[int, ...] = (len(body) // item.itemsize,)
     else:
@@ -87,6 +92,8 @@ def from_npy(body: bytes) -> np.ndarray:
     except ValueError as exc:
         raise InvalidRequest(f"the body is not a valid .npy file: {exc}") from exc
     _check_numeric(dtype, "body")  # before np.load: an object array is refused unread
+    if len(shape) > MAX_DIMS:
+        raise InvalidRequest(f"the .npy header has {len(shape)} dimensions; arrays have at most {MAX_DIMS}")
     expected = stream.tell() + math.prod(shape) * dtype.itemsize
     if expected != len(body):
         raise InvalidRequest(
@@ -105,8 +112,14 @@ def from_npy(body: bytes) -> np.ndarray:
 def npy_header(ref: ObjectRef) -> bytes:
     """The .npy header for the array `ref` describes (C order), to stream its data after."""
     header = io.BytesIO()
-    fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(ref.dtype)), "fortran_order": False, "shape": tuple(ref.shape)}
-    np.lib.format.write_array_header_2_0(header, fields) if _needs_v2(fields) else np.lib.format.write_array_header_1_0(header, fields)
+    fields = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(ref.dtype)),
+        "fortran_order": False,
+        "shape": tuple(ref.shape),
+    }
+    np.lib.format.write_array_header_2_0(header, fields) if _needs_v2(fields) else np.lib.format.write_array_header_1_0(
+        header, fields
+    )
     return header.getvalue()
 
 

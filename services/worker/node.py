@@ -27,7 +27,7 @@ from shared import catalog, keys
 from shared.errors import ConfigError
 from shared.objects import segments
 from shared.objects.segments import SHM_DIR
-from shared.objects.cache import default_budget, sweep_node
+from shared.objects.shm import default_budget, start_node
 from shared.redis_conn import connect_checked
 from shared.scripts import Scripts
 from shared.tasks import load_tasks
@@ -66,10 +66,8 @@ class Node:
         self.scripts = Scripts(self.conn)
         self.node_id = self.settings.node_id
         self._refuse_duplicate_node()
-        files, freed = sweep_node(SHM_DIR, self.node_id)
-        if files:
-            log.info("node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", self.node_id, files, freed)
         self.budget = self.settings.shm_budget_bytes or default_budget(SHM_DIR)
+        self.shm = start_node(self.conn, SHM_DIR, self.node_id, self.budget)  # its files here; swept; marked alive
         self._register()
         self._forget_dead_workers()
         reap(self.conn, self.scripts, self.settings)
@@ -222,7 +220,7 @@ class Node:
                 slot.process.join(0.5)
                 if not slot.process.is_alive():
                     self._on_death(slot)
-        files, freed = sweep_node(SHM_DIR, self.node_id)
+        files, freed = self.shm.sweep(keep_lock=False)
         try:
             pipe = self.conn.pipeline(transaction=True)
             pipe.hset(keys.node(self.node_id), mapping={"state": "stopped", "last_heartbeat": unix_now()})

@@ -13,6 +13,7 @@ import logging
 import redis
 
 from shared import keys
+from shared.objects.lifetime import sweep_expired
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.timeutil import unix_now
@@ -37,4 +38,5 @@ def reap(conn: redis.Redis, scripts: Scripts, settings: Settings) -> list[str]:
                 reaped.append(job_id)
         for registry in (keys.finished(queue), keys.failed(queue), keys.canceled(queue)):
             conn.zremrangebyscore(registry, "-inf", now)  # entries are scored by expiry
+    sweep_expired(conn)  # objects past their expiry that no job still needs
     return reaped

@@ -7,15 +7,16 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.errors import InvalidRequest
 
-REF_MARKER = "$ferry_ref"
-HASH_PIECE_BYTES = 16 * 1024 * 1024  # key that marks a reference inside a JSON result
+REF_MARKER = "$ferry_ref"  # key that marks a reference inside a JSON result
+HASH_PIECE_BYTES = 16 * 1024 * 1024
+MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS); more is refused as input, never a 500
 
 
 class ObjectKind(str, Enum):
@@ -30,24 +31,69 @@ class ObjectRef(BaseModel):
 
     id: str = Field(pattern=r"^[0-9a-f]{32}$")
     kind: ObjectKind
-    dtype: str = "uint8"
-    shape: tuple[int, ...] = ()
+    dtype: str = Field("uint8", max_length=64)
+    shape: tuple[Annotated[int, Field(ge=0)], ...] = Field((), max_length=MAX_DIMS)
     nbytes: int = Field(ge=0)
 
     @field_validator("dtype")
     @classmethod
     def _numeric_dtype(cls, value: str) -> str:
-        try:
-            dtype = np.dtype(value)
-        except TypeError as exc:
-            raise ValueError(f"unknown dtype {value!r}") from exc
-        if dtype.kind not in "biufc":
-            raise ValueError(f"dtype {value!r} is not numeric (bool, int, uint, float or complex)")
-        return dtype.str
+        return numeric_dtype(value).str
+
+    @model_validator(mode="after")
+    def _size_fits_shape(self) -> ObjectRef:
+        expected = math.prod(self.shape) * np.dtype(self.dtype).itemsize
+        if self.kind is ObjectKind.ARRAY and expected != self.nbytes:
+            raise ValueError(f"shape {list(self.shape)} of {self.dtype} is {expected} bytes, not nbytes={self.nbytes}")
+        return self
+
+    def describe(self) -> str:
+        """kind, dtype, shape and size in words, for error messages."""
+        if self.kind is ObjectKind.BYTES:
+            return f"{self.nbytes} bytes"
+        return f"a {self.dtype} array of shape {list(self.shape)} ({self.nbytes} bytes)"
+
+    def same_data_as(self, stored: ObjectRef) -> bool:
+        """True when this reference describes the stored object exactly (kind, dtype, shape, size)."""
+        return (self.kind, self.dtype, tuple(self.shape), self.nbytes) == (
+            stored.kind,
+            stored.dtype,
+            tuple(stored.shape),
+            stored.nbytes,
+        )
 
     def as_result(self) -> dict[str, Any]:
         """The JSON form used when a task's result is an object."""
         return {REF_MARKER: self.model_dump(mode="json")}
+
+
+def numeric_dtype(spec: str) -> np.dtype:
+    """The plain numeric dtype `spec` names; ValueError (a 4xx at every boundary) for anything else.
+
+    numpy raises TypeError, ValueError or even SyntaxError (for "," it evaluates the text) on bad specs.
+    """
+    try:
+        dtype = np.dtype(spec)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the user's input, not our bug
+        raise ValueError(f"unknown dtype {spec!r}; use e.g. float64, <f4, int32, uint8") from exc
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"dtype {spec!r} is not numeric (bool, int, uint, float or complex)")
+    return dtype
+
+
+def mismatch(claimed: ObjectRef, stored: ObjectRef) -> str | None:
+    """Why `claimed` does not describe `stored` (None when it does): the stored metadata is the truth."""
+    if claimed.same_data_as(stored):
+        return None
+    if claimed.nbytes != stored.nbytes:
+        return (
+            f"object {stored.id} holds {stored.nbytes} bytes but the reference says {claimed.nbytes} bytes; "
+            f"it is {stored.describe()}: use the reference that put returned"
+        )
+    return (
+        f"object {stored.id} is {stored.describe()} but the reference says {claimed.describe()}; "
+        "use the reference that put returned"
+    )
 
 
 def normalize(data: Any) -> tuple[ObjectKind, np.ndarray]:

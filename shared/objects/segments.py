@@ -29,9 +29,19 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 def _open(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:
     if _TRACK_FLAG:
         return shared_memory.SharedMemory(name=name, create=create, size=size, track=False)  # type: ignore[call-arg]
-    shm = shared_memory.SharedMemory(name=name, create=create, size=size)
-    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    return shm
+    # 3.11/3.12 register every handle with the tracker; registering then unregistering cost two pipe
+    # writes and two liveness probes per segment (a quarter of a small object's fetch), so the
+    # registration is skipped instead. Only this module opens segments, from one thread at a time.
+    register = resource_tracker.register
+    resource_tracker.register = _not_tracked
+    try:
+        return shared_memory.SharedMemory(name=name, create=create, size=size)
+    finally:
+        resource_tracker.register = register
+
+
+def _not_tracked(name: str, rtype: str) -> None:
+    """Stands in for resource_tracker.register while Ferry opens a segment (see `_open`)."""
 
 
 def share_tracker_with_children() -> None:

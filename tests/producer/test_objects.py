@@ -188,3 +188,32 @@ def test_a_job_whose_object_does_not_fit_shared_memory_answers_200_with_the_erro
     result = answer.json()
     assert (result["ready"], result["status"]) == (True, "failed")
     assert "FERRY_SHM_BUDGET_BYTES" in result["error"] and "8192" in result["error"]
+
+
+def test_a_reference_with_an_unparsable_dtype_or_too_many_dimensions_is_422_not_500(
+        api: httpx.Client, client: Client) -> None:
+    ref = client.put(np.ones(4)).model_dump(mode="json")
+    bad_dtype = api.post("/v1/jobs", json={"task": "array.stats", "args": {"data": dict(ref, dtype=",")}})
+    assert bad_dtype.status_code == 422 and "unknown dtype ','" in bad_dtype.text
+    too_deep = api.post("/v1/objects?dtype=uint8&shape=" + ",".join(["1"] * 65), content=b"x", headers=RAW)
+    assert too_deep.status_code == 422 and "65 dimensions" in too_deep.text
+
+
+def test_a_reference_that_differs_from_the_stored_object_or_names_a_missing_one_is_422(
+        api: httpx.Client, client: Client) -> None:
+    ref = client.put(np.arange(1000, dtype=np.float64)).model_dump(mode="json")
+    lying = dict(ref, dtype="<f4", nbytes=4000)
+    as_float32 = api.post("/v1/jobs", json={"task": "array.stats", "args": {"data": lying}})
+    assert as_float32.status_code == 422
+    assert f"object {ref['id']} holds 8000 bytes but the reference says 4000 bytes" in as_float32.text
+    missing = api.post("/v1/jobs", json={"task": "array.stats", "args": {"data": dict(ref, id="0" * 32)}})
+    assert missing.status_code == 422 and f"object {'0' * 32} does not exist" in missing.text
+
+
+def test_deleting_an_object_a_queued_job_needs_is_409_unless_forced(api: httpx.Client, client: Client) -> None:
+    ref = client.put(np.arange(10.0))
+    job = client.submit("array.stats", {"data": ref}, queue="nobody-listens")
+    refused = api.delete(f"/v1/objects/{ref.id}")
+    assert refused.status_code == 409 and job in refused.text and "force" in refused.text
+    assert api.delete(f"/v1/objects/{ref.id}?force=true").status_code == 204
+    assert api.get(f"/v1/objects/{ref.id}").status_code == 404

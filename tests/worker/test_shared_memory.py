@@ -13,7 +13,24 @@ import redis
 from shared import keys
 from shared.client import Client
 from shared.models import JobRequest
+from shared.objects.shm import deployment_id
+from shared.timeutil import unix_now
 from tests.support import NodeProcess, shm_files, wait_for
+
+
+def _segment(conn: redis.Redis, node_id: str, object_id: str) -> str:
+    return keys.segment(deployment_id(conn), node_id, object_id)
+
+
+def _writer_of(node: NodeProcess, conn: redis.Redis, name: str) -> int:
+    """The worker process that maps segment `name` (the one writing it)."""
+    for pid in node.worker_pids(conn):
+        try:
+            if name in open(f"/proc/{pid}/maps").read():
+                return pid
+        except OSError:
+            continue
+    raise AssertionError(f"no worker of {node.node_id} maps {name}")
 
 
 def _stats(conn: redis.Redis, node_id: str) -> dict[str, int]:
@@ -46,7 +63,7 @@ def test_workers_read_the_shared_segment_zero_copy_and_read_only(client: Client,
     data = np.arange(1_000_000, dtype=np.int64)
     ref = client.put(data)
     results = [client.result(j, wait_s=20).value for j in [client.submit("test.where", {"data": ref}) for _ in range(6)]]
-    segment = f"/dev/shm/{keys.segment(node.node_id, ref.id)}"
+    segment = f"/dev/shm/{_segment(conn, node.node_id, ref.id)}"
     for seen in results:
         assert seen["mapped_file"] == segment  # the view's memory is the segment's mapping: no copy
         assert seen["owndata"] is False and seen["writeable"] is False
@@ -70,7 +87,9 @@ def test_objects_are_chunked_get_back_equal_and_can_be_deleted(client: Client, c
     ref = client.put(data, ttl_s=120)
     assert ref.shape == (3000, 1000) and ref.dtype == "<i4" and ref.nbytes == data.nbytes
     assert len(conn.keys(f"ferry:obj:{ref.id}:chunk:*")) == -(-data.nbytes // settings.object_chunk_bytes)
-    assert 0 < conn.ttl(keys.object_meta(ref.id)) <= 120
+    assert conn.ttl(keys.object_meta(ref.id)) == -1  # no Redis TTL: a logical expiry, swept when no job needs it
+    assert 0 < conn.zscore(keys.OBJECT_EXPIRY, ref.id) - unix_now() <= 120
+    assert conn.keys("ferry:upload:*") == []  # written under an upload id while hashing, then renamed
     np.testing.assert_array_equal(client.get(ref), data)
     assert client.get(client.put(b"raw bytes")) == b"raw bytes"
     assert client.delete(ref) is True
@@ -106,7 +125,7 @@ def test_two_nodes_keep_separate_caches_and_each_fetches_once(client: Client, st
     for node in (a, b):
         stats = _stats(conn, node.node_id)
         assert stats["misses"] == 1 and stats["bytes_from_redis"] == data.nbytes
-        assert shm_files(node.node_id) == [keys.segment(node.node_id, ref.id)]
+        assert shm_files(node.node_id) == [_segment(conn, node.node_id, ref.id)]
     sent = conn.info("stats")["total_net_output_bytes"] - net_before
     assert 2 * data.nbytes <= sent <= 2 * data.nbytes * 1.05
 
@@ -119,7 +138,7 @@ def test_least_recently_used_objects_are_evicted_to_stay_in_budget(client: Clien
         assert client.result(client.submit("array.stats", {"data": ref}), wait_s=20).status == "finished"
     stats = _stats(conn, node.node_id)
     assert stats["evictions"] == 1
-    assert shm_files(node.node_id) == sorted(keys.segment(node.node_id, r.id) for r in refs[1:])
+    assert shm_files(node.node_id) == sorted(_segment(conn, node.node_id, r.id) for r in refs[1:])
     assert stats["resident_bytes"] <= size * 2.5
 
 
@@ -171,11 +190,11 @@ def test_a_worker_killed_mid_fetch_leaves_no_half_written_object(client: Client,
     ref = client.put(data)
     job = client.submit("array.stats", {"data": ref}, retries=2)
     part = wait_for(lambda: [n for n in shm_files(node.node_id) if ".part" in n], interval=0.002, what="a partial segment")
-    os.kill(int(part[0].rsplit(".part", 1)[1]), 9)
-    assert not any(n == keys.segment(node.node_id, ref.id) for n in shm_files(node.node_id))  # never published
+    os.kill(wait_for(lambda: _writer_of(node, conn, part[0]), what="the writer"), 9)
+    assert not any(n == _segment(conn, node.node_id, ref.id) for n in shm_files(node.node_id))  # never published
     result = client.result(job, wait_s=60)
     assert result.status == "finished" and result.value["sum"] == pytest.approx(data.sum())
-    assert shm_files(node.node_id) == [keys.segment(node.node_id, ref.id)]  # the dead writer's part was swept
+    assert shm_files(node.node_id) == [_segment(conn, node.node_id, ref.id)]  # the dead writer's part was swept
     node.terminate()
     assert shm_files(node.node_id, locks=True) == []
 
@@ -187,4 +206,4 @@ def test_a_node_killed_outright_has_its_segments_swept_at_its_next_start(client:
     node.kill()
     assert shm_files(node_id)  # SIGKILL of the whole group: nobody cleaned up
     start_node(node_id=node_id, processes=1)
-    assert shm_files(node_id, locks=True) == []
+    assert shm_files(node_id) == []  # only the running node's one lock file is left

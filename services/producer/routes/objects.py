@@ -8,13 +8,13 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from shared.errors import ObjectNotFound
-from shared.objects.ref import ObjectKind, ObjectRef
 from services.producer import arrays
 from services.producer.deps import ClientDep
 from services.producer.errors import validation_error
-from shared.errors import UnsupportedMediaType
 from services.producer.schemas import StoredObject, errors
+from shared.errors import ObjectNotFound, UnsupportedMediaType
+from shared.objects.lifetime import missing_message
+from shared.objects.ref import ObjectKind, ObjectRef
 
 router = APIRouter(prefix="/v1/objects", tags=["objects"])
 
@@ -55,7 +55,7 @@ async def read_body(request: Request) -> bytes:
     summary="Upload an array or bytes",
     description=(
         "Stores the data once in Redis and returns its ObjectRef: pass that JSON as a task's array argument. "
-        "The id is a content hash, so uploading equal data again returns the same ref (and refreshes its TTL).\n\n"
+        "The id is a content hash, so uploading equal data again returns the same ref (and extends its expiry).\n\n"
         "- `application/x-npy`: a .npy file with a numeric dtype (pickled/object arrays are refused, never loaded).\n"
         "- `application/octet-stream`: raw bytes; with `dtype` (and optionally `shape`, default 1-D) they become an "
         "array, and the byte count must match. Without `dtype` the object is kind `bytes`."
@@ -68,9 +68,22 @@ def upload(
     client: ClientDep,
     body: Annotated[bytes, Depends(read_body)],
     content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
-    dtype: Annotated[str | None, Query(description="octet-stream only: e.g. float64, <f4, int32", examples=["float64"])] = None,
-    shape: Annotated[str | None, Query(description="octet-stream only: comma-separated sizes, e.g. 1000,3", examples=["1000,3"])] = None,
-    ttl_s: Annotated[int | None, Query(gt=0, le=MAX_TTL_S, description="seconds to keep it; default FERRY_OBJECT_TTL_S")] = None,
+    dtype: Annotated[
+        str | None, Query(description="octet-stream only: e.g. float64, <f4, int32", examples=["float64"])
+    ] = None,
+    shape: Annotated[
+        str | None, Query(description="octet-stream only: comma-separated sizes, e.g. 1000,3", examples=["1000,3"])
+    ] = None,
+    ttl_s: Annotated[
+        int | None,
+        Query(
+            gt=0,
+            le=MAX_TTL_S,
+            description=(
+                "seconds to keep it at least (and while jobs that need it are not done); default FERRY_OBJECT_TTL_S"
+            ),
+        ),
+    ] = None,
 ) -> ObjectRef:
     media = (content_type or "").split(";")[0].strip().lower()
     if media == arrays.NPY:
@@ -105,7 +118,9 @@ def get_object(
     object_id: ObjectId,
     client: ClientDep,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
-    fmt: Annotated[Literal["json", "npy", "raw"] | None, Query(alias="format", description="overrides the Accept header")] = None,
+    fmt: Annotated[
+        Literal["json", "npy", "raw"] | None, Query(alias="format", description="overrides the Accept header")
+    ] = None,
 ) -> Response | ObjectRef:
     ref = client.objects.ref(object_id)
     wanted = fmt or _negotiate(accept)
@@ -125,10 +140,23 @@ def get_object(
     return StreamingResponse(arrays.stream(prefix, data), media_type=media, headers=headers)
 
 
-@router.delete("/{object_id}", status_code=204, summary="Delete an object", responses=errors(404, 422))
-def delete_object(object_id: ObjectId, client: ClientDep) -> Response:
-    if not client.delete(object_id):
-        raise ObjectNotFound(f"object {object_id} does not exist (it expired, was deleted, or was never put)")
+@router.delete(
+    "/{object_id}",
+    status_code=204,
+    summary="Delete an object",
+    description=(
+        "Refused with 409 while jobs that are not done yet need the object (the message lists them), unless "
+        "`force=true`: then those jobs fail with an error that says the object was deleted."
+    ),
+    responses=errors(404, 409, 422),
+)
+def delete_object(
+    object_id: ObjectId,
+    client: ClientDep,
+    force: Annotated[bool, Query(description="delete even if jobs not yet done need it; they fail")] = False,
+) -> Response:
+    if not client.objects.delete(object_id, force=force):
+        raise ObjectNotFound(missing_message(object_id))
     return Response(status_code=204)
 
 

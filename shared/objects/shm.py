@@ -1,0 +1,449 @@
+"""/dev/shm as one subsystem: names, locks, the host's one budget, sweeping and gc.
+
+Names. Every file is `ferry_<node>_<deployment>_...`: the deployment id is 8 hex characters that the
+first Ferry process to need it stores in Redis (`SET NX ferry:deployment`), so two deployments on one
+host (two Redis servers), even with equal node ids, never touch each other's files.
+
+Locks. One lock file per node (`ferry_<node>_<deployment>.lock`) instead of one per object: locks are
+byte ranges in it (Linux open-file-description locks, which the kernel releases when the holder dies,
+and which conflict between processes and between opens in one process). Byte 0 guards the node's
+space (reserving, evicting), byte 1 is held by the node supervisor for its whole life (so any process
+on the host can tell a live node from a dead one without asking Redis), bytes 2.. are per-object
+fetch locks (by a hash of the id; a collision only makes two fetches wait for each other).
+
+Budget. One budget per host's /dev/shm, shared by every node there, of any deployment: the bytes each
+node holds are kept as numbers in the host ledger (`/dev/shm/ferry-ledger-<uid>`, JSON under a
+`flock`), updated when a segment is created or removed. No directory scan or stat happens on a job's
+path; only when a reservation would exceed the budget is /dev/shm scanned once, to correct the
+numbers from the files themselves and to choose least-recently-used victims of this node.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import redis
+
+from shared import keys
+from shared.errors import ConfigError, ShmFull
+from shared.objects import segments
+
+log = logging.getLogger("ferry.shm")
+
+DEFAULT_BUDGET_FRACTION = 0.8  # of the host's /dev/shm size
+NODE_BYTE, ALIVE_BYTE, FIRST_OBJECT_BYTE = 0, 1, 2
+OBJECT_LOCK_RANGE = 1 << 40
+
+
+def deployment_id(conn: redis.Redis) -> str:
+    """This deployment's short id, created at first use (SET NX), so every process of it agrees."""
+    existing = conn.get(keys.DEPLOYMENT)
+    if existing is None:
+        conn.set(keys.DEPLOYMENT, secrets.token_hex(4), nx=True)
+        existing = conn.get(keys.DEPLOYMENT)
+    return bytes(existing).decode()  # type: ignore[arg-type]
+
+
+def default_budget(shm_dir: Path) -> int:
+    """The host's budget when FERRY_SHM_BUDGET_BYTES is unset: a fraction of /dev/shm's size."""
+    stats = os.statvfs(shm_dir)
+    return int(stats.f_blocks * stats.f_frsize * DEFAULT_BUDGET_FRACTION)
+
+
+# --- names ---
+@dataclass(frozen=True)
+class ShmFile:
+    name: str
+    node: str
+    deployment: str
+    object_id: str | None  # None for the node's lock file
+    partial: bool
+    size: int = 0
+    mtime: float = 0.0
+
+
+def parse_name(name: str) -> ShmFile | None:
+    """A Ferry file name split into its parts; None for anything else (including older layouts)."""
+    if not name.startswith(keys.SEGMENT_PREFIX):
+        return None
+    parts = name[len(keys.SEGMENT_PREFIX) :].split("_")
+    if len(parts) == 2 and parts[1].endswith(keys.LOCK_SUFFIX):
+        deployment = parts[1][: -len(keys.LOCK_SUFFIX)]
+        return ShmFile(name, parts[0], deployment, None, False) if len(deployment) == 8 else None
+    if len(parts) != 3 or len(parts[1]) != 8:
+        return None
+    object_id, _, part = parts[2].partition(keys.PART_MARK)
+    return ShmFile(name, parts[0], parts[1], object_id, bool(_) and part == "")
+
+
+def scan(shm_dir: Path, deployment: str | None = None, node: str | None = None) -> Iterator[ShmFile]:
+    """Ferry files in `shm_dir` (of one deployment and/or node), with size and mtime. Housekeeping only."""
+    with os.scandir(shm_dir) as entries:
+        for entry in entries:
+            parsed = parse_name(entry.name)
+            if parsed is None or (deployment and parsed.deployment != deployment) or (node and parsed.node != node):
+                continue
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            yield ShmFile(
+                parsed.name,
+                parsed.node,
+                parsed.deployment,
+                parsed.object_id,
+                parsed.partial,
+                stat.st_size,
+                stat.st_mtime,
+            )
+
+
+# --- locks ---
+def _range_lock(fd: int, start: int, exclusive: bool = True, wait: bool = True) -> bool:
+    kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", kind, 0, start, 1, 0))
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def _range_unlock(fd: int, start: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, 0, start, 1, 0))
+
+
+def object_lock_byte(object_id: str) -> int:
+    return FIRST_OBJECT_BYTE + int(object_id[:12], 16) % OBJECT_LOCK_RANGE
+
+
+# --- the host ledger ---
+class Ledger:
+    """The bytes each node on this host holds in /dev/shm, as numbers, under one flock."""
+
+    def __init__(self, shm_dir: Path) -> None:
+        self.path = shm_dir / f"{keys.HOST_LEDGER}-{os.getuid()}"
+
+    @contextmanager
+    def edit(self) -> Iterator[dict[str, dict[str, int | str]]]:
+        """The ledger's entries, locked; changes made to the dict are written back."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = b""
+            while chunk := os.read(fd, 1 << 16):
+                raw += chunk
+            try:
+                entries = json.loads(raw) if raw else {}
+            except ValueError:
+                entries = {}  # a torn write cannot happen under the lock; a hand-edited file is rebuilt
+            before = json.dumps(entries, sort_keys=True)
+            yield entries
+            after = json.dumps(entries, sort_keys=True)
+            if after != before:
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.ftruncate(fd, 0)
+                os.write(fd, after.encode())
+        finally:
+            os.close(fd)  # releases the flock
+
+    def read(self) -> dict[str, dict[str, int | str]]:
+        """The entries as they are now (a shared lock, no write-back)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            raw = b""
+            while chunk := os.read(fd, 1 << 16):
+                raw += chunk
+        finally:
+            os.close(fd)
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+
+
+def _entry(entries: dict[str, dict[str, int | str]], node: str, deployment: str) -> dict[str, int | str]:
+    return entries.setdefault(
+        f"{node}_{deployment}", {"node": node, "deployment": deployment, "bytes": 0}
+    )
+
+
+def _total(entries: dict[str, dict[str, int | str]]) -> int:
+    return sum(int(e["bytes"]) for e in entries.values())
+
+
+def holders_text(entries: dict[str, dict[str, int | str]]) -> str:
+    held = sorted(
+        ((int(e["bytes"]), str(e["node"]), str(e["deployment"])) for e in entries.values() if int(e["bytes"])),
+        reverse=True,
+    )
+    if not held:
+        return "no node holds any"
+    return ", ".join(f"node {node} (deployment {dep}) {size} bytes" for size, node, dep in held)
+
+
+# --- one node's space ---
+class NodeSpace:
+    """A node's files in /dev/shm: its locks, its share of the host budget, its sweeping."""
+
+    def __init__(self, shm_dir: Path, node_id: str, deployment: str, budget_bytes: int) -> None:
+        self.shm_dir, self.node_id, self.deployment, self.budget_bytes = shm_dir, node_id, deployment, budget_bytes
+        self.ledger = Ledger(shm_dir)
+        self.lock_path = shm_dir / keys.node_lock(deployment, node_id)
+        self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)  # its own open: its own locks
+        self.evicted = 0  # objects this process evicted, for the node's counters
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def segment(self, object_id: str) -> str:
+        return keys.segment(self.deployment, self.node_id, object_id)
+
+    def partial(self, object_id: str) -> str:
+        return keys.partial_segment(self.deployment, self.node_id, object_id)
+
+    @contextmanager
+    def locked(self, byte: int) -> Iterator[None]:
+        _range_lock(self._fd, byte)
+        try:
+            yield
+        finally:
+            _range_unlock(self._fd, byte)
+
+    def object_lock(self, object_id: str) -> AbstractContextManager[None]:
+        return self.locked(object_lock_byte(object_id))
+
+    # --- the budget ---
+    def create_partial(self, object_id: str, size: int, needed_for: str) -> tuple[str, shared_memory.SharedMemory]:
+        """Charge `size` bytes to this node and create the object's sparse `.part` segment, under the node lock.
+
+        Within the host budget, least-recently-used objects of this node are evicted first; ShmFull
+        (naming every node's holding) if the budget still cannot take it. Call under the object's lock.
+        """
+        name = self.partial(object_id)
+        with self.locked(NODE_BYTE):
+            stale = self.shm_dir / name
+            if stale.exists():  # its writer died or failed without cleaning up (we hold the object's lock)
+                self._remove_locked(name)
+            if not self._charge(size):
+                self._make_room(size, needed_for)
+            try:
+                shm = segments.create_unreserved(name, size, self.shm_dir)
+            except BaseException:
+                self._add(-size)
+                raise
+        return name, shm
+
+    def remove_partial(self, object_id: str) -> None:
+        """Unlink a partial segment that will not be published and give its bytes back."""
+        with self.locked(NODE_BYTE):
+            self._remove_locked(self.partial(object_id))
+
+    def publish(self, object_id: str) -> None:
+        os.rename(self.shm_dir / self.partial(object_id), self.shm_dir / self.segment(object_id))
+
+    def _remove_locked(self, name: str) -> None:
+        try:
+            size = os.stat(self.shm_dir / name).st_size
+        except FileNotFoundError:
+            return
+        if segments.unlink(name, self.shm_dir):
+            self._add(-size)
+
+    def _charge(self, size: int) -> bool:
+        with self.ledger.edit() as entries:
+            if _total(entries) + size > self.budget_bytes:
+                return False
+            entry = _entry(entries, self.node_id, self.deployment)
+            entry["bytes"] = int(entry["bytes"]) + size
+            return True
+
+    def _add(self, delta: int) -> None:
+        with self.ledger.edit() as entries:
+            entry = _entry(entries, self.node_id, self.deployment)
+            entry["bytes"] = max(0, int(entry["bytes"]) + delta)
+
+    def _make_room(self, size: int, needed_for: str) -> None:
+        """Over budget: correct the numbers from the files (one scan), evict this node's LRU objects, or refuse."""
+        files = list(scan(self.shm_dir))
+        mine = sorted(
+            (
+                f
+                for f in files
+                if f.node == self.node_id and f.deployment == self.deployment and f.object_id and not f.partial
+            ),
+            key=lambda f: f.mtime,
+        )
+        with self.ledger.edit() as entries:
+            actual: dict[str, int] = {}
+            for f in files:
+                actual[f"{f.node}_{f.deployment}"] = actual.get(f"{f.node}_{f.deployment}", 0) + f.size
+            for key, entry in entries.items():
+                entry["bytes"] = actual.get(key, 0)
+            entry = _entry(entries, self.node_id, self.deployment)
+            evicted = 0
+            for victim in mine:
+                if _total(entries) + size <= self.budget_bytes:
+                    break
+                if segments.unlink(victim.name, self.shm_dir):
+                    entry["bytes"] = max(0, int(entry["bytes"]) - victim.size)
+                    evicted += 1
+                    log.info(
+                        "object %s: evicted from node %s (%d bytes, least recently used)",
+                        victim.object_id,
+                        self.node_id,
+                        victim.size,
+                    )
+            if evicted:
+                self._unlinked()
+            self.evicted += evicted
+            if _total(entries) + size > self.budget_bytes:
+                raise ShmFull(
+                    f"{needed_for} needs {size} bytes of shared memory; "
+                    f"this host's budget of {self.budget_bytes} bytes "
+                    f"(one for all nodes on its /dev/shm) holds {_total(entries)}: {holders_text(entries)}; "
+                    "objects in use cannot be evicted: retry later, stop idle nodes (`ferry objects gc` frees dead "
+                    "ones), or raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)"
+                )
+            entry["bytes"] = int(entry["bytes"]) + size
+
+    def resident_bytes(self) -> int:
+        entry = self.ledger.read().get(f"{self.node_id}_{self.deployment}", {})
+        return int(entry.get("bytes", 0))
+
+    def evictions(self) -> int:
+        """Changes whenever this node unlinks segments (eviction, sweep), so mappings may be stale: one fstat.
+
+        It is the lock file's modification time, which `_unlinked` touches.
+        """
+        return os.fstat(self._fd).st_mtime_ns
+
+    def _unlinked(self) -> None:
+        os.utime(self._fd)
+
+    # --- the node's life (called by its supervisor) ---
+    def hold_alive(self) -> None:
+        """Mark the node alive on this host (released by the kernel when the node and its workers die)."""
+        if not _range_lock(self._fd, ALIVE_BYTE, wait=False):
+            raise ConfigError(
+                f"node {self.node_id!r} of this deployment is already running on this host; "
+                "give this node its own FERRY_NODE_ID"
+            )
+
+    def sweep(self, keep_lock: bool = True) -> tuple[int, int]:
+        """Unlink every file of this node (at its start and stop); returns (files, bytes)."""
+        count = freed = 0
+        with self.locked(NODE_BYTE):
+            for f in scan(self.shm_dir, self.deployment, self.node_id):
+                if f.object_id is None:
+                    continue
+                if segments.unlink(f.name, self.shm_dir):
+                    count, freed = count + 1, freed + f.size
+            with self.ledger.edit() as entries:
+                entry = _entry(entries, self.node_id, self.deployment)
+                entry["bytes"] = 0
+                if not keep_lock:
+                    entries.pop(f"{self.node_id}_{self.deployment}", None)
+            self._unlinked()
+        if not keep_lock:
+            self.lock_path.unlink(missing_ok=True)
+        return count, freed
+
+
+def start_node(conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int) -> NodeSpace:
+    """At a node's start: refuse a second live node of this id and deployment here, then sweep its old files."""
+    space = NodeSpace(shm_dir, node_id, deployment_id(conn), budget_bytes)
+    space.hold_alive()
+    files, freed = space.sweep()
+    if files:
+        log.info(
+            "node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", node_id, files, freed
+        )
+    return space
+
+
+@dataclass
+class Removed:
+    name: str
+    bytes: int
+    reason: str
+
+
+def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
+    """Free this deployment's shared memory on this host held by dead nodes and by dead writers.
+
+    A node is dead when nobody holds its alive byte (the kernel drops it when its processes die); a
+    `.part` segment is abandoned when nobody holds its object's lock. Other deployments' files are
+    never looked at.
+    """
+    deployment = deployment_id(conn)
+    by_node: dict[str, list[ShmFile]] = {}
+    for f in scan(shm_dir, deployment):
+        by_node.setdefault(f.node, []).append(f)
+    removed: list[Removed] = []
+    ledger = Ledger(shm_dir)
+    for node, files in by_node.items():
+        lock_path = shm_dir / keys.node_lock(deployment, node)
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            fd = -1
+        try:
+            alive = fd >= 0 and not _range_lock(fd, ALIVE_BYTE, wait=False)  # held from here: no start meanwhile
+            for f in files:
+                if f.object_id is None:
+                    continue
+                if not alive:
+                    reason = f"node {node} is not running"
+                elif f.partial and _range_lock(fd, object_lock_byte(f.object_id), wait=False):
+                    reason = "its writer died mid-fetch"
+                    _range_unlock(fd, object_lock_byte(f.object_id))
+                else:
+                    continue
+                if segments.unlink(f.name, shm_dir):
+                    removed.append(Removed(f.name, f.size, reason))
+                    with ledger.edit() as entries:
+                        entry = _entry(entries, node, deployment)
+                        entry["bytes"] = max(0, int(entry["bytes"]) - f.size)
+            if not alive:
+                lock_path.unlink(missing_ok=True)
+                with ledger.edit() as entries:
+                    entries.pop(f"{node}_{deployment}", None)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return removed
+
+
+def collect_quietly(conn: redis.Redis, shm_dir: Path = segments.SHM_DIR, wait_s: float = 3.0) -> list[Removed]:
+    """`gc` for a supervisor that has just killed its nodes (`ferry up`); never raises.
+
+    A killed node's processes release its alive byte only as they finish exiting, so this retries for
+    up to `wait_s` while a node of this deployment still looks alive here.
+    """
+    removed: list[Removed] = []
+    deadline = time.monotonic() + wait_s
+    try:
+        deployment = deployment_id(conn)
+        while True:
+            removed += gc(conn, shm_dir)
+            if not any(f.object_id is None for f in scan(shm_dir, deployment)) or time.monotonic() > deadline:
+                return removed
+            time.sleep(0.05)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("shared memory: could not collect stopped nodes' files (%s)", exc)
+        return removed
