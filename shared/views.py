@@ -22,7 +22,8 @@ from shared.admin import STATE_REGISTRY, Admin
 from shared.errors import FerryError
 from shared.jobs import JobService, job_info
 from shared.models import JobInfo, JobResult, JobStatus
-from shared.objects.cache import scan, segment_node
+from shared.objects.lifetime import LIVE_STATUSES
+from shared.objects.shm import deployment_id, scan
 from shared.settings import Settings
 from shared.timeutil import unix_now
 
@@ -173,52 +174,38 @@ def list_objects(conn: redis.Redis, settings: Settings, shm_dir: Path, limit: in
     pipe = conn.pipeline(transaction=False)
     for object_id in ids:
         pipe.hgetall(keys.object_meta(object_id))
-        pipe.ttl(keys.object_meta(object_id))
+        pipe.zscore(keys.OBJECT_EXPIRY, object_id)  # a logical expiry, not a Redis TTL (shared.objects.lifetime)
+        pipe.zrange(keys.object_jobs(object_id), 0, scan_jobs - 1)  # the jobs recorded as needing it at submit
     replies = pipe.execute()
+    deployment = deployment_id(conn)
     holders: dict[str, set[str]] = {}
-    for segment in scan(shm_dir):
-        if segment.partial_pid is None:
-            holders.setdefault(segment.object_id, set()).add(segment_node(segment.name))
-    users = _jobs_naming(conn, settings, set(ids), scan_jobs)
+    for segment in scan(shm_dir, deployment=deployment):
+        if segment.object_id is not None and not segment.partial:
+            holders.setdefault(segment.object_id, set()).add(segment.node)
+    users = _live_jobs(conn, dict(zip(ids, replies[2::3], strict=True)))
+    now = unix_now()
     found = []
-    for object_id, raw, ttl in zip(ids, replies[::2], replies[1::2], strict=True):
+    for object_id, raw, expiry in zip(ids, replies[::3], replies[1::3], strict=True):
         if not raw:
             continue
         meta = {k.decode(): v.decode() for k, v in raw.items()}
         found.append(ObjectView(
             id=object_id, kind=meta.get("kind", "?"), dtype=meta.get("dtype", "?"),
             shape=[int(n) for n in meta.get("shape", "").split(",") if n], nbytes=int(meta.get("nbytes", 0)),
-            created_at=float(meta.get("created_at", 0)), ttl_s=int(ttl),
+            created_at=float(meta.get("created_at", 0)), ttl_s=int(expiry - now) if expiry is not None else -1,
             nodes=sorted(holders.get(object_id, ())), jobs=users.get(object_id, []),
         ))
     return found
 
 
-def _jobs_naming(conn: redis.Redis, settings: Settings, object_ids: set[str], limit: int) -> dict[str, list[str]]:
-    """Queued or running jobs (at most `limit` looked at) whose args contain an object id."""
-    if not object_ids:
-        return {}
-    job_ids: list[str] = []
-    for name in Admin(conn, settings).queue_names():
-        job_ids += _ids(conn, name, JobStatus.STARTED, limit) + _ids(conn, name, JobStatus.QUEUED, limit)
-    job_ids = job_ids[:limit]
+def _live_jobs(conn: redis.Redis, referencing: dict[str, list[Any]]) -> dict[str, list[str]]:
+    """Of the jobs recorded as needing each object, those not yet done (they keep the object alive)."""
+    pairs = [(object_id, _text(job_id)) for object_id, job_ids in referencing.items() for job_id in job_ids]
     pipe = conn.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hget(keys.job(job_id), "data")
+    for _object_id, job_id in pairs:
+        pipe.hget(keys.job(job_id), "status")
     users: dict[str, list[str]] = {}
-    for job_id, data in zip(job_ids, pipe.execute(), strict=True):
-        if not data:
-            continue
-        try:
-            text = zlib.decompressobj().decompress(data, wire_limit(settings)).decode(errors="replace")
-        except zlib.error:
-            text = data.decode(errors="replace")
-        for object_id in object_ids:
-            if object_id in text:
-                users.setdefault(object_id, []).append(job_id)
+    for (object_id, job_id), status in zip(pairs, pipe.execute(), strict=True):
+        if status is not None and _text(status) in LIVE_STATUSES:
+            users.setdefault(object_id, []).append(job_id)
     return users
-
-
-def wire_limit(settings: Settings) -> int:
-    """At most this many bytes of a job's data are inflated when looking for object ids (a zlib bomb stays small)."""
-    return settings.max_request_bytes
