@@ -67,7 +67,7 @@ def test_a_reference_that_differs_from_the_stored_object_never_produces_a_result
 
 
 def test_an_expired_object_stays_while_a_queued_job_needs_it_and_goes_once_the_job_is_done(
-    client: Client, start_node, conn: redis.Redis
+    client: Client, start_node, conn: redis.Redis, served: str
 ) -> None:
     """Problem 3: an object whose TTL passed under a waiting job used to be gone when the job ran."""
     ref = client.put(np.ones(1000), ttl_s=1)
@@ -81,13 +81,15 @@ def test_an_expired_object_stays_while_a_queued_job_needs_it_and_goes_once_the_j
     assert conn.keys(f"ferry:obj:{ref.id}*") == []
 
 
-def test_jobs_for_missing_objects_are_refused_and_a_canceled_job_releases_its_object(client: Client, conn) -> None:
+def test_jobs_for_missing_objects_are_refused_and_a_canceled_job_releases_its_object(
+    client: Client, conn, served: str
+) -> None:
     with pytest.raises(InvalidArgs, match=f"object {'0' * 32} does not exist"):
         client.submit(
             "array.stats", {"data": {"id": "0" * 32, "kind": "array", "dtype": "<f8", "shape": [1], "nbytes": 8}}
         )
     ref = client.put(np.ones(10), ttl_s=1)
-    job = client.submit("array.stats", {"data": ref}, queue="nobody-listens")
+    job = client.submit("array.stats", {"data": ref}, queue="nobody-listens", allow_unserved=True)
     with pytest.raises(Conflict, match=f"needed by 1 job\\(s\\) not yet done \\({job}\\)"):
         client.delete(ref)
     client.cancel(job)
@@ -95,7 +97,7 @@ def test_jobs_for_missing_objects_are_refused_and_a_canceled_job_releases_its_ob
 
 
 def test_a_forced_delete_fails_the_jobs_that_needed_the_object_with_the_reason(
-    client: Client, start_node, conn
+    client: Client, start_node, conn, served: str
 ) -> None:
     ref = client.put(np.ones(10))
     job = client.submit("array.stats", {"data": ref}, retries=2)
