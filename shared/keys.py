@@ -56,6 +56,7 @@ NODES = "ferry:nodes"  # zset: node id -> last heartbeat (unix seconds)
 OBJECTS = "ferry:objects"  # zset: object id -> creation time
 WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake at once
 DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
+IDLE_WORKERS = "ferry:idle"  # set of worker names whose last claim found every queue empty (enqueue wakes only then)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
 
 
@@ -70,6 +71,11 @@ def node_stats(node_id: str) -> str:
 
 def control_channel(worker_name: str) -> str:
     return f"ferry:control:{worker_name}"
+
+
+def claim(worker_name: str) -> str:
+    """Hash {exec, ids}: what the worker's latest claim took (`id@queue,...`); replays and dead-worker requeues read it."""
+    return f"ferry:claim:{worker_name}"
 
 
 def idempotency(key: str) -> str:

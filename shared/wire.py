@@ -34,6 +34,7 @@ def job_fields(
         "created_at": now,
         "enqueued_at": now,
         "data": zlib.compress(encode_data(task, args)),
+        "ferry_task": task,  # lets the reaper and cancel count metrics per task without inflating `data`
         "origin": queue,
         "description": f"{task}({_short(args)})",
         "status": "queued",
@@ -54,12 +55,40 @@ def encode_data(task: str, args: dict[str, Any]) -> bytes:
     return json.dumps([task, None, [], args], separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_data(raw: bytes) -> tuple[str, list[Any], dict[str, Any]]:
-    """(function name, positional args, named args) from a job's `data`; refuses anything but JSON (never unpickles)."""
+DATA_BOUND_SETTING = "FERRY_MAX_JOB_DATA_BYTES"
+
+
+def inflate(raw: bytes, max_bytes: int, what: str = "job data") -> bytes:
+    """zlib-decompress `raw` without ever producing more than `max_bytes` (a zlib bomb stops at the bound).
+
+    Data that is not zlib is returned as it is (RQ falls back to uncompressed data too), if within the bound.
+    """
+    if len(raw) > max_bytes:
+        raise too_large(what, len(raw), max_bytes)
+    inflater = zlib.decompressobj()
     try:
-        raw = zlib.decompress(raw)
+        out = inflater.decompress(raw, max_bytes + 1)
     except zlib.error:
-        pass  # RQ falls back to uncompressed data too
+        return raw
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise too_large(what, None, max_bytes)
+    return out
+
+
+def too_large(what: str, size: int | None, max_bytes: int) -> InvalidRequest:
+    """The error for a value over the bound: names the size, the bound and the setting."""
+    size_text = f"{size:,} bytes" if size is not None else f"over {max_bytes:,} bytes once decompressed"
+    return InvalidRequest(
+        f"{what} is {size_text}, above the bound of {max_bytes:,} bytes ({DATA_BOUND_SETTING}); "
+        "pass large inputs as objects (Client.put) or raise the setting", size=size, max_bytes=max_bytes)
+
+
+def decode_data(raw: bytes, max_bytes: int) -> tuple[str, list[Any], dict[str, Any]]:
+    """(function name, positional args, named args) from a job's `data`; refuses anything but JSON (never unpickles).
+
+    Inflates at most `max_bytes` (FERRY_MAX_JOB_DATA_BYTES): InvalidRequest beyond it.
+    """
+    raw = inflate(raw, max_bytes)
     try:
         func, _instance, positional, kwargs = json.loads(raw)
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
@@ -106,5 +135,8 @@ def exc_string(text: str) -> str:
     return b64(zlib.compress(text.encode()))
 
 
-def read_exc_string(encoded: bytes | str) -> str:
-    return zlib.decompress(unb64(encoded)).decode(errors="replace")
+def read_exc_string(encoded: bytes | str, max_bytes: int) -> str:
+    """An error text from the result stream, inflated to at most `max_bytes`."""
+    if len(encoded) > max_bytes * 2:
+        raise too_large("the error text", len(encoded), max_bytes)
+    return inflate(unb64(encoded), max_bytes, "the error text").decode(errors="replace")
