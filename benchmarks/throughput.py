@@ -1,6 +1,7 @@
 """No-op jobs through Ferry, RQ `Worker` and RQ `SimpleWorker`: drain rate of a full queue, and latency.
 
-    python -m benchmarks.throughput [--jobs 5000] [--latency-jobs 300] [--repeat 1] [--systems ferry,rq-worker,rq-simple]
+    python -m benchmarks.throughput [--jobs 5000] [--latency-jobs 300] [--repeat 1]
+        [--systems ferry,ferry-ceiling,rq-worker,rq-simple] [--submit-rate 3000] [--submit-s 5]
 
 For each system, on one private Redis flushed in between:
 1. drain: enqueue --jobs no-op jobs in bulk, then start 2 worker processes and wait for every job.
@@ -11,17 +12,26 @@ For each system, on one private Redis flushed in between:
 2. latency: with the same 2 workers idle, one job at a time, enqueue -> result visible, measured
    by the producer (RQ: `job.latest_result(timeout=5)`, Ferry: `client.result(id, wait_s=5)`;
    both block on the job's result stream with XREAD). The first 10 jobs are a warm-up.
+3. ferry-ceiling: the ceiling of Ferry's worker design on this machine, measured in the same run: two
+   processes doing only the worker's round trips (claim with prefetch, finish combined with the next
+   claim; the same scripts, the same arguments), no task, no decoding. Ferry's drain rate is reported
+   as a fraction of it, which is what a shared, noisy machine can still compare.
+4. submitter (with ferry, unless --submit-rate 0): worker CPU per job (user + system seconds of the
+   worker processes / jobs) while draining the bulk queue, against a client submitting --submit-rate
+   jobs/s one by one while the workers run.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import psutil
 import redis
 from rq import Queue
 from rq.results import Result
@@ -32,11 +42,11 @@ from benchmarks import profiled_worker
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 
-SYSTEMS = ("ferry", "rq-worker", "rq-simple")
+SYSTEMS = ("ferry", "ferry-ceiling", "rq-worker", "rq-simple")
 QUEUE = "default"
 WARMUP_JOBS = 10
 RQ_FUNC = "benchmarks.noop.noop"
-TARGETS = {"ferry_over_simpleworker": 2.0, "ferry_over_worker": 8.0}
+TARGETS = {"ferry_over_simpleworker": 2.0, "ferry_over_worker": 8.0, "ferry_over_ceiling": 0.8}
 
 
 @dataclass
@@ -48,6 +58,7 @@ class Outcome:
     from_start_s: float = 0.0  # worker start to last completion
     completed: int = 0
     redis_commands: int = 0  # Redis commands processed while draining (workers' side, plus a little polling)
+    worker_cpu_s: float = 0.0  # user + system seconds of the worker processes while draining
     latencies_ms: list[float] = field(default_factory=list)
     drain_rates: list[float] = field(default_factory=list)  # of every repeat; this outcome is the median one
 
@@ -65,6 +76,7 @@ class Outcome:
             "from_worker_start_jobs_per_s": round(self.jobs / self.from_start_s, 1),
             "enqueue_jobs_per_s": round(self.jobs / self.enqueue_s, 1),
             "redis_commands_per_job": round(self.redis_commands / self.jobs, 1),
+            "worker_cpu_us_per_job": round(self.worker_cpu_s / self.jobs * 1e6, 1) if self.worker_cpu_s else None,
             "latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3), "n": len(lat)}
             if lat else None,
         }
@@ -83,7 +95,7 @@ def start_workers(system: str, url: str) -> Workers:
 
 
 def enqueue_bulk(system: str, url: str, conn: redis.Redis, n: int) -> list[str]:
-    if system == "ferry":
+    if system.startswith("ferry"):
         with Client(url) as client:
             return [s.id for s in client.submit_many([{"task": "echo", "args": {"value": None}}] * n)]
     queue = Queue(QUEUE, connection=conn)
@@ -145,7 +157,100 @@ def verify_and_time(conn: redis.Redis, system: str, ids: list[str]) -> tuple[int
     return len(ended), min(ended), max(ended)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+# --- the ceiling: the worker's round trips alone ---
+def ceiling_loop(url: str, index: int) -> None:
+    """What a worker process sends per job, minus the task: claim (prefetch), then finish + claim of the next."""
+    from shared.lifecycle import Lifecycle, Timing, new_execution_id
+    from shared.redis_conn import connect as ferry_connect
+    from shared.settings import Settings
+
+    settings = Settings(redis_url=url)
+    lifecycle = Lifecycle(ferry_connect(url), settings)
+    worker, queues, timing = f"ceiling.{index}.{os.getpid()}", [QUEUE], Timing("echo", 0.00001, 0.0)
+    held = lifecycle.claim(worker, queues, new_execution_id(), 1)
+    while held:
+        job, held = held[0], held[1:]
+        now = time.time()
+        if held:
+            lifecycle.finish(job, worker, b"null", now, now, timing, next_job=held[0].id)
+        else:
+            _, held = lifecycle.finish(job, worker, b"null", now, now, timing, claim_from=queues,
+                                       claim_count=settings.prefetch_jobs, next_execution_id=new_execution_id())
+    os._exit(0)
+
+
+def run_ceiling(url: str, conn: redis.Redis, jobs: int) -> Outcome:
+    conn.flushall()
+    outcome = Outcome("ferry-ceiling", jobs)
+    start = time.perf_counter()
+    ids = enqueue_bulk("ferry", url, conn, jobs)
+    outcome.enqueue_s = time.perf_counter() - start
+    commands_before = commands_processed(conn)
+    spawned = datetime.now(timezone.utc)
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=ceiling_loop, args=(url, i)) for i in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        wait_until(lambda: done_count(conn) >= jobs, timeout_s=60 + jobs / 20, what="the ceiling loops to drain")
+        outcome.worker_cpu_s = cpu_seconds([p.pid for p in procs if p.pid])
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    outcome.redis_commands = commands_processed(conn) - commands_before
+    outcome.completed, first, last = verify_and_time(conn, "ferry-ceiling", ids)
+    outcome.drain_s = (last - first).total_seconds()
+    outcome.from_start_s = (last - spawned).total_seconds()
+    print(f"  ferry-ceiling: drained {outcome.completed} jobs at {outcome.drain_rate:,.0f} jobs/s", file=sys.stderr)
+    return outcome
+
+
+# --- worker CPU per job with a client submitting while the workers run ---
+def run_submitter(url: str, conn: redis.Redis, rate: float, seconds: float) -> dict[str, object]:
+    """Worker CPU per job while one client submits `rate` jobs/s, one call per job, for `seconds`."""
+    conn.flushall()
+    workers = start_workers("ferry", url)
+    try:
+        wait_until(lambda: registered_workers(conn) >= 2, 30, "ferry workers to register", check=workers.check_alive)
+        time.sleep(0.5)  # let start-up settle
+        cpu_before = cpu_seconds(workers.pids())
+        submitted = 0
+        with Client(url) as client:
+            start = time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds:
+                target = int(elapsed * rate)
+                while submitted < target:
+                    client.submit("echo", {"value": None})
+                    submitted += 1
+                time.sleep(0.001)
+            actual_rate = submitted / (time.perf_counter() - start)
+        wait_until(lambda: done_count(conn) >= submitted, 60, "submitted jobs to finish", check=workers.check_alive)
+        cpu = cpu_seconds(workers.pids()) - cpu_before
+    finally:
+        workers.stop()
+    result = {"submitted": submitted, "submit_rate_jobs_per_s": round(actual_rate, 1),
+              "worker_cpu_us_per_job": round(cpu / submitted * 1e6, 1)}
+    print(f"  ferry with a submitter at {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} us worker CPU per job",
+          file=sys.stderr)
+    return result
+
+
 def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs: int) -> Outcome:
+    if system == "ferry-ceiling":
+        return run_ceiling(url, conn, jobs)
     conn.flushall()
     outcome = Outcome(system, jobs)
     start = time.perf_counter()
@@ -161,6 +266,7 @@ def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs
         wait_until(lambda: done_count(conn) >= jobs, timeout_s=60 + jobs / 20, what=f"{system} to drain {jobs} jobs",
                    check=workers.check_alive)
         outcome.redis_commands = commands_processed(conn) - commands_before
+        outcome.worker_cpu_s = cpu_seconds(workers.pids())
         outcome.completed, first, last = verify_and_time(conn, system, ids)
         outcome.drain_s = (last - first).total_seconds()
         outcome.from_start_s = (last - spawned).total_seconds()
@@ -173,23 +279,31 @@ def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs
     return outcome
 
 
-def report(outcomes: dict[str, Outcome], args: argparse.Namespace) -> dict[str, object]:
+def report(outcomes: dict[str, Outcome], args: argparse.Namespace, submitter: dict[str, object] | None = None
+           ) -> dict[str, object]:
     rows = []
     for name, o in outcomes.items():
         lat = o.latencies_ms
         rows.append([
             name, f"{o.completed:,}/{o.jobs:,}", f"{o.drain_rate:,.0f}", f"{o.jobs / o.from_start_s:,.0f}",
             f"{o.jobs / o.enqueue_s:,.0f}", f"{o.redis_commands / o.jobs:.1f}",
+            f"{o.worker_cpu_s / o.jobs * 1e6:.0f}" if o.worker_cpu_s else "-",
             f"{percentile(lat, 50):.2f}" if lat else "-", f"{percentile(lat, 99):.2f}" if lat else "-",
         ])
     print(table(["system", "completed", "drain jobs/s (first→last completion)", "jobs/s from worker start",
-                 "bulk enqueue jobs/s", "Redis cmds/job (drain)", "latency p50 ms", "latency p99 ms"], rows))
+                 "bulk enqueue jobs/s", "Redis cmds/job (drain)", "worker CPU µs/job (drain)", "latency p50 ms",
+                 "latency p99 ms"], rows))
 
     ratios: dict[str, float | None] = {}
     ferry = outcomes.get("ferry")
-    for key, other in (("ferry_over_simpleworker", "rq-simple"), ("ferry_over_worker", "rq-worker")):
+    for key, other in (("ferry_over_simpleworker", "rq-simple"), ("ferry_over_worker", "rq-worker"),
+                       ("ferry_over_ceiling", "ferry-ceiling")):
         ratios[key] = round(ferry.drain_rate / outcomes[other].drain_rate, 2) if ferry and other in outcomes else None
     targets = {f"{k}>={v:g}": (ratios[k] >= v if ratios[k] is not None else None) for k, v in TARGETS.items()}
+    if submitter and ferry and ferry.worker_cpu_s:
+        drain_us = ferry.worker_cpu_s / ferry.jobs * 1e6
+        print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {submitter['worker_cpu_us_per_job']} µs with a client "
+              f"submitting {submitter['submit_rate_jobs_per_s']} jobs/s")
     print()
     for key, met in targets.items():
         print(f"target {key}: {ratios[key.split('>=')[0]]} -> {'met' if met else 'MISSED' if met is False else 'n/a'}")
@@ -204,6 +318,7 @@ def report(outcomes: dict[str, Outcome], args: argparse.Namespace) -> dict[str, 
         "machine": machine(),
         "systems": {name: o.summary() for name, o in outcomes.items()},
         "ratios": ratios,
+        "submitter": submitter,
         "targets_met": targets,
     }
 
@@ -214,6 +329,8 @@ def main() -> None:
     parser.add_argument("--latency-jobs", type=int, default=300, help="one-at-a-time jobs for latency (0: skip)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per system; the median run (by drain rate) is reported")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {','.join(SYSTEMS)}")
+    parser.add_argument("--submit-rate", type=float, default=3000, help="jobs/s of the submitter case (0: skip it)")
+    parser.add_argument("--submit-s", type=float, default=5, help="seconds the submitter runs")
     args = parser.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(systems) - set(SYSTEMS)
@@ -231,9 +348,11 @@ def main() -> None:
                           key=lambda o: o.drain_rate)
             outcomes[system] = runs[len(runs) // 2]  # the median run, figures and latencies from the same run
             outcomes[system].drain_rates = [o.drain_rate for o in runs]
+        submitter = run_submitter(server.url, conn, args.submit_rate, args.submit_s) \
+            if args.submit_rate > 0 and "ferry" in systems else None
     finally:
         server.cleanup()
-    print(json_line(report(outcomes, args)))
+    print(json_line(report(outcomes, args, submitter)))
 
 
 if __name__ == "__main__":
