@@ -29,16 +29,26 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psutil
 import redis
 from rq import Queue
 from rq.results import Result
 
-from benchmarks.common import (REPO, Workers, connect, json_line, machine, percentile, registered_workers, table, tool,
-                               wait_until)
 from benchmarks import profiled_worker
+from benchmarks.common import (
+    REPO,
+    Workers,
+    connect,
+    json_line,
+    machine,
+    percentile,
+    registered_workers,
+    table,
+    tool,
+    wait_until,
+)
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 
@@ -151,7 +161,7 @@ def verify_and_time(conn: redis.Redis, system: str, ids: list[str]) -> tuple[int
         if status != b"finished" or results != 1 or not ended_at:
             bad.append((job_id, status, results))
         else:
-            ended.append(datetime.strptime(ended_at.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc))
+            ended.append(datetime.strptime(ended_at.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC))
     if bad:
         raise RuntimeError(f"{system}: {len(bad)} of {len(ids)} jobs not finished exactly once, e.g. {bad[:3]}")
     return len(ended), min(ended), max(ended)
@@ -197,7 +207,7 @@ def run_ceiling(url: str, conn: redis.Redis, jobs: int) -> Outcome:
     ids = enqueue_bulk("ferry", url, conn, jobs)
     outcome.enqueue_s = time.perf_counter() - start
     commands_before = commands_processed(conn)
-    spawned = datetime.now(timezone.utc)
+    spawned = datetime.now(UTC)
     context = multiprocessing.get_context("fork")
     procs = [context.Process(target=ceiling_loop, args=(url, i)) for i in range(2)]
     for proc in procs:
@@ -243,8 +253,8 @@ def run_submitter(url: str, conn: redis.Redis, rate: float, seconds: float) -> d
         workers.stop()
     result = {"submitted": submitted, "submit_rate_jobs_per_s": round(actual_rate, 1),
               "worker_cpu_us_per_job": round(cpu / submitted * 1e6, 1)}
-    print(f"  ferry with a submitter at {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} us worker CPU per job",
-          file=sys.stderr)
+    print(f"  ferry with a submitter at {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} µs worker CPU "
+          "per job", file=sys.stderr)
     return result
 
 
@@ -260,7 +270,7 @@ def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs
         raise RuntimeError(f"{system}: {conn.llen(f'rq:queue:{QUEUE}')} jobs queued, expected {jobs}")
 
     commands_before = commands_processed(conn)
-    spawned = datetime.now(timezone.utc)
+    spawned = datetime.now(UTC)
     workers = start_workers(system, url)
     try:
         wait_until(lambda: done_count(conn) >= jobs, timeout_s=60 + jobs / 20, what=f"{system} to drain {jobs} jobs",
@@ -272,7 +282,8 @@ def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs
         outcome.from_start_s = (last - spawned).total_seconds()
         print(f"  {system}: drained {outcome.completed} jobs at {outcome.drain_rate:,.0f} jobs/s", file=sys.stderr)
         if latency_jobs:
-            wait_until(lambda: registered_workers(conn) >= 2, 30, f"{system} workers to register", check=workers.check_alive)
+            wait_until(lambda: registered_workers(conn) >= 2, 30, f"{system} workers to register",
+                       check=workers.check_alive)
             outcome.latencies_ms = one_job_latency(system, url, conn, latency_jobs)
     finally:
         workers.stop()
@@ -302,8 +313,9 @@ def report(outcomes: dict[str, Outcome], args: argparse.Namespace, submitter: di
     targets = {f"{k}>={v:g}": (ratios[k] >= v if ratios[k] is not None else None) for k, v in TARGETS.items()}
     if submitter and ferry and ferry.worker_cpu_s:
         drain_us = ferry.worker_cpu_s / ferry.jobs * 1e6
-        print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {submitter['worker_cpu_us_per_job']} µs with a client "
-              f"submitting {submitter['submit_rate_jobs_per_s']} jobs/s")
+        with_client = submitter["worker_cpu_us_per_job"]
+        print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {with_client} µs with a client submitting "
+              f"{submitter['submit_rate_jobs_per_s']} jobs/s")
     print()
     for key, met in targets.items():
         print(f"target {key}: {ratios[key.split('>=')[0]]} -> {'met' if met else 'MISSED' if met is False else 'n/a'}")
@@ -327,7 +339,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=5000, help="no-op jobs queued before the workers start")
     parser.add_argument("--latency-jobs", type=int, default=300, help="one-at-a-time jobs for latency (0: skip)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per system; the median run (by drain rate) is reported")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per system; the median run (by drain rate) is reported")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {','.join(SYSTEMS)}")
     parser.add_argument("--submit-rate", type=float, default=3000, help="jobs/s of the submitter case (0: skip it)")
     parser.add_argument("--submit-s", type=float, default=5, help="seconds the submitter runs")
@@ -344,7 +357,8 @@ def main() -> None:
               file=sys.stderr)
         outcomes = {}
         for system in systems:
-            runs = sorted((run_system(system, server.url, conn, args.jobs, args.latency_jobs) for _ in range(args.repeat)),
+            runs = sorted((run_system(system, server.url, conn, args.jobs, args.latency_jobs)
+                           for _ in range(args.repeat)),
                           key=lambda o: o.drain_rate)
             outcomes[system] = runs[len(runs) // 2]  # the median run, figures and latencies from the same run
             outcomes[system].drain_rates = [o.drain_rate for o in runs]

@@ -13,7 +13,7 @@ from shared.jobs import job_info, queue_job_view, read_job_view
 from shared.lifecycle import Lifecycle
 from shared.models import JobInfo, JobStatus, NodeInfo, QueueInfo, WorkerInfo
 from shared.settings import Settings
-from shared.timeutil import rq_now, rq_parse, unix_now
+from shared.timeutil import rq_parse, unix_now
 
 STATE_REGISTRY = {
     JobStatus.STARTED: keys.started,
@@ -51,7 +51,8 @@ class Admin:
     def jobs(self, queue: str | None = None, state: JobStatus | None = None, limit: int = 50) -> list[JobInfo]:
         """Jobs by queue and state, newest registry entries first (queued: in queue order)."""
         queues = [queue] if queue else self.queue_names()
-        states = [state] if state else [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED]
+        states = [state] if state else [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.FAILED, JobStatus.FINISHED,
+                                        JobStatus.CANCELED]
         ids: list[str] = []
         for q in queues:
             for s in states:
@@ -73,7 +74,8 @@ class Admin:
         lifecycle = Lifecycle(self.conn, self.settings)
         requeued = []
         for q in [queue] if queue else self.queue_names():
-            candidates = job_ids if job_ids is not None else [i.decode() for i in self.conn.zrange(keys.failed(q), 0, -1)]
+            candidates = job_ids if job_ids is not None else [
+                i.decode() for i in self.conn.zrange(keys.failed(q), 0, -1)]
             requeued += [job_id for job_id in candidates if lifecycle.requeue_failed(job_id, q)]  # atomic, idempotent
         return requeued
 

@@ -11,11 +11,11 @@ import redis
 
 from shared import keys, wire
 from shared.errors import Conflict, FerryError, JobNotFound
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.lifecycle import Lifecycle
+from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.settings import Settings
 from shared.tasks import TaskRegistry
-from shared.timeutil import rq_now, rq_parse, unix_now
+from shared.timeutil import rq_parse
 
 RESULT_TYPE_STATUS = {b"1": JobStatus.FINISHED, b"2": JobStatus.FAILED, b"3": JobStatus.CANCELED}
 WAIT_SLICE_S = 2.0  # blocking reads are sliced so no single command outlives the socket time-out
@@ -168,7 +168,8 @@ def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
 
 # A plain RQ job has no `ferry_task`: its name is read from `data`, fetched only when small.
 VIEW_DATA_BYTES = 64 * 1024
-DATA_IF_SMALL = "if redis.call('HSTRLEN', KEYS[1], 'data') <= tonumber(ARGV[1]) then return redis.call('HGET', KEYS[1], 'data') end return false"
+DATA_IF_SMALL = ("if redis.call('HSTRLEN', KEYS[1], 'data') <= tonumber(ARGV[1]) then "
+                 "return redis.call('HGET', KEYS[1], 'data') end return false")
 
 
 def read_job_view(replies: list[Any]) -> dict[bytes, bytes]:

@@ -74,7 +74,7 @@ def control_channel(worker_name: str) -> str:
 
 
 def claim(worker_name: str) -> str:
-    """Hash {exec, ids}: what the worker's latest claim took (`id@queue,...`); replays and dead-worker requeues read it."""
+    """Hash {exec, ids}: the worker's latest claim (`id@queue,...`), read by replays and dead-worker requeues."""
     return f"ferry:claim:{worker_name}"
 
 

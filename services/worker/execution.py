@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from services.worker.interrupts import Interrupts
 from shared import wire
 from shared.errors import InvalidRequest
 from shared.lifecycle import Claimed
@@ -14,7 +15,6 @@ from shared.objects.cache import NodeCache
 from shared.objects.ref import normalize, ref_for
 from shared.objects.store import ObjectStore
 from shared.tasks import TaskRegistry
-from services.worker.interrupts import Interrupts
 
 log = logging.getLogger("ferry.worker")
 
@@ -23,8 +23,9 @@ class Executor:
     """Runs jobs in this process. Only tasks in the registry can run: the job names one by string."""
 
     def __init__(self, tasks: TaskRegistry, cache: NodeCache, store: ObjectStore, threshold_bytes: int,
-                 max_data_bytes: int) -> None:
+                 max_data_bytes: int, default_timeout_s: float) -> None:
         self.tasks = tasks
+        self.default_timeout_s = default_timeout_s
         self.max_data_bytes = max_data_bytes
         self.cache = cache
         self.store = store
@@ -44,7 +45,7 @@ class Executor:
         if positional:
             raise InvalidRequest(f"task {task_name!r} takes named args only; this job passes positional ones")
         validated = spec.validate(args)
-        with self.interrupts.armed(job.id, job.timeout_s):
+        with self.interrupts.armed(job.id, job.timeout_s or self.default_timeout_s):
             arrays = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
             value = spec.call(validated, arrays)
         del arrays

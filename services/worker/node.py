@@ -22,21 +22,20 @@ from types import FrameType
 
 import redis
 
-from shared.processes import pid_alive
-from shared import keys
-from shared.errors import ConfigError
-from shared.objects import segments
-from shared.objects.segments import SHM_DIR
-from shared.objects.cache import default_budget, sweep_node
-from shared.errors import RedisUnavailable
-from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
-from shared.redis_conn import connect_checked
-from shared.tasks import load_tasks
-from shared.settings import Settings
-from shared.timeutil import unix_now
 from services.worker import process as worker_process
 from services.worker.outage import Outage
 from services.worker.reaper import reap
+from shared import keys
+from shared.errors import ConfigError, RedisUnavailable
+from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
+from shared.objects import segments
+from shared.objects.cache import default_budget, sweep_node
+from shared.objects.segments import SHM_DIR
+from shared.processes import pid_alive
+from shared.redis_conn import connect_checked
+from shared.settings import Settings
+from shared.tasks import load_tasks
+from shared.timeutil import unix_now
 
 log = logging.getLogger("ferry.node")
 
@@ -70,14 +69,16 @@ class Node:
         self.outage = Outage(f"node {self.node_id}", self.redis_url, log)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.conn = self._wait_for_redis()
-        if self.conn is None:
+        conn = self._wait_for_redis()
+        if conn is None:
             return 0
+        self.conn = conn
         self.lifecycle = Lifecycle(self.conn, self.settings)
         self._refuse_duplicate_node()
         files, freed = sweep_node(SHM_DIR, self.node_id)
         if files:
-            log.info("node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", self.node_id, files, freed)
+            log.info("node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run",
+                     self.node_id, files, freed)
         self.budget = self.settings.shm_budget_bytes or default_budget(SHM_DIR)
         self._register()
         self._forget_dead_workers()
@@ -105,7 +106,8 @@ class Node:
                 return connect_checked(self.settings)
             except RedisUnavailable as exc:
                 if not waiting:
-                    log.warning("node %s: %s; waiting for it (retrying every %.0fs)", self.node_id, exc.message, REDIS_WAIT_S)
+                    log.warning("node %s: %s; waiting for it (retrying every %.0fs)",
+                                self.node_id, exc.message, REDIS_WAIT_S)
                     waiting = True
                 time.sleep(REDIS_WAIT_S)
         return None
@@ -165,13 +167,15 @@ class Node:
             slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_S else 0
         delay = RESTART_BACKOFF_S[min(slot.quick_crashes, len(RESTART_BACKOFF_S) - 1)]
         slot.restart_at = time.monotonic() + delay
-        log.warning("node %s: worker process %s (pid %s) %s; restarting in %.1fs", self.node_id, slot.index, process.pid, how, delay)
+        log.warning("node %s: worker process %s (pid %s) %s; restarting in %.1fs",
+                    self.node_id, slot.index, process.pid, how, delay)
 
     def _requeue_held_jobs(self, name: str, pid: int, how: str) -> None:
         """A dead process's jobs go back to the front of their queues now, not after the heartbeat deadline."""
         reason = f"worker process {pid} died ({how}) while running the job"
         try:
-            for outcome in self.lifecycle.requeue_held(name, Failure(reason, reason, True, reason=WORKER_DIED, front=True)):
+            failure = Failure(reason, reason, True, reason=WORKER_DIED, front=True)
+            for outcome in self.lifecycle.requeue_held(name, failure):
                 log.info("job %s: %s; %s", outcome.job_id, reason, outcome.outcome,
                          extra={"job_id": outcome.job_id, "node": self.node_id, "worker": name})
             worker_process.unregister_worker(self.conn, name, self.queues)
@@ -183,7 +187,8 @@ class Node:
         raw = self.conn.hgetall(keys.node(self.settings.node_id))
         if raw and raw.get(b"state") != b"stopped":
             beat = float(raw.get(b"last_heartbeat", 0))
-            if unix_now() - beat < self.settings.abandoned_after_s and raw.get(b"host", b"").decode() == socket.gethostname():
+            same_host = raw.get(b"host", b"").decode() == socket.gethostname()
+            if unix_now() - beat < self.settings.abandoned_after_s and same_host:
                 pid = int(raw.get(b"pid", 0))
                 if pid != os.getpid() and pid_alive(pid):
                     raise ConfigError(

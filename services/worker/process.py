@@ -32,7 +32,9 @@ from typing import Any
 import redis
 import rq
 
-from shared import keys, wire
+from services.worker.execution import Executor
+from services.worker.outage import GaveUp, Outage
+from shared import keys
 from shared.errors import PERMANENT_ERRORS, FerryError, JobCanceled, JobTimeout, ShmFull
 from shared.lifecycle import TIMEOUT, Claimed, Failure, Lifecycle, Timing, new_execution_id
 from shared.objects.cache import NodeCache
@@ -42,8 +44,6 @@ from shared.redis_conn import connect
 from shared.settings import Settings
 from shared.tasks import load_tasks
 from shared.timeutil import rq_now, unix_now
-from services.worker.execution import Executor
-from services.worker.outage import GaveUp, Outage
 
 log = logging.getLogger("ferry.worker")
 
@@ -114,7 +114,8 @@ class WorkerProcess:
         store = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s)
         self.cache = NodeCache(self.settings.node_id, SHM_DIR, self.budget_bytes, store)
         self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store,
-                                 self.settings.result_object_threshold_bytes, self.settings.max_job_data_bytes)
+                                 self.settings.result_object_threshold_bytes, self.settings.max_job_data_bytes,
+                                 self.settings.job_timeout_s)
         self._retry(self._register_birth, "registering")
         self._pubsub = self._retry(self._subscribe, "subscribing")
         side = threading.Thread(target=self._side_loop, name="ferry-heartbeat", daemon=True)
@@ -132,7 +133,8 @@ class WorkerProcess:
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping.is_set():
-            log.info("worker %s: %s received, finishing the current job then stopping", self.name, signal.Signals(signum).name)
+            log.info("worker %s: %s received, finishing the current job then stopping", self.name,
+                     signal.Signals(signum).name)
         self.stopping.set()
         self.wake.set()
 
@@ -144,7 +146,7 @@ class WorkerProcess:
             return False
 
     def _retry(self, fn: Any, doing: str) -> Any:
-        """`fn()` until Redis answers; while stopping, give up after the abandonment deadline (the reaper takes over)."""
+        """`fn()` until Redis answers; while stopping, give up after the abandonment deadline (then the reaper does)."""
         stop_by = [0.0]
 
         def give_up() -> bool:
@@ -153,7 +155,8 @@ class WorkerProcess:
             stop_by[0] = stop_by[0] or time.monotonic() + self.settings.abandoned_after_s
             return time.monotonic() > stop_by[0]
 
-        return self.outage.call(fn, doing, sleep=self.stopping.wait if doing == "starting" else time.sleep, give_up=give_up)
+        sleep = self.stopping.wait if doing == "starting" else time.sleep
+        return self.outage.call(fn, doing, sleep=sleep, give_up=give_up)
 
     # --- the hot loop ---
     def _work_loop(self) -> None:
@@ -188,7 +191,7 @@ class WorkerProcess:
         return self.settings.prefetch_jobs if self.last_run_s < PREFETCH_BELOW_S else 1
 
     def _record(self, done: Done | None, claim: int, next_job: str = "") -> list[Claimed]:
-        """Send `done` (if any) and claim up to `claim` jobs, in one round trip when possible; retried until Redis answers.
+        """Send `done` (if any) and claim up to `claim` jobs, in one round trip when possible; retried until it works.
 
         The execution id is fixed before the first attempt, so a repeat returns the same claim.
         """
@@ -209,7 +212,8 @@ class WorkerProcess:
         failure = done.failure
         if done.stats:
             self._retry(lambda: self._flush_stats(done.stats or {}), "recording cache counters")
-        settled = self._retry(lambda: self.lifecycle.settle(job, self.name, failure, done.timing), "recording a failure")
+        settled = self._retry(lambda: self.lifecycle.settle(job, self.name, failure, done.timing),
+                              "recording a failure")
         self._retry(lambda: self.conn.hincrby(self.key, "failed_job_count", 1), "counting a failure")
         level = logging.INFO if settled.outcome in ("retried", "failed", "canceled") else logging.DEBUG
         log.log(level, "worker %s: job %s %s: %s", self.name, job.id, settled.outcome, failure.short,
@@ -284,7 +288,8 @@ class WorkerProcess:
             for job in jobs:
                 by_execution.setdefault(job.execution_id, []).append(job)
             for execution_id, group in by_execution.items():
-                self._retry(lambda: self.lifecycle.release(self.name, execution_id, group), "giving back prefetched jobs")
+                self._retry(lambda: self.lifecycle.release(self.name, execution_id, group),  # noqa: B023 - called now
+                            "giving back prefetched jobs")
             log.debug("worker %s: gave back %d prefetched jobs (%s)", self.name, len(jobs), why)
         except GaveUp:
             with self.held_lock:
@@ -313,7 +318,8 @@ class WorkerProcess:
                 message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
                 if message:
                     self._on_message(message["channel"], message["data"])
-                if self.held and self.current is not None and time.monotonic() - self.current_since > PREFETCH_BELOW_S * 2:
+                running_s = time.monotonic() - self.current_since
+                if self.held and self.current is not None and running_s > PREFETCH_BELOW_S * 2:
                     self._give_back_held("the running job is long")
                 if time.monotonic() >= next_beat:
                     self._heartbeat()

@@ -76,7 +76,7 @@ class Claimed:
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any], execution_id: str) -> Claimed:
-        f = dict(zip(lua.CLAIM_FIELDS, reply))
+        f = dict(zip(lua.CLAIM_FIELDS, reply, strict=True))
         text = lambda name: f[name].decode() if isinstance(f[name], bytes) else str(f[name])  # noqa: E731
         return cls(
             id=text("id"), queue=text("queue"), data=f["data"] or b"", data_bytes=int(f["data_bytes"] or 0),
@@ -116,8 +116,11 @@ class Timing:
     wait_s: float
 
     def args(self) -> list[Any]:
-        return [job_metrics.bucket_field("run", self.task, self.run_s), job_metrics.sum_field("run", self.task), self.run_s,
-                job_metrics.bucket_field("wait", self.task, self.wait_s), job_metrics.sum_field("wait", self.task), self.wait_s]
+        fields: list[Any] = []
+        for kind, seconds in (("run", self.run_s), ("wait", self.wait_s)):
+            bucket = job_metrics.bucket_field(kind, self.task, seconds)
+            fields += [bucket, job_metrics.sum_field(kind, self.task), seconds]
+        return fields
 
 
 NO_TIMING = ["", "", 0, "", "", 0]
@@ -152,7 +155,7 @@ class Lifecycle:
 
     # --- submit ---
     def enqueue_script(self) -> Script:
-        """The ENQUEUE script (KEYS job, queue, idempotency key; ARGV id, queue, ttl, fields...); jobs.py pipelines it."""
+        """ENQUEUE (KEYS job, queue, idempotency key; ARGV id, queue, ttl, fields...); jobs.py pipelines it."""
         return self._enqueue
 
     # --- worker ---
@@ -178,7 +181,8 @@ class Lifecycle:
 
     def settle(self, job: Claimed, worker: str, failure: Failure, timing: Timing | None = None) -> Outcome:
         """Settle a failed execution (requeue or fail); a repeat, or a job someone else settled, is `gone`."""
-        args = self._settle_args(job.id, job.queue, job.execution_id, worker, job.task, failure, job.failure_ttl_s, timing)
+        args = self._settle_args(job.id, job.queue, job.execution_id, worker, job.task, failure, job.failure_ttl_s,
+                                 timing)
         return Outcome(job.id, _text(self._settle(args=args)))
 
     def release(self, worker: str, execution_id: str, jobs: Sequence[Claimed]) -> list[Outcome]:

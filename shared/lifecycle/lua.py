@@ -25,8 +25,8 @@ def _lua_concat(template: str, *names: str) -> str:
     parts = [template]
     for name in names:
         parts = [piece for part in parts for piece in _split_keep(part, f"@{name}@")]
-    return " .. ".join(name[1:-1] if name.startswith("@") and name.endswith("@") and len(name) > 2 else _lua_string(name)
-                       for name in parts if name)
+    is_name = lambda piece: len(piece) > 2 and piece.startswith("@") and piece.endswith("@")  # noqa: E731
+    return " .. ".join(piece[1:-1] if is_name(piece) else _lua_string(piece) for piece in parts if piece)
 
 
 def _split_keep(text: str, marker: str) -> list[str]:
@@ -37,17 +37,19 @@ def _split_keep(text: str, marker: str) -> list[str]:
     return out
 
 
+_q = _lua_string
+_REQUEUED_FIELD = _lua_concat(job_metrics.requeued_field("@q@", "@t@", "@r@"), "q", "t", "r")
 _FINAL_ENTRIES = ", ".join(f"[{_lua_string(s)}] = true" for s in sorted(FINAL_STATUSES))
 
 PRELUDE = f"""
-local JOB, QUEUE, WIP = {_lua_string(keys.job(''))}, {_lua_string(keys.queue(''))}, {_lua_string(keys.started(''))}
-local FINISHED, FAILED, CANCELED = {_lua_string(keys.finished(''))}, {_lua_string(keys.failed(''))}, {_lua_string(keys.canceled(''))}
-local RESULTS, QUEUES, WORKER = {_lua_string(keys.results(''))}, {_lua_string(keys.RQ_QUEUES)}, {_lua_string(keys.worker(''))}
-local METRICS, DONE, WAKE = {_lua_string(job_metrics.METRICS_KEY)}, {_lua_string(keys.DONE_CHANNEL)}, {_lua_string(keys.WAKE_CHANNEL)}
-local IDLE, CLAIM, CONTROL = {_lua_string(keys.IDLE_WORKERS)}, {_lua_string(keys.claim(''))}, {_lua_string(keys.control_channel(''))}
+local JOB, QUEUE, WIP = {_q(keys.job(''))}, {_q(keys.queue(''))}, {_q(keys.started(''))}
+local FINISHED, FAILED, CANCELED = {_q(keys.finished(''))}, {_q(keys.failed(''))}, {_q(keys.canceled(''))}
+local RESULTS, QUEUES, WORKER = {_q(keys.results(''))}, {_q(keys.RQ_QUEUES)}, {_q(keys.worker(''))}
+local METRICS, DONE, WAKE = {_q(job_metrics.METRICS_KEY)}, {_q(keys.DONE_CHANNEL)}, {_q(keys.WAKE_CHANNEL)}
+local IDLE, CLAIM, CONTROL = {_q(keys.IDLE_WORKERS)}, {_q(keys.claim(''))}, {_q(keys.control_channel(''))}
 local FINAL = {{{_FINAL_ENTRIES}}}
 local function jobs_field(q, t, o) return {_lua_concat(job_metrics.jobs_field("@q@", "@t@", "@o@"), "q", "t", "o")} end
-local function requeued_field(q, t, r) return {_lua_concat(job_metrics.requeued_field("@q@", "@t@", "@r@"), "q", "t", "r")} end
+local function requeued_field(q, t, r) return {_REQUEUED_FIELD} end
 
 local function count(q, t, outcome) redis.call('HINCRBY', METRICS, jobs_field(q, t, outcome), 1) end
 
@@ -161,7 +163,8 @@ local function settle(a)
     redis.call('HSET', jkey, 'status', 'queued', 'retries_left', left - 1, 'ferry_error', a.short,
                'enqueued_at', a.now, 'worker_name', '')
     redis.call('HINCRBY', jkey, 'number_of_retries', 1)
-    if a.front == '1' then redis.call('LPUSH', QUEUE .. a.queue, a.id) else redis.call('RPUSH', QUEUE .. a.queue, a.id) end
+    if a.front == '1' then redis.call('LPUSH', QUEUE .. a.queue, a.id)
+    else redis.call('RPUSH', QUEUE .. a.queue, a.id) end
     count(a.queue, task, 'retried')
     if a.reason ~= '' then redis.call('HINCRBY', METRICS, requeued_field(a.queue, task, a.reason), 1) end
     wake(a.queue)

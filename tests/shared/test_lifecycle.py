@@ -33,7 +33,8 @@ def metric(conn: redis.Redis, field: str) -> int:
     return int(float(conn.hget(job_metrics.METRICS_KEY, field) or 0))
 
 
-def test_claim_replay_returns_the_same_jobs_and_pops_nothing_more(client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+def test_claim_replay_returns_the_same_jobs_and_pops_nothing_more(client: Client, conn: redis.Redis,
+                                                                   lifecycle: Lifecycle):
     ids = submit(client, 3)
     execution = new_execution_id()
     first = lifecycle.claim(WORKER, ["default"], execution, count=2)
