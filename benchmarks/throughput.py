@@ -1,7 +1,7 @@
 """No-op jobs through Ferry, RQ `Worker` and RQ `SimpleWorker`: drain rate of a full queue, and latency.
 
     python -m benchmarks.throughput [--jobs 5000] [--latency-jobs 300] [--repeat 1]
-        [--systems ferry,ferry-ceiling,rq-worker,rq-simple] [--submit-rate 3000] [--submit-s 5]
+        [--systems ferry,ferry-ceiling,rq-worker,rq-simple] [--submit-rate 3000]
 
 For each system, on one private Redis flushed in between:
 1. drain: enqueue --jobs no-op jobs in bulk, then start 2 worker processes and wait for every job.
@@ -17,8 +17,8 @@ For each system, on one private Redis flushed in between:
    claim; the same scripts, the same arguments), no task, no decoding. Ferry's drain rate is reported
    as a fraction of it, which is what a shared, noisy machine can still compare.
 4. submitter (with ferry, unless --submit-rate 0): worker CPU per job (user + system seconds of the
-   worker processes / jobs) while draining the bulk queue, against a client submitting --submit-rate
-   jobs/s one by one while the workers run.
+   worker processes / jobs) of the drain above, against the same drain with a client submitting
+   --submit-rate jobs/s, one call each, while the workers run.
 """
 
 from __future__ import annotations
@@ -229,32 +229,36 @@ def run_ceiling(url: str, conn: redis.Redis, jobs: int) -> Outcome:
 
 
 # --- worker CPU per job with a client submitting while the workers run ---
-def run_submitter(url: str, conn: redis.Redis, rate: float, seconds: float) -> dict[str, object]:
-    """Worker CPU per job while one client submits `rate` jobs/s, one call per job, for `seconds`."""
+def run_submitter(url: str, conn: redis.Redis, jobs: int, rate: float) -> dict[str, object]:
+    """The drain of `jobs` again, with one client submitting `rate` jobs/s (one call per job) until it is done.
+
+    Worker CPU per job (every job: the backlog and the submitted ones) is compared with the plain drain's:
+    enqueues must not cost busy workers anything (they are woken only when idle).
+    """
     conn.flushall()
+    enqueue_bulk("ferry", url, conn, jobs)
     workers = start_workers("ferry", url)
+    submitted = 0
     try:
-        wait_until(lambda: registered_workers(conn) >= 2, 30, "ferry workers to register", check=workers.check_alive)
-        time.sleep(0.5)  # let start-up settle
-        cpu_before = cpu_seconds(workers.pids())
-        submitted = 0
         with Client(url) as client:
             start = time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < seconds:
-                target = int(elapsed * rate)
+            while done_count(conn) < jobs:
+                target = int((time.perf_counter() - start) * rate)
                 while submitted < target:
                     client.submit("echo", {"value": None})
                     submitted += 1
                 time.sleep(0.001)
+                workers.check_alive()
             actual_rate = submitted / (time.perf_counter() - start)
-        wait_until(lambda: done_count(conn) >= submitted, 60, "submitted jobs to finish", check=workers.check_alive)
-        cpu = cpu_seconds(workers.pids()) - cpu_before
+        wait_until(lambda: done_count(conn) >= jobs + submitted, 60, "submitted jobs to finish",
+                   check=workers.check_alive)
+        cpu = cpu_seconds(workers.pids())
     finally:
         workers.stop()
-    result = {"submitted": submitted, "submit_rate_jobs_per_s": round(actual_rate, 1),
-              "worker_cpu_us_per_job": round(cpu / submitted * 1e6, 1)}
-    print(f"  ferry with a submitter at {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} µs worker CPU "
-          "per job", file=sys.stderr)
+    result = {"backlog": jobs, "submitted": submitted, "submit_rate_jobs_per_s": round(actual_rate, 1),
+              "worker_cpu_us_per_job": round(cpu / (jobs + submitted) * 1e6, 1)}
+    print(f"  ferry draining with a client submitting {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} µs "
+          "worker CPU per job", file=sys.stderr)
     return result
 
 
@@ -314,7 +318,7 @@ def report(outcomes: dict[str, Outcome], args: argparse.Namespace, submitter: di
     if submitter and ferry and ferry.worker_cpu_s:
         drain_us = ferry.worker_cpu_s / ferry.jobs * 1e6
         with_client = submitter["worker_cpu_us_per_job"]
-        print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {with_client} µs with a client submitting "
+        print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {with_client} µs draining with a client submitting "
               f"{submitter['submit_rate_jobs_per_s']} jobs/s")
     print()
     for key, met in targets.items():
@@ -343,7 +347,6 @@ def main() -> None:
                         help="runs per system; the median run (by drain rate) is reported")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {','.join(SYSTEMS)}")
     parser.add_argument("--submit-rate", type=float, default=3000, help="jobs/s of the submitter case (0: skip it)")
-    parser.add_argument("--submit-s", type=float, default=5, help="seconds the submitter runs")
     args = parser.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(systems) - set(SYSTEMS)
@@ -356,13 +359,15 @@ def main() -> None:
         print(f"redis {conn.info('server')['redis_version']} at {server.url}; {args.jobs} jobs, 2 worker processes",
               file=sys.stderr)
         outcomes = {}
-        for system in systems:
-            runs = sorted((run_system(system, server.url, conn, args.jobs, args.latency_jobs)
-                           for _ in range(args.repeat)),
-                          key=lambda o: o.drain_rate)
+        all_runs: dict[str, list[Outcome]] = {system: [] for system in systems}
+        for _ in range(args.repeat):  # systems interleaved, so a load change on a shared machine hits them all
+            for system in systems:
+                all_runs[system].append(run_system(system, server.url, conn, args.jobs, args.latency_jobs))
+        for system, unsorted in all_runs.items():
+            runs = sorted(unsorted, key=lambda o: o.drain_rate)
             outcomes[system] = runs[len(runs) // 2]  # the median run, figures and latencies from the same run
             outcomes[system].drain_rates = [o.drain_rate for o in runs]
-        submitter = run_submitter(server.url, conn, args.submit_rate, args.submit_s) \
+        submitter = run_submitter(server.url, conn, args.jobs, args.submit_rate) \
             if args.submit_rate > 0 and "ferry" in systems else None
     finally:
         server.cleanup()

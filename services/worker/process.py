@@ -207,7 +207,8 @@ class WorkerProcess:
                 keys.node_stats(self.settings.node_id), done.stats, next_job=next_job,
                 claim_from=self.queues if claim else (), claim_count=claim, next_execution_id=execution_id),
                 "recording a result")
-            log.debug("worker %s: job %s %s", self.name, job.id, outcome.outcome, extra=self._extra(job, done))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("worker %s: job %s %s", self.name, job.id, outcome.outcome, extra=self._extra(job, done))
             return claimed
         failure = done.failure
         if done.stats:
@@ -234,7 +235,8 @@ class WorkerProcess:
         started = unix_now()
         clock = time.perf_counter()
         timing_task = job.task or "unknown"
-        log.debug("worker %s: job %s claimed", self.name, job.id, extra=self._extra(job))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("worker %s: job %s claimed", self.name, job.id, extra=self._extra(job))
         self.current, self.current_since = job, time.monotonic()
         failure: Failure | None = None
         payload = b""
