@@ -169,6 +169,7 @@ class WorkerProcess:
                     claimed = self._record(done, claim=self._claim_count())
                     done = None
                     if not claimed:
+                        self.last_run_s = 1.0  # after idling, claim one job at a time until jobs prove short
                         self.wake.wait(self.settings.idle_poll_s)  # a wake-up, or the poll that catches plain RQ's jobs
                         continue
                     with self.held_lock:
@@ -348,8 +349,10 @@ class WorkerProcess:
             return
         if self.executor.interrupts.request_cancel(job_id):
             log.info("worker %s: interrupting job %s (cancel requested)", self.name, job_id, extra={"job_id": job_id})
-        elif any(job.id == job_id for job in list(self.held)):
-            self.cancel_held.add(job_id)
+        else:
+            with self.held_lock:
+                if any(job.id == job_id for job in self.held):
+                    self.cancel_held.add(job_id)
 
     def _heartbeat(self) -> None:
         now = rq_now()
@@ -359,7 +362,9 @@ class WorkerProcess:
         pipe.expire(self.key, self.settings.abandoned_after_s + 60)
         pipe.expire(keys.claim(self.name), self.settings.abandoned_after_s + 60)
         job = self.current
-        for held in ([job] if job is not None else []) + list(self.held):
+        with self.held_lock:
+            holding = list(self.held)
+        for held in ([job] if job is not None else []) + holding:
             pipe.zadd(keys.started(held.queue), {held.member: deadline}, xx=True)
         if job is not None:
             pipe.hset(keys.job(job.id), "last_heartbeat", now)

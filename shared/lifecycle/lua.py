@@ -187,6 +187,7 @@ local function release(id, qname, exec)
   if status ~= 'started' then return status or 'deleted' end
   redis.call('HSET', jkey, 'status', 'queued', 'worker_name', '', 'started_at', '')
   redis.call('LPUSH', QUEUE .. qname, id)
+  wake(qname)
   return 'released'
 end
 
