@@ -129,6 +129,12 @@ def redis_url(fault_redis: KillableRedis) -> str:
     return fault_redis.url
 
 
+# A body may run again when the process that completed it was SIGKILLed before it recorded the outcome (the
+# at-least-once window between a body's last line and the result reaching Redis): the kill came after the body's
+# end line, within this long, and that process started no other body in between.
+RECORD_WINDOW_S = 0.5
+
+
 @dataclass
 class Ledger:
     """Body executions per token, read from the file the `test.ledger` task appends to."""
@@ -137,15 +143,18 @@ class Ledger:
     starts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     ends: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     order: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
+    last_line: dict[int, tuple[str, str, float]] = field(default_factory=dict)  # pid -> (kind, token, when)
 
     def read(self) -> Ledger:
-        self.starts.clear(), self.ends.clear(), self.order.clear()
+        self.starts.clear(), self.ends.clear(), self.order.clear(), self.last_line.clear()
         if not self.path.exists():
             return self
         for line in self.path.read_text().splitlines():
-            kind, token, pid, _when = line.split()
-            (self.starts if kind == "start" else self.ends)[token].append(int(pid))
-            self.order[token].append((kind, int(pid)))
+            kind, token, raw_pid, when = line.split()
+            pid = int(raw_pid)
+            (self.starts if kind == "start" else self.ends)[token].append(pid)
+            self.order[token].append((kind, pid))
+            self.last_line[pid] = (kind, token, float(when))
         return self
 
     def killed_mid_job(self, token: str) -> int:
@@ -159,11 +168,30 @@ class Ledger:
                 killed += 1
         return killed
 
-    def ran_twice(self, token: str) -> bool:
-        """More than one body start that was not cut short by its process dying, or any start after an end."""
+    def killed_before_recording(self, token: str, kills: dict[int, float]) -> int:
+        """Complete executions of `token` whose process was SIGKILLed right after the body, before anything else.
+
+        `kills`: pid -> wall-clock time of its SIGKILL. Such an execution's outcome may never have reached Redis.
+        """
+        count = 0
+        for pid in set(self.ends.get(token, [])):
+            last = self.last_line.get(pid)
+            if pid in kills and last and last[:2] == ("end", token) and 0 <= kills[pid] - last[2] <= RECORD_WINDOW_S:
+                count += 1
+        return count
+
+    def ran_twice(self, token: str, kills: dict[int, float] | None = None) -> bool:
+        """More than one body run not explained by a SIGKILL of its process mid-job, or any start after an end.
+
+        Mid-job: inside the body (a start line and no end line) or, with `kills`, after the body and before the
+        process did anything else (see `killed_before_recording`).
+        """
         starts = len(self.starts.get(token, []))
-        if starts - self.killed_mid_job(token) > 1:
+        explained = self.killed_mid_job(token) + (self.killed_before_recording(token, kills) if kills else 0)
+        if starts - explained > 1:
             return True
+        if kills is not None:
+            return False
         seen_end = False
         for kind, _pid in self.order.get(token, []):
             if kind == "end":
@@ -172,8 +200,8 @@ class Ledger:
                 return True
         return False
 
-    def twice(self, tokens: list[str]) -> list[str]:
-        return [t for t in tokens if self.ran_twice(t)]
+    def twice(self, tokens: list[str], kills: dict[int, float] | None = None) -> list[str]:
+        return [t for t in tokens if self.ran_twice(t, kills)]
 
     def completed(self, token: str) -> int:
         return len(self.ends.get(token, []))

@@ -65,6 +65,7 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
     ids = list(token_of)
 
     killed: list[int] = []
+    kill_times: dict[int, float] = {}
     deadline = time.monotonic() + 120
     while len(killed) < KILLS and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.05, 0.25))  # random spacing of the faults (the load, not a synchronisation)
@@ -75,6 +76,7 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
         victims = [p.pid for p in node_processes(node.proc.pid) if p.pid in registered and p.pid not in killed]
         if victims:
             victim = rng.choice(victims)
+            kill_times[victim] = time.time()
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
     states, _ = wait_until_final(conn, ids, timeout=120)
@@ -82,18 +84,22 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
     ledger.read()
     finished, failed, lost = _tally(states)
     tokens = list(token_of.values())
-    twice = ledger.twice(tokens)
+    twice = ledger.twice(tokens, kill_times)
     killed_mid_job = sum(ledger.killed_mid_job(t) for t in tokens)
+    killed_after_body = sum(ledger.killed_before_recording(t, kill_times) for t in tokens)
+    reruns = sum(max(0, len(ledger.starts.get(t, [])) - 1) for t in tokens)
     node.terminate()
     leaked = shm_files(node.node_id)
     figures(submitted=len(ids), finished=finished, failed=failed, lost=len(lost), bodies_run_twice=len(twice),
-            killed_mid_job=killed_mid_job, kills=len(killed), leaked_segments=len(leaked), elapsed_s=f"{elapsed:.1f}",
+            killed_mid_body=killed_mid_job, killed_right_after_body=killed_after_body,
+            bodies_rerun_after_a_kill=reruns, kills=len(killed), leaked_segments=len(leaked), elapsed_s=f"{elapsed:.1f}",
             seed=seed)
 
     assert len(killed) == KILLS, f"the run ended (or timed out) after only {len(killed)} kills"
     assert not lost, f"{len(lost)} jobs never reached a final state:\n{describe_stuck(conn, lost, ledger, token_of)}"
     assert failed == 0, [(j, conn.hget(keys.job(j), "ferry_error")) for j, s in states.items() if s == "failed"][:5]
-    assert not twice, f"bodies run twice without their process dying mid-body: {twice[:10]}"
+    assert not twice, "bodies run twice without their process dying mid-job (token: [(line, pid, pid killed?)]): " + "; ".join(
+        f"{t}: {[(kind, pid, pid in killed) for kind, pid in ledger.order[t]]}" for t in twice[:10])
     assert not leaked
 
 
@@ -117,6 +123,8 @@ def test_a_node_sigkilled_mid_run_and_restarted_loses_nothing_and_its_jobs_finis
     ids = list(token_of)
     wait_for(lambda: len(ledger.read().ends) >= 40, timeout=60, what="40 jobs to finish before the kill")
 
+    pids = [p.pid for p in node_processes(node.proc.pid)]
+    kill_times = dict.fromkeys(pids, time.time())
     node.kill()  # supervisor and worker processes at once (its process group): nobody settles their jobs
     killed_at = time.monotonic()
     orphans = sorted({m.decode().split(":")[0] for m in conn.zrange(keys.started("default"), 0, -1)})
@@ -129,7 +137,7 @@ def test_a_node_sigkilled_mid_run_and_restarted_loses_nothing_and_its_jobs_finis
     elapsed = time.monotonic() - began
     ledger.read()
     finished, failed, lost = _tally(states)
-    twice = ledger.twice(list(token_of.values()))
+    twice = ledger.twice(list(token_of.values()), kill_times)
     slowest = max((v for v in late.values() if v is not None), default=None)
     figures(submitted=len(ids), finished=finished, failed=failed, lost=len(lost), bodies_run_twice=len(twice),
             orphaned_by_kill=len(orphans), backlog_at_kill=backlog, orphans_done_after_kill_s=slowest,
@@ -138,7 +146,7 @@ def test_a_node_sigkilled_mid_run_and_restarted_loses_nothing_and_its_jobs_finis
     assert orphans, "no job was running when the node was killed"
     assert not lost, f"{len(lost)} jobs never reached a final state:\n{describe_stuck(conn, lost, ledger, token_of)}"
     assert failed == 0
-    assert not twice, f"bodies run twice without their process dying mid-body: {twice[:10]}"
+    assert not twice, f"bodies run twice without their process dying mid-job: {[(t, ledger.order[t]) for t in twice[:10]]}"
     bound = ABANDONED_AFTER_S + REAP_INTERVAL_S + RESTART_AND_RUN_SLACK_S
     too_late = {j: t for j, t in late.items() if t is None or t > bound}
     assert not too_late, (f"jobs of the killed node finished later than {bound}s after the kill "

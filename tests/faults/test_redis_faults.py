@@ -80,6 +80,7 @@ def _fresh(url: str) -> redis.Redis:
 
 REDIS_DOWN_ABANDONED_AFTER_S = 30  # longer than the outage: no running job is given up because of it
 SUBMITS_PER_S = 150
+BACKLOG = 500
 BODY_S = 0.01
 
 
@@ -102,6 +103,9 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
     submitter.start()
     try:
         wait_for(lambda: len(ledger.read().ends) >= 100, timeout=60, what="100 jobs to finish before the kill")
+        with Client(settings=settings) as batch_client:  # a backlog in the queue when Redis dies
+            batch = batch_client.submit_many([{"task": "test.ledger", "args": {"token": f"b{i}", "seconds": BODY_S}}
+                                              for i in range(BACKLOG)])
         conn.close()
         fault_redis.kill()
         killed_at = time.monotonic()
@@ -113,6 +117,7 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
                  what="100 more acknowledged submits after the restart")
     finally:
         token_of = submitter.stop()
+    token_of.update({s.id: f"b{i}" for i, s in enumerate(batch)})
     conn = _fresh(fault_redis.url)
     ids = list(token_of)
     states, _ = wait_until_final(conn, ids, timeout=REDIS_DOWN_ABANDONED_AFTER_S + 15)
@@ -126,7 +131,7 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
     workers_after = sorted(p.pid for p in node_processes(supervisor))
     output = node.output()
     node.terminate()
-    figures(down_s=f"{down_for:.1f}", submitted=len(ids), refused_during_outage=submitter.refused, finished=finished,
+    figures(down_s=f"{down_for:.1f}", submitted=len(ids), backlog_at_kill=BACKLOG, refused_during_outage=submitter.refused, finished=finished,
             failed=len(failed), lost=len(lost), missing_after_restart=len(missing), bodies_run_twice=len(twice),
             worker_pids_unchanged=workers_after == workers_before, tracebacks=output.count("Traceback"),
             leaked_segments=len(shm_files(node.node_id)), elapsed_s=f"{elapsed:.1f}")
