@@ -82,7 +82,7 @@ class KillableRedis:
             probe.close()
 
     def kill(self) -> None:
-        """SIGKILL the server (no shutdown, no final AOF rewrite: what an OOM kill or a power cut of the process does)."""
+        """SIGKILL the server: no shutdown and no final AOF rewrite, as an OOM kill of the process would."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
@@ -146,7 +146,8 @@ class Ledger:
     last_line: dict[int, tuple[str, str, float]] = field(default_factory=dict)  # pid -> (kind, token, when)
 
     def read(self) -> Ledger:
-        self.starts.clear(), self.ends.clear(), self.order.clear(), self.last_line.clear()
+        for table in (self.starts, self.ends, self.order, self.last_line):
+            table.clear()
         if not self.path.exists():
             return self
         for line in self.path.read_text().splitlines():
@@ -273,7 +274,7 @@ def job_states(conn: redis.Redis, job_ids: list[str]) -> dict[str, str | None]:
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hget(keys.job(job_id), "status")
-    return {job_id: (raw.decode() if raw else None) for job_id, raw in zip(job_ids, pipe.execute())}
+    return {job_id: (raw.decode() if raw else None) for job_id, raw in zip(job_ids, pipe.execute(), strict=True)}
 
 
 def result_entries(conn: redis.Redis, job_ids: list[str]) -> dict[str, int]:
@@ -281,10 +282,12 @@ def result_entries(conn: redis.Redis, job_ids: list[str]) -> dict[str, int]:
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.xlen(keys.results(job_id))
-    return dict(zip(job_ids, pipe.execute()))
+    return dict(zip(job_ids, pipe.execute(), strict=True))
 
 
-def wait_until_final(conn: redis.Redis, job_ids: list[str], timeout: float) -> tuple[dict[str, str | None], dict[str, float]]:
+def wait_until_final(
+    conn: redis.Redis, job_ids: list[str], timeout: float
+) -> tuple[dict[str, str | None], dict[str, float]]:
     """Poll until every job is in a final state or `timeout` passes; (last states, monotonic time each became final)."""
     deadline = time.monotonic() + timeout
     final_at: dict[str, float] = {}
@@ -300,7 +303,9 @@ def wait_until_final(conn: redis.Redis, job_ids: list[str], timeout: float) -> t
         time.sleep(0.05)
 
 
-def describe_stuck(conn: redis.Redis, job_ids: list[str], ledger: Ledger, token_of: dict[str, str], limit: int = 10) -> str:
+def describe_stuck(
+    conn: redis.Redis, job_ids: list[str], ledger: Ledger, token_of: dict[str, str], limit: int = 10
+) -> str:
     """For a failure message: each unfinished job's status, worker, started-registry membership and body runs."""
     members = {m.decode().split(":")[0] for q in conn.smembers(keys.RQ_QUEUES)
                for m in conn.zrange(keys.started(q.decode()[len(keys.QUEUE_PREFIX):]), 0, -1)}
@@ -308,7 +313,8 @@ def describe_stuck(conn: redis.Redis, job_ids: list[str], ledger: Ledger, token_
     for job_id in job_ids[:limit]:
         status, worker = conn.hmget(keys.job(job_id), "status", "worker_name")
         token = token_of.get(job_id, "?")
-        lines.append(f"  {job_id} token={token} status={status and status.decode()} worker={worker and worker.decode()} "
+        lines.append(f"  {job_id} token={token} status={status and status.decode()} "
+                     f"worker={worker and worker.decode()} "
                      f"in_started_registry={job_id in members} body_starts={len(ledger.starts.get(token, []))} "
                      f"body_ends={len(ledger.ends.get(token, []))}")
     more = f"\n  ... and {len(job_ids) - limit} more" if len(job_ids) > limit else ""

@@ -32,12 +32,14 @@ from tests.support import shm_files, wait_for
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 
-def _submit_ledger_jobs(client: Client, count: int, seconds: float, prefix: str = "", **options: object) -> dict[str, str]:
+def _submit_ledger_jobs(
+    client: Client, count: int, seconds: float, prefix: str = "", **options: object
+) -> dict[str, str]:
     """Submit `count` ledger jobs; job id -> token."""
     tokens = [f"{prefix}{i}" for i in range(count)]
     submitted = client.submit_many([{"task": "test.ledger", "args": {"token": t, "seconds": seconds}, **options}
                                     for t in tokens])
-    return {s.id: t for s, t in zip(submitted, tokens)}
+    return {s.id: t for s, t in zip(submitted, tokens, strict=True)}
 
 
 def _tally(states: dict[str, str | None]) -> tuple[int, int, list[str]]:
@@ -92,13 +94,13 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
     leaked = shm_files(node.node_id)
     figures(submitted=len(ids), finished=finished, failed=failed, lost=len(lost), bodies_run_twice=len(twice),
             killed_mid_body=killed_mid_job, killed_right_after_body=killed_after_body,
-            bodies_rerun_after_a_kill=reruns, kills=len(killed), leaked_segments=len(leaked), elapsed_s=f"{elapsed:.1f}",
-            seed=seed)
+            bodies_rerun_after_a_kill=reruns, kills=len(killed), leaked_segments=len(leaked),
+            elapsed_s=f"{elapsed:.1f}", seed=seed)
 
     assert len(killed) == KILLS, f"the run ended (or timed out) after only {len(killed)} kills"
     assert not lost, f"{len(lost)} jobs never reached a final state:\n{describe_stuck(conn, lost, ledger, token_of)}"
     assert failed == 0, [(j, conn.hget(keys.job(j), "ferry_error")) for j, s in states.items() if s == "failed"][:5]
-    assert not twice, "bodies run twice without their process dying mid-job (token: [(line, pid, pid killed?)]): " + "; ".join(
+    assert not twice, "bodies run twice, process not killed mid-job (token: [(line, pid, killed?)]): " + "; ".join(
         f"{t}: {[(kind, pid, pid in killed) for kind, pid in ledger.order[t]]}" for t in twice[:10])
     assert not leaked
 
@@ -146,7 +148,7 @@ def test_a_node_sigkilled_mid_run_and_restarted_loses_nothing_and_its_jobs_finis
     assert orphans, "no job was running when the node was killed"
     assert not lost, f"{len(lost)} jobs never reached a final state:\n{describe_stuck(conn, lost, ledger, token_of)}"
     assert failed == 0
-    assert not twice, f"bodies run twice without their process dying mid-job: {[(t, ledger.order[t]) for t in twice[:10]]}"
+    assert not twice, f"bodies run twice, not explained by the kill: {[(t, ledger.order[t]) for t in twice[:10]]}"
     bound = ABANDONED_AFTER_S + REAP_INTERVAL_S + RESTART_AND_RUN_SLACK_S
     too_late = {j: t for j, t in late.items() if t is None or t > bound}
     assert not too_late, (f"jobs of the killed node finished later than {bound}s after the kill "

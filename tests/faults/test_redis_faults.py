@@ -1,4 +1,4 @@
-"""Fault suite: the Redis server SIGKILLed and restarted from its AOF, or SIGSTOPped, while a node drains jobs (issue 11).
+"""Fault suite: redis-server SIGKILLed and restarted from its AOF, or SIGSTOPped, while a node drains jobs (issue 11).
 
 Body executions are counted from the `test.ledger` task's file, not from Redis: the point is what Redis may have
 forgotten or done twice.
@@ -22,7 +22,6 @@ from tests.faults.conftest import (
     KillableRedis,
     Ledger,
     describe_stuck,
-    job_states,
     node_processes,
     result_entries,
     wait_until_final,
@@ -131,7 +130,8 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
     workers_after = sorted(p.pid for p in node_processes(supervisor))
     output = node.output()
     node.terminate()
-    figures(down_s=f"{down_for:.1f}", submitted=len(ids), backlog_at_kill=BACKLOG, refused_during_outage=submitter.refused, finished=finished,
+    figures(down_s=f"{down_for:.1f}", submitted=len(ids), backlog_at_kill=BACKLOG,
+            refused_during_outage=submitter.refused, finished=finished,
             failed=len(failed), lost=len(lost), missing_after_restart=len(missing), bodies_run_twice=len(twice),
             worker_pids_unchanged=workers_after == workers_before, tracebacks=output.count("Traceback"),
             leaked_segments=len(shm_files(node.node_id)), elapsed_s=f"{elapsed:.1f}")
@@ -184,7 +184,7 @@ def test_redis_sigstopped_longer_than_the_socket_timeout_claims_and_records_each
         tokens = [f"j{i}" for i in range(STALL_JOBS)]
         submitted = client.submit_many([{"task": "test.ledger", "args": {"token": t, "seconds": STALL_BODY_S},
                                          "retries": 0} for t in tokens])
-    token_of = {s.id: t for s, t in zip(submitted, tokens)}
+    token_of = {s.id: t for s, t in zip(submitted, tokens, strict=True)}
     ids = list(token_of)
     wait_for(lambda: len(ledger.read().ends) >= 150, timeout=60, what="150 jobs to finish before the stall")
     conn.close()
@@ -218,7 +218,8 @@ def test_redis_sigstopped_longer_than_the_socket_timeout_claims_and_records_each
     assert stalled_for > timeout_s
     assert not lost, (f"{len(lost)} jobs never reached a final state (claimed and dropped?):\n"
                       + describe_stuck(conn, lost, ledger, token_of))
-    assert not failed_unrun, f"jobs failed without their body ever running: {[(j, conn.hget(keys.job(j), 'ferry_error')) for j in failed_unrun[:5]]}"
+    assert not failed_unrun, ("jobs failed without their body ever running: "
+                              f"{[(j, conn.hget(keys.job(j), 'ferry_error')) for j in failed_unrun[:5]]}")
     assert not failed, [(j, conn.hget(keys.job(j), "ferry_error")) for j in failed[:5]]
-    assert not not_one_result, f"jobs whose result stream does not hold exactly one entry: {list(not_one_result.items())[:10]}"
+    assert not not_one_result, f"result streams without exactly one entry: {list(not_one_result.items())[:10]}"
     assert not not_run_once, f"jobs whose body did not run exactly once: {list(not_run_once.items())[:10]}"
