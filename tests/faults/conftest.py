@@ -311,10 +311,11 @@ def describe_stuck(
                for m in conn.zrange(keys.started(q.decode()[len(keys.QUEUE_PREFIX):]), 0, -1)}
     lines = []
     for job_id in job_ids[:limit]:
-        status, worker = conn.hmget(keys.job(job_id), "status", "worker_name")
+        status, worker, origin = conn.hmget(keys.job(job_id), "status", "worker_name", "origin")
+        in_queue = origin is not None and conn.lpos(keys.queue(origin.decode()), job_id) is not None
         token = token_of.get(job_id, "?")
         lines.append(f"  {job_id} token={token} status={status and status.decode()} "
-                     f"worker={worker and worker.decode()} "
+                     f"worker={worker and worker.decode()} in_queue={in_queue} "
                      f"in_started_registry={job_id in members} body_starts={len(ledger.starts.get(token, []))} "
                      f"body_ends={len(ledger.ends.get(token, []))}")
     more = f"\n  ... and {len(job_ids) - limit} more" if len(job_ids) > limit else ""

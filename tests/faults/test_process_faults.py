@@ -98,7 +98,8 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
             elapsed_s=f"{elapsed:.1f}", seed=seed)
 
     assert len(killed) == KILLS, f"the run ended (or timed out) after only {len(killed)} kills"
-    assert not lost, f"{len(lost)} jobs never reached a final state:\n{describe_stuck(conn, lost, ledger, token_of)}"
+    assert not lost, (f"{len(lost)} jobs never reached a final state:\n{describe_stuck(conn, lost, ledger, token_of)}"
+                      f"\nnode log (tail):\n{node.output()[-3000:]}")
     assert failed == 0, [(j, conn.hget(keys.job(j), "ferry_error")) for j, s in states.items() if s == "failed"][:5]
     assert not twice, "bodies run twice, process not killed mid-job (token: [(line, pid, killed?)]): " + "; ".join(
         f"{t}: {[(kind, pid, pid in killed) for kind, pid in ledger.order[t]]}" for t in twice[:10])
