@@ -180,20 +180,30 @@ def cpu_seconds(pids: list[int]) -> float:
 
 # --- the ceiling: the worker's round trips alone ---
 def ceiling_loop(url: str, index: int) -> None:
-    """What a worker process sends per job, minus the task: claim (prefetch), then finish + claim of the next."""
+    """What a worker process sends per job, minus the task: claim (prefetch); a pipelined finish while prefetched
+    jobs remain (its reply read before the next command), else finish + claim of the next jobs in one call."""
     from shared.lifecycle import Lifecycle, Timing, new_execution_id
     from shared.redis_conn import connect as ferry_connect
     from shared.settings import Settings
 
     settings = Settings(redis_url=url)
-    lifecycle = Lifecycle(ferry_connect(url), settings)
+    conn = ferry_connect(url)
+    lifecycle = Lifecycle(conn, settings)
+    lifecycle.load()
+    pipe = conn.connection_pool.get_connection()
     worker, queues, timing = f"ceiling.{index}.{os.getpid()}", [QUEUE], Timing("echo", 0.00001, 0.0)
     held = lifecycle.claim(worker, queues, new_execution_id(), 1)
+    inflight = ""
     while held:
         job, held = held[0], held[1:]
         now = time.time()
+        if inflight:
+            lifecycle.read_finish(pipe, inflight)
+            inflight = ""
         if held:
-            lifecycle.finish(job, worker, b"null", now, now, timing, next_job=held[0].id)
+            args = lifecycle.finish_args(job, worker, b"null", now, now, timing, next_job=held[0].id)
+            lifecycle.send_finish(pipe, args)
+            inflight = job.id
         else:
             _, held = lifecycle.finish(job, worker, b"null", now, now, timing, claim_from=queues,
                                        claim_count=settings.prefetch_jobs, next_execution_id=new_execution_id())

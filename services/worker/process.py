@@ -101,6 +101,8 @@ class WorkerProcess:
         self.held_lock = threading.Lock()
         self.cancel_held: set[str] = set()
         self.last_run_s = 1.0
+        self.inflight: tuple[Done, list[Any], str] | None = None  # a finish written to `pipe`, reply not read yet
+        self.pipe_lock = threading.Lock()  # the side thread may read a refill's reply when the running job is long
 
     # --- lifecycle of the process ---
     def run(self) -> int:
@@ -111,6 +113,8 @@ class WorkerProcess:
             log.info("worker %s: waiting for Redis at %s", self.name, self.outage.url)
             self._retry(self.conn.ping, "starting")
         self.lifecycle = Lifecycle(self.conn, self.settings)
+        self._retry(self.lifecycle.load, "loading scripts")
+        self.pipe = self.conn.connection_pool.get_connection()  # for pipelined finishes (see _send_finish)
         store = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s)
         self.cache = NodeCache(self.settings.node_id, SHM_DIR, self.budget_bytes, store)
         self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store,
@@ -126,6 +130,7 @@ class WorkerProcess:
         try:
             self._work_loop()
         finally:
+            self.pipe.disconnect()
             self.cache.close()
             self._register_death()
             log.info("worker %s: stopped", self.name)
@@ -163,8 +168,10 @@ class WorkerProcess:
         done: Done | None = None
         try:
             while not self.stopping.is_set():
-                with self.held_lock:
-                    job = self.held.popleft() if self.held else None
+                job = self._next_held()
+                if job is None and self.inflight is not None:
+                    self._read_inflight()  # a refill claimed with the last finish
+                    job = self._next_held()
                 if job is None:
                     claimed = self._record(done, claim=self._claim_count())
                     done = None
@@ -176,9 +183,16 @@ class WorkerProcess:
                         self.held.extend(claimed[1:])
                     job = claimed[0]
                 elif done is not None:
-                    self._record(done, claim=0, next_job=job.id)
+                    self._read_inflight()
+                    if done.failure is None:
+                        # the last prefetched job: claim the next ones with this finish, read it after `job` ran
+                        refill = self._claim_count() if not self.held and self._claim_count() > 1 else 0
+                        self._send_finish(done, next_job=job.id, claim=refill)
+                    else:
+                        self._record(done, claim=0, next_job=job.id)
                     done = None
                 done = self._execute(job)
+            self._read_inflight()
             if done is not None:
                 self._record(done, claim=0)
                 done = None
@@ -187,6 +201,69 @@ class WorkerProcess:
                         self.name, self.settings.abandoned_after_s)
             return
         self._give_back_held("the process is stopping")
+
+    def _next_held(self) -> Claimed | None:
+        with self.held_lock:
+            return self.held.popleft() if self.held else None
+
+    def _send_finish(self, done: Done, next_job: str, claim: int = 0) -> None:
+        """Write the finish of `done` (and, with `claim`, a claim of the next jobs) and go on with the next
+        prefetched job without waiting for the reply.
+
+        The command is in the socket before the next job starts, so even a SIGKILL cannot lose the outcome
+        of a completed body; the reply is read before anything else is sent (`_read_inflight`). Redis runs
+        the script while this process runs the next job: on a busy queue the round trip is hidden.
+        """
+        job = done.job
+        execution_id = new_execution_id() if claim else ""
+        args = self.lifecycle.finish_args(job, self.name, done.payload, done.started, done.ended, done.timing,
+                                          keys.node_stats(self.settings.node_id), done.stats, next_job=next_job,
+                                          claim_from=self.queues if claim else (), claim_count=claim,
+                                          next_execution_id=execution_id)
+        with self.pipe_lock:
+            try:
+                self.lifecycle.send_finish(self.pipe, args)
+                self.inflight = (done, args, execution_id)
+                return
+            except redis.RedisError as exc:
+                self.pipe.disconnect()
+                self.outage.failed(exc, "recording a result")
+            self._finish_again(done, args, execution_id)
+
+    def _read_inflight(self) -> None:
+        """Read the reply of the pipelined finish; on any error send it again, unchanged (it is idempotent)."""
+        with self.pipe_lock:
+            if self.inflight is None:
+                return
+            done, args, execution_id = self.inflight
+            self.inflight = None
+            try:
+                outcome, claimed = self.lifecycle.read_finish(self.pipe, done.job.id, execution_id)
+            except redis.exceptions.NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
+                self._retry(self.lifecycle.load, "loading scripts")
+                self._finish_again(done, args, execution_id)
+                return
+            except redis.RedisError as exc:
+                self.pipe.disconnect()
+                self.outage.failed(exc, "recording a result")
+                self._finish_again(done, args, execution_id)
+                return
+            self._finished(done, outcome.outcome, claimed)
+
+    def _finish_again(self, done: Done, args: list[Any], execution_id: str) -> None:
+        outcome, claimed = self._retry(lambda: self.lifecycle.finish_again(done.job.id, execution_id, args),
+                                       "recording a result")
+        self._finished(done, outcome.outcome, claimed)
+
+    def _finished(self, done: Done, outcome: str, claimed: list[Claimed]) -> None:
+        if claimed:
+            with self.held_lock:
+                self.held.extend(claimed)
+        self._log_finish(done, outcome)
+
+    def _log_finish(self, done: Done, outcome: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("worker %s: job %s %s", self.name, done.job.id, outcome, extra=self._extra(done.job, done))
 
     def _claim_count(self) -> int:
         return self.settings.prefetch_jobs if self.last_run_s < PREFETCH_BELOW_S else 1
@@ -208,8 +285,7 @@ class WorkerProcess:
                 keys.node_stats(self.settings.node_id), done.stats, next_job=next_job,
                 claim_from=self.queues if claim else (), claim_count=claim, next_execution_id=execution_id),
                 "recording a result")
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("worker %s: job %s %s", self.name, job.id, outcome.outcome, extra=self._extra(job, done))
+            self._log_finish(done, outcome.outcome)
             return claimed
         failure = done.failure
         if done.stats:
@@ -316,14 +392,18 @@ class WorkerProcess:
         while not self.stopping.is_set():
             self._check_parent()
             try:
-                wait_s = HOLD_CHECK_S if self.held else self.settings.heartbeat_interval_s
+                wait_s = HOLD_CHECK_S if self.held or self.inflight else self.settings.heartbeat_interval_s
                 timeout = max(0.0, min(wait_s, next_beat - time.monotonic()))
                 message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
                 if message:
                     self._on_message(message["channel"], message["data"])
                 running_s = time.monotonic() - self.current_since
-                if self.held and self.current is not None and running_s > PREFETCH_BELOW_S * 2:
-                    self._give_back_held("the running job is long")
+                if self.current is not None and running_s > PREFETCH_BELOW_S * 2:
+                    inflight = self.inflight
+                    if inflight is not None and inflight[2]:
+                        self._read_inflight()  # a refill claimed with the last finish: learn what it took
+                    if self.held:
+                        self._give_back_held("the running job is long")
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.settings.heartbeat_interval_s

@@ -17,6 +17,8 @@ on keys.DONE_CHANNEL whenever a job reaches a final state.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -26,6 +28,12 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py packing works too
+    hiredis = None
+from redis.connection import Connection
 
 from shared import job_metrics, keys, wire
 from shared.lifecycle import lua
@@ -116,11 +124,18 @@ class Timing:
     wait_s: float
 
     def args(self) -> list[Any]:
-        fields: list[Any] = []
-        for kind, seconds in (("run", self.run_s), ("wait", self.wait_s)):
-            bucket = job_metrics.bucket_field(kind, self.task, seconds)
-            fields += [bucket, job_metrics.sum_field(kind, self.task), seconds]
-        return fields
+        run, wait = _histogram_fields(self.task)
+        return [*run[bisect.bisect_left(job_metrics.BUCKETS_S, self.run_s)], self.run_s,
+                *wait[bisect.bisect_left(job_metrics.BUCKETS_S, self.wait_s)], self.wait_s]
+
+
+@functools.lru_cache(maxsize=1024)
+def _histogram_fields(task: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Per kind, (bucket field, sum field) by bucket index: job_metrics' names, computed once per task."""
+    edges = [*job_metrics.BUCKETS_S, float("inf")]  # the bucket of each edge is the edge's own (le is inclusive)
+    return tuple(  # type: ignore[return-value]
+        [(job_metrics.bucket_field(kind, task, edge), job_metrics.sum_field(kind, task)) for edge in edges]
+        for kind in ("run", "wait"))
 
 
 NO_TIMING = ["", "", 0, "", "", 0]
@@ -165,19 +180,50 @@ class Lifecycle:
                                   self.max_data_bytes, *queues])
         return [Claimed.from_reply(item, execution_id) for item in reply]
 
+    def finish_args(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
+                    stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
+                    claim_from: Sequence[str] = (), claim_count: int = 0, next_execution_id: str = "") -> list[Any]:
+        """The FINISH call's arguments (built once, so a retry sends exactly the same command)."""
+        result_ttl = job.result_ttl_s or self.settings.result_ttl_s
+        stats_text = ",".join(f"{k}={v}" for k, v in (stats or {}).items())
+        return [job.id, job.queue, job.execution_id, rq_now(), unix_now(), result_ttl, wire.b64(payload), worker,
+                started, ended, timing.task, *timing.args(), next_job, stats_key if stats_text else "", stats_text,
+                claim_count if claim_from else 0, next_execution_id, self.deadline(), self.record_ttl_s,
+                self.max_data_bytes, *claim_from]
+
     def finish(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
                stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
                claim_from: Sequence[str] = (), claim_count: int = 0,
                next_execution_id: str = "") -> tuple[Outcome, list[Claimed]]:
         """Record a finished run (and, with claim_count, claim the next jobs in the same round trip)."""
-        result_ttl = job.result_ttl_s or self.settings.result_ttl_s
-        stats_text = ",".join(f"{k}={v}" for k, v in (stats or {}).items())
-        args = [job.id, job.queue, job.execution_id, rq_now(), unix_now(), result_ttl, wire.b64(payload), worker,
-                started, ended, timing.task, *timing.args(), next_job, stats_key if stats_text else "", stats_text,
-                claim_count if claim_from else 0, next_execution_id, self.deadline(), self.record_ttl_s,
-                self.max_data_bytes, *claim_from]
-        outcome, claimed = self._finish(args=args)
-        return (Outcome(job.id, _text(outcome)), [Claimed.from_reply(item, next_execution_id) for item in claimed])
+        args = self.finish_args(job, worker, payload, started, ended, timing, stats_key, stats, next_job, claim_from,
+                                claim_count, next_execution_id)
+        return self.finish_reply(job.id, next_execution_id, self._finish(args=args))
+
+    def finish_reply(self, job_id: str, next_execution_id: str, reply: Any) -> tuple[Outcome, list[Claimed]]:
+        outcome, claimed = reply
+        return Outcome(job_id, _text(outcome)), [Claimed.from_reply(item, next_execution_id) for item in claimed]
+
+    # --- pipelined finish: sent before the next prefetched job runs, its reply read after ---
+    def load(self) -> None:
+        """Load the scripts a worker sends without redis-py's NOSCRIPT fallback (`send_finish`)."""
+        self._finish.sha = self.conn.script_load(self._finish.script)
+
+    def send_finish(self, connection: Connection, args: list[Any]) -> None:
+        """Write FINISH to `connection` without waiting: once written, a SIGKILL of this process cannot lose it."""
+        if hiredis is None:
+            connection.send_command("EVALSHA", self._finish.sha, 0, *args)
+        else:  # redis-py's packer walks every argument in Python first: ~10 µs a job on this path
+            connection.send_packed_command([hiredis.pack_command(("EVALSHA", self._finish.sha, 0, *args))])
+
+    def finish_again(self, job_id: str, next_execution_id: str, args: list[Any]) -> tuple[Outcome, list[Claimed]]:
+        """Send a FINISH built by `finish_args` again, synchronously (after a failed `send_finish`/`read_finish`)."""
+        return self.finish_reply(job_id, next_execution_id, self._finish(args=args))
+
+    def read_finish(self, connection: Connection, job_id: str,
+                    next_execution_id: str = "") -> tuple[Outcome, list[Claimed]]:
+        """The reply of a `send_finish`; raises what redis-py raises (the caller re-sends with `finish_again`)."""
+        return self.finish_reply(job_id, next_execution_id, connection.read_response())
 
     def settle(self, job: Claimed, worker: str, failure: Failure, timing: Timing | None = None) -> Outcome:
         """Settle a failed execution (requeue or fail); a repeat, or a job someone else settled, is `gone`."""

@@ -184,3 +184,28 @@ def test_claim_does_not_send_data_over_the_bound(client: Client, conn: redis.Red
     small = Lifecycle(conn, settings.model_copy(update={"max_job_data_bytes": 1024}))
     job = small.claim(WORKER, ["default"], new_execution_id())[0]
     assert job.data == b"" and job.data_bytes == 2048
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.0005, 0.001, 0.0011, 0.3, 600.0, 601.0, 1e9])
+def test_cached_histogram_fields_match_job_metrics(seconds: float):
+    run, _, _, wait, _, _ = Timing("t", seconds, seconds).args()
+    assert run == job_metrics.bucket_field("run", "t", seconds)
+    assert wait == job_metrics.bucket_field("wait", "t", seconds)
+
+
+def test_pipelined_finish_with_a_refill_claim_is_read_back_and_replays_the_same(
+        client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+    ids = submit(client, 3)
+    job = lifecycle.claim(WORKER, ["default"], new_execution_id())[0]
+    lifecycle.load()
+    pipe = conn.connection_pool.get_connection()
+    refill = new_execution_id()
+    args = lifecycle.finish_args(job, WORKER, b"7", 1.0, 2.0, Timing("echo", 0, 0), claim_from=["default"],
+                                 claim_count=4, next_execution_id=refill)
+    lifecycle.send_finish(pipe, args)
+    outcome, claimed = lifecycle.read_finish(pipe, job.id, refill)
+    conn.connection_pool.release(pipe)
+    assert outcome.outcome == "finished" and [j.id for j in claimed] == ids[1:]
+    again, replayed = lifecycle.finish_again(job.id, refill, args)  # what a worker sends after a lost reply
+    assert again.outcome == "already" and [j.id for j in replayed] == ids[1:]
+    assert conn.xlen(keys.results(job.id)) == 1 and client.result(job.id).value == 7
