@@ -134,6 +134,7 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
             refused_during_outage=submitter.refused, finished=finished,
             failed=len(failed), lost=len(lost), missing_after_restart=len(missing), bodies_run_twice=len(twice),
             worker_pids_unchanged=workers_after == workers_before, tracebacks=output.count("Traceback"),
+            outage_log_lines=_outage_lines(output),
             leaked_segments=len(shm_files(node.node_id)), elapsed_s=f"{elapsed:.1f}")
 
     assert down_for >= down_s
@@ -144,6 +145,11 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
                       + describe_stuck(conn, lost, ledger, token_of))
     assert not failed, [(j, conn.hget(keys.job(j), "ferry_error")) for j in failed[:5]]
     assert not twice, f"bodies run again after they completed: {[(t, ledger.order[t]) for t in twice[:5]]}"
+
+
+def _outage_lines(output: str) -> int:
+    """Node log lines about Redis being unreachable or timing out (a figure: the wording is the product's)."""
+    return sum(1 for line in output.splitlines() if "unreachable" in line or "Timeout" in line or "is back" in line)
 
 
 def _socket_timeout_s() -> tuple[float, str | None]:
@@ -213,6 +219,7 @@ def test_redis_sigstopped_longer_than_the_socket_timeout_claims_and_records_each
             submitted=len(ids), finished=finished, failed=len(failed), failed_unrun=len(failed_unrun),
             lost=len(lost), result_entries_not_1=len(not_one_result), bodies_not_run_once=len(not_run_once),
             worker_pids_unchanged=workers_after == workers_before, tracebacks=output.count("Traceback"),
+            outage_log_lines=_outage_lines(output),
             leaked_segments=len(shm_files(node.node_id)), elapsed_s=f"{elapsed:.1f}")
 
     assert stalled_for > timeout_s
