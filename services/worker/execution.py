@@ -45,9 +45,12 @@ class Executor:
         if positional:
             raise InvalidRequest(f"task {task_name!r} takes named args only; this job passes positional ones")
         validated = spec.validate(args)
-        with self.interrupts.armed(job.id, job.timeout_s or self.default_timeout_s):
+        self.interrupts.arm(job.id, job.timeout_s or self.default_timeout_s)
+        try:
             arrays = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
             value = spec.call(validated, arrays)
+        finally:
+            self.interrupts.disarm()
         del arrays
         payload = wire.dumps_value(self._objectify(value))
         if len(payload) > self.max_data_bytes:
