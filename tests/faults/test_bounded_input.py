@@ -16,15 +16,18 @@ import uuid
 import zlib
 from collections.abc import Callable
 
+import httpx
 import psutil
 import pytest
 import redis
 
 from shared import keys
+from shared.embedded import free_port
+from shared.processes import terminate
 from shared.settings import Settings
 from shared.timeutil import rq_now
 from tests.faults.conftest import node_processes, wait_until_final
-from tests.support import REPO, shm_files
+from tests.support import REPO, shm_files, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -201,3 +204,51 @@ def test_ferry_status_of_a_zlib_bomb_job_does_not_inflate_it(
     assert bomb in out
     limit = min(2 * (bound or 0) + 64 * MiB if bound else INFLATED, INFLATED // 8)
     assert growth < limit, f"`ferry status` peaked {growth / MiB:.0f} MiB higher (limit {limit / MiB:.0f} MiB)"
+
+
+@pytest.mark.timeout(120)
+def test_the_api_reading_a_zlib_bomb_job_does_not_inflate_it(
+    env: dict[str, str], conn: redis.Redis, tmp_path, figures
+) -> None:
+    bound, setting = _bound_for_test(Settings.model_fields)
+    if setting:
+        env[setting] = str(bound)
+    plain = write_raw_job(conn, zlib.compress(b'["test.ledger",null,[],{"token":"plain"}]'), queue="nobody")
+    bomb = write_raw_job(conn, zlib_bomb(), queue="nobody")  # no node serves this queue: both stay queued
+    port = free_port()
+    with open(tmp_path / "producer.log", "wb") as log:
+        server = subprocess.Popen(_limited([sys.executable, "-m", "services.producer", "--host", "127.0.0.1",
+                                            "--port", str(port)]),
+                                  env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            def answers() -> bool:
+                assert server.poll() is None, (tmp_path / "producer.log").read_text()[-2000:]
+                try:
+                    return http.get("/healthz", timeout=2).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for(answers, timeout=30, what="the producer to answer /healthz")
+            sampler = RssSampler(lambda: [psutil.Process(server.pid)] if server.poll() is None else [])
+            sampler.start()
+            try:
+                assert http.get(f"/v1/jobs/{plain}").status_code == 200
+                baseline = max(sampler.high.values(), default=0)
+                reply = http.get(f"/v1/jobs/{bomb}")
+                health = http.get("/healthz")
+            finally:
+                sampler.stop()
+            peak = max(sampler.high.values(), default=0)
+    finally:
+        terminate(server, grace_s=10)
+    growth = peak - baseline
+    figures(status_code=reply.status_code, health=health.status_code, peak_rss_plain_mib=f"{baseline / MiB:.0f}",
+            peak_rss_bomb_mib=f"{peak / MiB:.0f}", max_rss_growth_mib=f"{growth / MiB:.0f}",
+            body=repr(reply.text[:120]))
+
+    assert reply.status_code == 200, reply.text[:2000]
+    assert reply.json()["id"] == bomb
+    assert health.status_code == 200
+    limit = min(2 * (bound or 0) + 64 * MiB if bound else INFLATED, INFLATED // 8)
+    assert growth < limit, f"the producer peaked {growth / MiB:.0f} MiB higher (limit {limit / MiB:.0f} MiB)"
