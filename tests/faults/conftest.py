@@ -144,9 +144,10 @@ class Ledger:
     ends: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     order: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
     last_line: dict[int, tuple[str, str, float]] = field(default_factory=dict)  # pid -> (kind, token, when)
+    end_times: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # wall clock
 
     def read(self) -> Ledger:
-        for table in (self.starts, self.ends, self.order, self.last_line):
+        for table in (self.starts, self.ends, self.order, self.last_line, self.end_times):
             table.clear()
         if not self.path.exists():
             return self
@@ -156,6 +157,8 @@ class Ledger:
             (self.starts if kind == "start" else self.ends)[token].append(pid)
             self.order[token].append((kind, pid))
             self.last_line[pid] = (kind, token, float(when))
+            if kind == "end":
+                self.end_times[token].append(float(when))
         return self
 
     def killed_mid_job(self, token: str) -> int:

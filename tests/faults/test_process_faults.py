@@ -16,7 +16,7 @@ import psutil
 import pytest
 import redis
 
-from shared import keys
+from shared import job_metrics, keys
 from shared.client import Client
 from shared.settings import Settings
 from tests.faults.conftest import (
@@ -30,6 +30,9 @@ from tests.faults.conftest import (
 from tests.support import shm_files, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+# ferry:metrics requeue reasons (shared/job_metrics.py): the supervisor at a worker's death, the reaper.
+WORKER_DIED, NODE_DIED = job_metrics.REQUEUE_REASONS[:2]
 
 
 def _submit_ledger_jobs(
@@ -90,11 +93,15 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
     killed_mid_job = sum(ledger.killed_mid_job(t) for t in tokens)
     killed_after_body = sum(ledger.killed_before_recording(t, kill_times) for t in tokens)
     reruns = sum(max(0, len(ledger.starts.get(t, [])) - 1) for t in tokens)
+    recovery = _recovery_times(ledger, tokens, kill_times)
+    by_supervisor, by_reaper = _requeues(conn, WORKER_DIED), _requeues(conn, NODE_DIED)
     node.terminate()
     leaked = shm_files(node.node_id)
     figures(submitted=len(ids), finished=finished, failed=failed, lost=len(lost), bodies_run_twice=len(twice),
             killed_mid_body=killed_mid_job, killed_right_after_body=killed_after_body,
-            bodies_rerun_after_a_kill=reruns, kills=len(killed), leaked_segments=len(leaked),
+            bodies_rerun_after_a_kill=reruns, kill_to_rerun_done_median_s=_median(recovery),
+            kill_to_rerun_done_max_s=max(recovery, default=None), requeued_at_worker_death=by_supervisor,
+            requeued_by_reaper=by_reaper, kills=len(killed), leaked_segments=len(leaked),
             elapsed_s=f"{elapsed:.1f}", seed=seed)
 
     assert len(killed) == KILLS, f"the run ended (or timed out) after only {len(killed)} kills"
@@ -103,7 +110,34 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
     assert failed == 0, [(j, conn.hget(keys.job(j), "ferry_error")) for j, s in states.items() if s == "failed"][:5]
     assert not twice, "bodies run twice, process not killed mid-job (token: [(line, pid, killed?)]): " + "; ".join(
         f"{t}: {[(kind, pid, pid in killed) for kind, pid in ledger.order[t]]}" for t in twice[:10])
+    assert by_reaper == 0, (
+        f"{by_reaper} executions of killed worker processes were left to the reaper (abandonment deadline, "
+        f"{NODE_DIED}) instead of being requeued by their live supervisor at the death")
     assert not leaked
+
+
+def _recovery_times(ledger: Ledger, tokens: list[str], kill_times: dict[int, float]) -> list[float]:
+    """For each job whose body a kill cut short: seconds from that kill to the end of its next body (a figure)."""
+    times = []
+    for token in tokens:
+        ends = ledger.end_times.get(token, [])
+        for pid in ledger.starts.get(token, []):
+            if pid in kill_times and pid not in ledger.ends.get(token, []):
+                later = [when for when in ends if when > kill_times[pid]]
+                if later:
+                    times.append(round(min(later) - kill_times[pid], 2))
+    return times
+
+
+def _requeues(conn: redis.Redis, reason: str) -> int:
+    """Executions given back to a queue for `reason`, summed over queues and tasks (ferry:metrics)."""
+    counters = conn.hgetall(job_metrics.METRICS_KEY)
+    return sum(int(v) for k, v in counters.items()
+               if k.decode().startswith("requeued" + job_metrics.SEP) and k.decode().endswith(job_metrics.SEP + reason))
+
+
+def _median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
 
 
 ABANDONED_AFTER_S = 3
@@ -143,7 +177,8 @@ def test_a_node_sigkilled_mid_run_and_restarted_loses_nothing_and_its_jobs_finis
     twice = ledger.twice(list(token_of.values()), kill_times)
     slowest = max((v for v in late.values() if v is not None), default=None)
     figures(submitted=len(ids), finished=finished, failed=failed, lost=len(lost), bodies_run_twice=len(twice),
-            orphaned_by_kill=len(orphans), backlog_at_kill=backlog, orphans_done_after_kill_s=slowest,
+            orphaned_by_kill=len(orphans), backlog_at_kill=backlog, requeued_by_reaper=_requeues(conn, NODE_DIED),
+            orphans_done_after_kill_s=slowest,
             leaked_segments=len(shm_files(node.node_id)), elapsed_s=f"{elapsed:.1f}")
 
     assert orphans, "no job was running when the node was killed"

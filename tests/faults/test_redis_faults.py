@@ -129,6 +129,7 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
     twice = ledger.twice(list(token_of.values()))
     workers_after = sorted(p.pid for p in node_processes(supervisor))
     output = node.output()
+    supervisor_alive = node.proc.poll() is None
     node.terminate()
     figures(down_s=f"{down_for:.1f}", submitted=len(ids), backlog_at_kill=BACKLOG,
             refused_during_outage=submitter.refused, finished=finished,
@@ -138,6 +139,7 @@ def test_redis_sigkilled_and_restarted_from_its_aof_loses_no_acknowledged_job_an
             leaked_segments=len(shm_files(node.node_id)), elapsed_s=f"{elapsed:.1f}")
 
     assert down_for >= down_s
+    assert supervisor_alive, f"the supervisor exited during the outage:\n{output[-3000:]}"
     assert workers_after == workers_before, (
         f"worker processes changed during the outage: before {workers_before}, after {workers_after}; node log:\n"
         + output[-3000:])
