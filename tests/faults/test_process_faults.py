@@ -95,13 +95,15 @@ def test_1000_jobs_with_20_worker_processes_sigkilled_at_random_lose_nothing_and
     reruns = sum(max(0, len(ledger.starts.get(t, [])) - 1) for t in tokens)
     recovery = _recovery_times(ledger, tokens, kill_times)
     by_supervisor, by_reaper = _requeues(conn, WORKER_DIED), _requeues(conn, NODE_DIED)
+    uncharged = _retries_without_a_run(conn, token_of, ledger, kill_times)
     node.terminate()
     leaked = shm_files(node.node_id)
     figures(submitted=len(ids), finished=finished, failed=failed, lost=len(lost), bodies_run_twice=len(twice),
             killed_mid_body=killed_mid_job, killed_right_after_body=killed_after_body,
             bodies_rerun_after_a_kill=reruns, kill_to_rerun_done_median_s=_median(recovery),
             kill_to_rerun_done_max_s=max(recovery, default=None), requeued_at_worker_death=by_supervisor,
-            requeued_by_reaper=by_reaper, kills=len(killed), leaked_segments=len(leaked),
+            requeued_by_reaper=by_reaper, retries_charged_to_jobs_not_started=len(uncharged),
+            kills=len(killed), leaked_segments=len(leaked),
             elapsed_s=f"{elapsed:.1f}", seed=seed)
 
     assert len(killed) == KILLS, f"the run ended (or timed out) after only {len(killed)} kills"
@@ -127,6 +129,18 @@ def _recovery_times(ledger: Ledger, tokens: list[str], kill_times: dict[int, flo
                 if later:
                     times.append(round(min(later) - kill_times[pid], 2))
     return times
+
+
+def _retries_without_a_run(conn: redis.Redis, token_of: dict[str, str], ledger: Ledger,
+                           kill_times: dict[int, float]) -> list[str]:
+    """Jobs charged more retries than they had executions cut short by a kill (a figure, not asserted: a kill
+    between a claim and the body's first line legitimately charges one, though that window is microseconds)."""
+    pipe = conn.pipeline(transaction=False)
+    for job_id in token_of:
+        pipe.hget(keys.job(job_id), "number_of_retries")
+    charged = dict(zip(token_of, (int(v or 0) for v in pipe.execute()), strict=True))
+    return [j for j, t in token_of.items()
+            if charged[j] > ledger.killed_mid_job(t) + ledger.killed_before_recording(t, kill_times)]
 
 
 def _requeues(conn: redis.Redis, reason: str) -> int:
