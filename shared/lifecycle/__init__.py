@@ -32,7 +32,7 @@ from redis.commands.core import Script
 try:
     import hiredis
 except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py packing works too
-    hiredis = None
+    hiredis = None  # type: ignore[assignment]
 from redis.connection import Connection
 
 from shared import job_metrics, keys, wire

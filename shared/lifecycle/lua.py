@@ -360,6 +360,10 @@ for _, qkey in ipairs(redis.call('SMEMBERS', QUEUES)) do
     redis.call('ZREMRANGEBYSCORE', prefix .. qname, '-inf', a.now_unix)   -- entries are scored by expiry
   end
 end
+-- idle workers whose record expired (their node died): else every enqueue would publish for nobody
+for _, worker in ipairs(redis.call('SMEMBERS', IDLE)) do
+  if redis.call('EXISTS', WORKER .. worker) == 0 then redis.call('SREM', IDLE, worker) end
+end
 return out
 """
 

@@ -209,3 +209,10 @@ def test_pipelined_finish_with_a_refill_claim_is_read_back_and_replays_the_same(
     again, replayed = lifecycle.finish_again(job.id, refill, args)  # what a worker sends after a lost reply
     assert again.outcome == "already" and [j.id for j in replayed] == ids[1:]
     assert conn.xlen(keys.results(job.id)) == 1 and client.result(job.id).value == 7
+
+
+def test_reap_forgets_idle_workers_whose_record_expired(conn: redis.Redis, lifecycle: Lifecycle):
+    conn.sadd(keys.IDLE_WORKERS, "gone.0.1", "alive.0.2")
+    conn.hset(keys.worker("alive.0.2"), "state", "idle")
+    lifecycle.reap(Failure("x", "x", True, reason=NODE_DIED))
+    assert conn.smembers(keys.IDLE_WORKERS) == {b"alive.0.2"}
