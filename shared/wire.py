@@ -90,9 +90,10 @@ def decode_data(raw: bytes, max_bytes: int) -> tuple[str, list[Any], dict[str, A
     """
     raw = inflate(raw, max_bytes)
     try:
-        func, _instance, positional, kwargs = json.loads(raw)
+        func, _instance, positional, kwargs = json.loads(raw.decode())  # str: skips json's encoding sniffing
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("job data is not Ferry's JSON format (pickled RQ jobs are refused); enqueue it through Ferry") from exc
+        raise InvalidRequest(
+            "job data is not Ferry's JSON format (pickled RQ jobs are refused); enqueue it through Ferry") from exc
     if not isinstance(func, str) or not isinstance(kwargs, dict) or not isinstance(positional, list):
         raise InvalidRequest("job data names no task; enqueue it through Ferry")
     return func, positional, kwargs

@@ -59,6 +59,8 @@ class Executor:
 
     def _objectify(self, value: Any) -> Any:
         """Large arrays and any bytes in the result become objects: stored in Redis, kept in this node's memory."""
+        if value is None or type(value) in (str, int, float, bool):
+            return value
         if isinstance(value, (bytes, bytearray, memoryview)) or (
             isinstance(value, np.ndarray) and value.nbytes > self.threshold_bytes and value.dtype.kind in "biufc"
         ):

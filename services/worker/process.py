@@ -67,7 +67,7 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-@dataclass
+@dataclass(slots=True)
 class Done:
     """A job's outcome, kept in memory until Redis has it (finish when `failure` is None, else settle)."""
 

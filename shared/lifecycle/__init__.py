@@ -115,7 +115,7 @@ class Failure:
     front: bool = False  # requeue at the front of the queue (the job was interrupted, not at fault)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Timing:
     """A run's timing, for the run/wait histograms (computed in Python, passed to the scripts)."""
 
