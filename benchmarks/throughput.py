@@ -70,9 +70,14 @@ class Outcome:
     from_start_s: float = 0.0  # worker start to last completion
     completed: int = 0
     redis_commands: int = 0  # Redis commands processed while draining (workers' side, plus a little polling)
-    worker_cpu_s: float = 0.0  # user + system seconds of the worker processes while draining
+    worker_cpu_s: float = 0.0  # user + system seconds of the worker processes, first to last completion
+    cpu_jobs: int = 0  # jobs completed in that window
     latencies_ms: list[float] = field(default_factory=list)
     drain_rates: list[float] = field(default_factory=list)  # of every repeat, in run order; this outcome is the median
+
+    @property
+    def cpu_per_job_us(self) -> float:
+        return self.worker_cpu_s / self.cpu_jobs * 1e6 if self.cpu_jobs else 0.0
 
     @property
     def drain_rate(self) -> float:
@@ -88,7 +93,7 @@ class Outcome:
             "from_worker_start_jobs_per_s": round(self.jobs / self.from_start_s, 1),
             "enqueue_jobs_per_s": round(self.jobs / self.enqueue_s, 1),
             "redis_commands_per_job": round(self.redis_commands / self.jobs, 1),
-            "worker_cpu_us_per_job": round(self.worker_cpu_s / self.jobs * 1e6, 1) if self.worker_cpu_s else None,
+            "worker_cpu_us_per_job": round(self.cpu_per_job_us, 1) if self.cpu_jobs else None,
             "latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3), "n": len(lat)}
             if lat else None,
         }
@@ -169,6 +174,16 @@ def verify_and_time(conn: redis.Redis, system: str, ids: list[str]) -> tuple[int
     return len(ended), min(ended), max(ended)
 
 
+def drain_cpu(conn: redis.Redis, pids: Any, total: int, what: str, check: Any = None) -> tuple[float, int]:
+    """Worker CPU seconds from the first completion to the last, and the jobs completed in that window
+    (start-up excluded, as in the drain rate)."""
+    wait_until(lambda: done_count(conn) >= 1, timeout_s=60, what=f"{what}: a first completion", interval_s=0.002,
+               check=check)
+    cpu0, done0 = cpu_seconds(pids()), done_count(conn)
+    wait_until(lambda: done_count(conn) >= total, timeout_s=60 + total / 20, what=what, check=check)
+    return cpu_seconds(pids()) - cpu0, total - done0
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -225,8 +240,8 @@ def run_ceiling(url: str, conn: redis.Redis, jobs: int) -> Outcome:
     for proc in procs:
         proc.start()
     try:
-        wait_until(lambda: done_count(conn) >= jobs, timeout_s=60 + jobs / 20, what="the ceiling loops to drain")
-        outcome.worker_cpu_s = cpu_seconds([p.pid for p in procs if p.pid])
+        outcome.worker_cpu_s, outcome.cpu_jobs = drain_cpu(conn, lambda: [p.pid for p in procs if p.pid], jobs,
+                                                           "the ceiling loops to drain")
     finally:
         for proc in procs:
             proc.join(10)
@@ -252,6 +267,9 @@ def run_submitter(url: str, conn: redis.Redis, jobs: int, rate: float) -> dict[s
     workers = start_workers("ferry", url)
     submitted = 0
     try:
+        wait_until(lambda: done_count(conn) >= 1, timeout_s=60, what="a first completion", interval_s=0.002,
+                   check=workers.check_alive)
+        cpu0, done0 = cpu_seconds(workers.pids()), done_count(conn)
         with Client(url) as client:
             start = time.perf_counter()
             while done_count(conn) < jobs:
@@ -264,11 +282,11 @@ def run_submitter(url: str, conn: redis.Redis, jobs: int, rate: float) -> dict[s
             actual_rate = submitted / (time.perf_counter() - start)
         wait_until(lambda: done_count(conn) >= jobs + submitted, 60, "submitted jobs to finish",
                    check=workers.check_alive)
-        cpu = cpu_seconds(workers.pids())
+        cpu = cpu_seconds(workers.pids()) - cpu0
     finally:
         workers.stop()
     result = {"backlog": jobs, "submitted": submitted, "submit_rate_jobs_per_s": round(actual_rate, 1),
-              "worker_cpu_us_per_job": round(cpu / (jobs + submitted) * 1e6, 1)}
+              "worker_cpu_us_per_job": round(cpu / (jobs + submitted - done0) * 1e6, 1)}
     print(f"  ferry draining with a client submitting {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} µs "
           "worker CPU per job", file=sys.stderr)
     return result
@@ -289,10 +307,9 @@ def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs
     spawned = datetime.now(UTC)
     workers = start_workers(system, url)
     try:
-        wait_until(lambda: done_count(conn) >= jobs, timeout_s=60 + jobs / 20, what=f"{system} to drain {jobs} jobs",
-                   check=workers.check_alive)
+        outcome.worker_cpu_s, outcome.cpu_jobs = drain_cpu(conn, workers.pids, jobs, f"{system} to drain {jobs} jobs",
+                                                           check=workers.check_alive)
         outcome.redis_commands = commands_processed(conn) - commands_before
-        outcome.worker_cpu_s = cpu_seconds(workers.pids())
         outcome.completed, first, last = verify_and_time(conn, system, ids)
         outcome.drain_s = (last - first).total_seconds()
         outcome.from_start_s = (last - spawned).total_seconds()
@@ -314,7 +331,7 @@ def report(outcomes: dict[str, Outcome], args: argparse.Namespace, submitter: di
         rows.append([
             name, f"{o.completed:,}/{o.jobs:,}", f"{o.drain_rate:,.0f}", f"{o.jobs / o.from_start_s:,.0f}",
             f"{o.jobs / o.enqueue_s:,.0f}", f"{o.redis_commands / o.jobs:.1f}",
-            f"{o.worker_cpu_s / o.jobs * 1e6:.0f}" if o.worker_cpu_s else "-",
+            f"{o.cpu_per_job_us:.0f}" if o.cpu_jobs else "-",
             f"{percentile(lat, 50):.2f}" if lat else "-", f"{percentile(lat, 99):.2f}" if lat else "-",
         ])
     print(table(["system", "completed", "drain jobs/s (first→last completion)", "jobs/s from worker start",
@@ -334,8 +351,8 @@ def report(outcomes: dict[str, Outcome], args: argparse.Namespace, submitter: di
         ratios["ferry_over_ceiling_per_run"] = [round(r, 2) for r in pairs]
         print(f"\nFerry / ceiling, run by run: {ratios['ferry_over_ceiling_per_run']} (median {ratios[key]})")
     targets = {f"{k}>={v:g}": (ratios[k] >= v if ratios[k] is not None else None) for k, v in TARGETS.items()}
-    if submitter and ferry and ferry.worker_cpu_s:
-        drain_us = ferry.worker_cpu_s / ferry.jobs * 1e6
+    if submitter and ferry and ferry.cpu_jobs:
+        drain_us = ferry.cpu_per_job_us
         with_client = submitter["worker_cpu_us_per_job"]
         print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {with_client} µs draining with a client submitting "
               f"{submitter['submit_rate_jobs_per_s']} jobs/s")
