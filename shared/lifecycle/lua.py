@@ -79,39 +79,57 @@ local function item(id, qname, maxdata)
   return {{id, qname, data, size, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or ''}}
 end
 
+-- The worker's claim record: `exec` (its latest claim) and `ids`, every job it holds in the order it runs
+-- them, as `id@queue@exec` (a refill claimed while the last prefetched job runs comes after that job).
+local function entries(text)
+  local out = {{}}
+  for _, entry in ipairs(split(text)) do
+    local id, qname, exec = string.match(entry, '^([^@]+)@([^@]+)@(.*)$')
+    if id then out[#out + 1] = {{id, qname, exec}} end
+  end
+  return out
+end
+
 -- Claim up to `n` jobs for execution `exec`. A repeat with the same execution id (a re-sent command)
 -- returns what the first run claimed, from the worker's claim record, and pops nothing.
-local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames)
+local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, current)
   local rkey = CLAIM .. worker
   local wkey = WORKER .. worker
   local rec = redis.call('HMGET', rkey, 'exec', 'ids')
   local out = {{}}
   if rec[1] == exec then
-    for _, entry in ipairs(split(rec[2])) do
-      local id, qname = string.match(entry, '^([^@]+)@(.*)$')
-      out[#out + 1] = item(id, qname, maxdata)
+    for _, e in ipairs(entries(rec[2])) do
+      if e[3] == exec then out[#out + 1] = item(e[1], e[2], maxdata) end
     end
     return out
   end
   local held = {{}}
+  for _, e in ipairs(entries(rec[2])) do   -- jobs still held from earlier claims stay first
+    if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
+  end
+  local claimed = 0
   for _, qname in ipairs(qnames) do
     local qkey = QUEUE .. qname
-    while #held < n do
+    while claimed < n do
       local id = redis.call('LPOP', qkey)
       if not id then break end
       local jkey = JOB .. id
       if redis.call('HGET', jkey, 'status') == 'queued' then   -- canceled or deleted jobs are skipped
         redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now, 'worker_name', worker)
         redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
-        held[#held + 1] = id .. '@' .. qname
+        held[#held + 1] = id .. '@' .. qname .. '@' .. exec
         out[#out + 1] = item(id, qname, maxdata)
+        claimed = claimed + 1
       end
     end
-    if #held >= n then break end
+    if claimed >= n then break end
   end
   redis.call('HSET', rkey, 'exec', exec, 'ids', table.concat(held, ','))
   redis.call('EXPIRE', rkey, ttl)
-  if #out > 0 then
+  if current and current ~= '' then
+    redis.call('HSET', wkey, 'state', 'busy', 'current_job', current, 'last_heartbeat', now)
+    if #out > 0 then redis.call('SREM', IDLE, worker) else redis.call('SADD', IDLE, worker) end
+  elseif #out > 0 then
     redis.call('HSET', wkey, 'state', 'busy', 'current_job', out[1][1], 'current_execution', out[1][1] .. ':' .. exec,
                'current_queue', out[1][2], 'last_heartbeat', now)
     redis.call('SREM', IDLE, worker)
@@ -196,24 +214,23 @@ end
 -- are released. Returns {{{{id, outcome}}, ...}}.
 local function requeue_held(worker, exec_wanted, a)
   local rkey = CLAIM .. worker
-  local rec = redis.call('HMGET', rkey, 'exec', 'ids')
+  local held = entries(redis.call('HGET', rkey, 'ids'))
   local out = {{}}
-  if not rec[1] or (exec_wanted ~= '' and rec[1] ~= exec_wanted) then return out end
-  local entries = split(rec[2])
-  local first = nil
-  for i, entry in ipairs(entries) do
-    local id, qname = string.match(entry, '^([^@]+)@(.*)$')
-    if redis.call('ZSCORE', WIP .. qname, id .. ':' .. rec[1]) then first = first or i end
+  local first, wanted = nil, exec_wanted == ''
+  for i, e in ipairs(held) do
+    if e[3] == exec_wanted then wanted = true end
+    if not first and redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then first = i end
   end
+  if not wanted then return out end
   if first then
-    for i = #entries, first, -1 do
-      local id, qname = string.match(entries[i], '^([^@]+)@(.*)$')
+    for i = #held, first, -1 do
+      local id, qname, exec = held[i][1], held[i][2], held[i][3]
       local outcome
       if i == first then
-        a.id, a.queue, a.exec = id, qname, rec[1]
+        a.id, a.queue, a.exec = id, qname, exec
         outcome = settle(a)
       else
-        outcome = release(id, qname, rec[1])
+        outcome = release(id, qname, exec)
       end
       if outcome ~= 'gone' then out[#out + 1] = {{id, outcome}} end
     end
@@ -299,7 +316,7 @@ end
 local n = tonumber(a.claim_n)
 if n > 0 then
   return {{outcome, claim(a.worker, a.now, a.deadline, a.next_exec, n, a.ttl, tonumber(a.maxdata),
-                          {{unpack(ARGV, {len(FINISH_ARGS) + 1})}})}}
+                          {{unpack(ARGV, {len(FINISH_ARGS) + 1})}}, a.next_job)}}
 end
 if a.next_job ~= '' then
   redis.call('HSET', wkey, 'current_job', a.next_job, 'state', 'busy')
@@ -329,8 +346,6 @@ for i = #ARGV, 3, -1 do
   local id, qname = string.match(ARGV[i], '^([^@]+)@(.*)$')
   out[#out + 1] = {id, release(id, qname, ARGV[2])}
 end
-local rkey = CLAIM .. ARGV[1]
-if redis.call('HGET', rkey, 'exec') == ARGV[2] then redis.call('DEL', rkey) end
 return out
 """
 

@@ -216,3 +216,23 @@ def test_reap_forgets_idle_workers_whose_record_expired(conn: redis.Redis, lifec
     conn.hset(keys.worker("alive.0.2"), "state", "idle")
     lifecycle.reap(Failure("x", "x", True, reason=NODE_DIED))
     assert conn.smembers(keys.IDLE_WORKERS) == {b"alive.0.2"}
+
+
+def test_a_refill_claimed_while_the_last_job_runs_keeps_that_job_first_in_the_claim_record(
+        client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+    """Worker killed while running its last prefetched job, a refill already claimed: the running job is the one
+    requeued with a retry (by the supervisor, not left to the reaper), the refill's jobs go back unused."""
+    ids = submit(client, 4, retries=1)
+    first, running = lifecycle.claim(WORKER, ["default"], new_execution_id(), count=2)
+    refill = new_execution_id()
+    _, claimed = lifecycle.finish(first, WORKER, b"1", 1.0, 2.0, Timing("echo", 0, 0), next_job=running.id,
+                                  claim_from=["default"], claim_count=2, next_execution_id=refill)
+    assert [j.id for j in claimed] == ids[2:]
+    assert conn.hget(keys.worker(WORKER), "current_job") == running.id.encode()
+    outcomes = lifecycle.requeue_held(WORKER, Failure("died", "died", True, reason=WORKER_DIED, front=True))
+    assert sorted((o.job_id, o.outcome) for o in outcomes) == sorted(
+        [(running.id, "retried"), (ids[2], "released"), (ids[3], "released")])
+    assert conn.hget(keys.job(running.id), "retries_left") == b"0"
+    assert conn.hget(keys.job(ids[2]), "retries_left") == b"1"
+    assert [i.decode() for i in conn.lrange(keys.queue("default"), 0, -1)] == ids[1:]
+    assert conn.zcard(keys.started("default")) == 0
