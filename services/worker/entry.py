@@ -13,8 +13,11 @@ from shared.logs import configure
 
 @handle_errors
 def worker(
-    processes: Annotated[int | None, typer.Option("--processes", "-p", help="Worker processes on this node (default: FERRY_PROCESSES, else the CPU count).")] = None,
-    queues: Annotated[str | None, typer.Option("--queues", "-q", help="Comma-separated queues in priority order (default: FERRY_QUEUES).")] = None,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", "-p",
+        help="Worker processes on this node (default: FERRY_PROCESSES, else the CPU count).")] = None,
+    queues: Annotated[str | None, typer.Option(
+        "--queues", "-q", help="Comma-separated queues in priority order (default: FERRY_QUEUES).")] = None,
 ) -> None:
     """Run a worker node: N long-lived processes that run jobs, restarted if they crash.
 

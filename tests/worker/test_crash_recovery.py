@@ -84,7 +84,7 @@ def test_external_kills_of_a_running_worker_restart_it_at_once(client: Client, s
         (victim,) = wait_for(lambda: [p for p in node.worker_pids(conn) if _alive(p)], what="a running worker")
         wait_for(lambda: client.result(client.submit("echo", {"value": 1}), wait_s=10).ready, what="the worker to run")
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in node.worker_pids(conn), what="the dead worker to be unregistered")
+        wait_for(lambda v=victim: v not in node.worker_pids(conn), what="the dead worker to be unregistered")
     wait_for(lambda: node.output().count("killed by SIGKILL") == 3, what="three deaths logged")
     delays = [line.rsplit("restarting in ", 1)[1] for line in node.output().splitlines() if "killed by SIGKILL" in line]
     assert delays == ["0.0s"] * 3, delays
