@@ -102,17 +102,23 @@ class JobService:
             latest = self.conn.xrevrange(stream, "+", "-", count=1)
             if latest:
                 return self._result_from_entry(job_id, latest[0][1])
-            info = self.status(job_id)  # raises JobNotFound
+            status, error = self._status_and_error(job_id)  # raises JobNotFound; one HMGET, on the latency path
             remaining = deadline - time.monotonic()
-            if info.status.is_final:
+            if status.is_final:
                 latest = self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended since our first read
                 if latest:
                     return self._result_from_entry(job_id, latest[0][1])
-                return JobResult(id=job_id, status=info.status, ready=False, error=info.error or "its result expired")
+                return JobResult(id=job_id, status=status, ready=False, error=error or "its result expired")
             if remaining <= 0:
-                return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
+                return JobResult(id=job_id, status=status, ready=False, error=error)
             block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
             self.conn.xread({stream: "0-0"}, block=block_ms, count=1)
+
+    def _status_and_error(self, job_id: str) -> tuple[JobStatus, str | None]:
+        raw_status, raw_error = self.conn.hmget(keys.job(job_id), "status", "ferry_error")
+        if raw_status is None and not self.conn.exists(keys.job(job_id)):
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
+        return JobStatus.parse(raw_status), (raw_error.decode(errors="replace") or None) if raw_error else None
 
     def _result_from_entry(self, job_id: str, entry: dict[bytes, bytes]) -> JobResult:
         status = RESULT_TYPE_STATUS.get(entry.get(b"type", b""), JobStatus.FAILED)
