@@ -1,6 +1,7 @@
 """No-op jobs through Ferry, RQ `Worker` and RQ `SimpleWorker`: drain rate of a full queue, and latency.
 
-    python -m benchmarks.throughput [--jobs 5000] [--latency-jobs 300] [--repeat 1] [--systems ferry,rq-worker,rq-simple]
+    python -m benchmarks.throughput [--jobs 5000] [--latency-jobs 300] [--repeat 1]
+        [--systems ferry,ferry-ceiling,rq-worker,rq-simple] [--submit-rate 3000]
 
 For each system, on one private Redis flushed in between:
 1. drain: enqueue --jobs no-op jobs in bulk, then start 2 worker processes and wait for every job.
@@ -11,32 +12,53 @@ For each system, on one private Redis flushed in between:
 2. latency: with the same 2 workers idle, one job at a time, enqueue -> result visible, measured
    by the producer (RQ: `job.latest_result(timeout=5)`, Ferry: `client.result(id, wait_s=5)`;
    both block on the job's result stream with XREAD). The first 10 jobs are a warm-up.
+3. ferry-ceiling: the ceiling of Ferry's worker design on this machine, measured in the same run: two
+   processes doing only the worker's round trips (claim with prefetch, pipelined finish, finish combined
+   with the next claim; the same scripts, the same arguments), no task, no decoding. Ferry's drain rate
+   is reported as a fraction of it (the median of run-by-run ratios, each Ferry run against the ceiling
+   run right after it), which is what a shared, noisy machine can still compare.
+4. submitter (with ferry, unless --submit-rate 0): worker CPU per job (user + system seconds of the
+   worker processes / jobs) of the drain above, against the same drain with a client submitting
+   --submit-rate jobs/s, one call each, while the workers run.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
+import psutil
 import redis
 from rq import Queue
 from rq.results import Result
 
-from benchmarks.common import (REPO, Workers, connect, json_line, machine, percentile, registered_workers, table, tool,
-                               wait_until)
 from benchmarks import profiled_worker
+from benchmarks.common import (
+    REPO,
+    Workers,
+    connect,
+    json_line,
+    machine,
+    percentile,
+    registered_workers,
+    table,
+    tool,
+    wait_until,
+)
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 
-SYSTEMS = ("ferry", "rq-worker", "rq-simple")
+SYSTEMS = ("ferry", "ferry-ceiling", "rq-worker", "rq-simple")
 QUEUE = "default"
 WARMUP_JOBS = 10
 RQ_FUNC = "benchmarks.noop.noop"
-TARGETS = {"ferry_over_simpleworker": 2.0, "ferry_over_worker": 8.0}
+TARGETS = {"ferry_over_simpleworker": 2.0, "ferry_over_worker": 8.0, "ferry_over_ceiling": 0.8}
 
 
 @dataclass
@@ -48,8 +70,14 @@ class Outcome:
     from_start_s: float = 0.0  # worker start to last completion
     completed: int = 0
     redis_commands: int = 0  # Redis commands processed while draining (workers' side, plus a little polling)
+    worker_cpu_s: float = 0.0  # user + system seconds of the worker processes, first to last completion
+    cpu_jobs: int = 0  # jobs completed in that window
     latencies_ms: list[float] = field(default_factory=list)
-    drain_rates: list[float] = field(default_factory=list)  # of every repeat; this outcome is the median one
+    drain_rates: list[float] = field(default_factory=list)  # of every repeat, in run order; this outcome is the median
+
+    @property
+    def cpu_per_job_us(self) -> float:
+        return self.worker_cpu_s / self.cpu_jobs * 1e6 if self.cpu_jobs else 0.0
 
     @property
     def drain_rate(self) -> float:
@@ -65,6 +93,7 @@ class Outcome:
             "from_worker_start_jobs_per_s": round(self.jobs / self.from_start_s, 1),
             "enqueue_jobs_per_s": round(self.jobs / self.enqueue_s, 1),
             "redis_commands_per_job": round(self.redis_commands / self.jobs, 1),
+            "worker_cpu_us_per_job": round(self.cpu_per_job_us, 1) if self.cpu_jobs else None,
             "latency_ms": {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3), "n": len(lat)}
             if lat else None,
         }
@@ -83,7 +112,7 @@ def start_workers(system: str, url: str) -> Workers:
 
 
 def enqueue_bulk(system: str, url: str, conn: redis.Redis, n: int) -> list[str]:
-    if system == "ferry":
+    if system.startswith("ferry"):
         with Client(url) as client:
             return [s.id for s in client.submit_many([{"task": "echo", "args": {"value": None}}] * n)]
     queue = Queue(QUEUE, connection=conn)
@@ -139,13 +168,133 @@ def verify_and_time(conn: redis.Redis, system: str, ids: list[str]) -> tuple[int
         if status != b"finished" or results != 1 or not ended_at:
             bad.append((job_id, status, results))
         else:
-            ended.append(datetime.strptime(ended_at.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc))
+            ended.append(datetime.strptime(ended_at.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC))
     if bad:
         raise RuntimeError(f"{system}: {len(bad)} of {len(ids)} jobs not finished exactly once, e.g. {bad[:3]}")
     return len(ended), min(ended), max(ended)
 
 
+def drain_cpu(conn: redis.Redis, pids: Any, total: int, what: str, check: Any = None) -> tuple[float, int]:
+    """Worker CPU seconds from the first completion to the last, and the jobs completed in that window
+    (start-up excluded, as in the drain rate)."""
+    wait_until(lambda: done_count(conn) >= 1, timeout_s=60, what=f"{what}: a first completion", interval_s=0.002,
+               check=check)
+    cpu0, done0 = cpu_seconds(pids()), done_count(conn)
+    wait_until(lambda: done_count(conn) >= total, timeout_s=60 + total / 20, what=what, check=check)
+    return cpu_seconds(pids()) - cpu0, total - done0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+# --- the ceiling: the worker's round trips alone ---
+def ceiling_loop(url: str, index: int) -> None:
+    """What a worker process sends per job, minus the task: claim (prefetch); a pipelined finish while prefetched
+    jobs remain (its reply read before the next command), else finish + claim of the next jobs in one call."""
+    from shared.lifecycle import Lifecycle, Timing, new_execution_id
+    from shared.redis_conn import connect as ferry_connect
+    from shared.settings import Settings
+
+    settings = Settings(redis_url=url)
+    conn = ferry_connect(url)
+    lifecycle = Lifecycle(conn, settings)
+    lifecycle.load()
+    pipe = conn.connection_pool.get_connection()
+    worker, queues, timing = f"ceiling.{index}.{os.getpid()}", [QUEUE], Timing("echo", 0.00001, 0.0)
+    held = lifecycle.claim(worker, queues, new_execution_id(), 1)
+    inflight = ""
+    while held:
+        job, held = held[0], held[1:]
+        now = time.time()
+        if inflight:
+            lifecycle.read_finish(pipe, inflight)
+            inflight = ""
+        if held:
+            args = lifecycle.finish_args(job, worker, b"null", now, now, timing, next_job=held[0].id)
+            lifecycle.send_finish(pipe, args)
+            inflight = job.id
+        else:
+            _, held = lifecycle.finish(job, worker, b"null", now, now, timing, claim_from=queues,
+                                       claim_count=settings.prefetch_jobs, next_execution_id=new_execution_id())
+    os._exit(0)
+
+
+def run_ceiling(url: str, conn: redis.Redis, jobs: int) -> Outcome:
+    conn.flushall()
+    outcome = Outcome("ferry-ceiling", jobs)
+    start = time.perf_counter()
+    ids = enqueue_bulk("ferry", url, conn, jobs)
+    outcome.enqueue_s = time.perf_counter() - start
+    commands_before = commands_processed(conn)
+    spawned = datetime.now(UTC)
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=ceiling_loop, args=(url, i)) for i in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        outcome.worker_cpu_s, outcome.cpu_jobs = drain_cpu(conn, lambda: [p.pid for p in procs if p.pid], jobs,
+                                                           "the ceiling loops to drain")
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+    outcome.redis_commands = commands_processed(conn) - commands_before
+    outcome.completed, first, last = verify_and_time(conn, "ferry-ceiling", ids)
+    outcome.drain_s = (last - first).total_seconds()
+    outcome.from_start_s = (last - spawned).total_seconds()
+    print(f"  ferry-ceiling: drained {outcome.completed} jobs at {outcome.drain_rate:,.0f} jobs/s", file=sys.stderr)
+    return outcome
+
+
+# --- worker CPU per job with a client submitting while the workers run ---
+def run_submitter(url: str, conn: redis.Redis, jobs: int, rate: float) -> dict[str, object]:
+    """The drain of `jobs` again, with one client submitting `rate` jobs/s (one call per job) until it is done.
+
+    Worker CPU per job (every job: the backlog and the submitted ones) is compared with the plain drain's:
+    enqueues must not cost busy workers anything (they are woken only when idle).
+    """
+    conn.flushall()
+    enqueue_bulk("ferry", url, conn, jobs)
+    workers = start_workers("ferry", url)
+    submitted = 0
+    try:
+        wait_until(lambda: done_count(conn) >= 1, timeout_s=60, what="a first completion", interval_s=0.002,
+                   check=workers.check_alive)
+        cpu0, done0 = cpu_seconds(workers.pids()), done_count(conn)
+        with Client(url) as client:
+            start = time.perf_counter()
+            while done_count(conn) < jobs:
+                target = int((time.perf_counter() - start) * rate)
+                while submitted < target:
+                    client.submit("echo", {"value": None})
+                    submitted += 1
+                time.sleep(0.001)
+                workers.check_alive()
+            actual_rate = submitted / (time.perf_counter() - start)
+        wait_until(lambda: done_count(conn) >= jobs + submitted, 60, "submitted jobs to finish",
+                   check=workers.check_alive)
+        cpu = cpu_seconds(workers.pids()) - cpu0
+    finally:
+        workers.stop()
+    result = {"backlog": jobs, "submitted": submitted, "submit_rate_jobs_per_s": round(actual_rate, 1),
+              "worker_cpu_us_per_job": round(cpu / (jobs + submitted - done0) * 1e6, 1)}
+    print(f"  ferry draining with a client submitting {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} µs "
+          "worker CPU per job", file=sys.stderr)
+    return result
+
+
 def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs: int) -> Outcome:
+    if system == "ferry-ceiling":
+        return run_ceiling(url, conn, jobs)
     conn.flushall()
     outcome = Outcome(system, jobs)
     start = time.perf_counter()
@@ -155,41 +304,58 @@ def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs
         raise RuntimeError(f"{system}: {conn.llen(f'rq:queue:{QUEUE}')} jobs queued, expected {jobs}")
 
     commands_before = commands_processed(conn)
-    spawned = datetime.now(timezone.utc)
+    spawned = datetime.now(UTC)
     workers = start_workers(system, url)
     try:
-        wait_until(lambda: done_count(conn) >= jobs, timeout_s=60 + jobs / 20, what=f"{system} to drain {jobs} jobs",
-                   check=workers.check_alive)
+        outcome.worker_cpu_s, outcome.cpu_jobs = drain_cpu(conn, workers.pids, jobs, f"{system} to drain {jobs} jobs",
+                                                           check=workers.check_alive)
         outcome.redis_commands = commands_processed(conn) - commands_before
         outcome.completed, first, last = verify_and_time(conn, system, ids)
         outcome.drain_s = (last - first).total_seconds()
         outcome.from_start_s = (last - spawned).total_seconds()
         print(f"  {system}: drained {outcome.completed} jobs at {outcome.drain_rate:,.0f} jobs/s", file=sys.stderr)
         if latency_jobs:
-            wait_until(lambda: registered_workers(conn) >= 2, 30, f"{system} workers to register", check=workers.check_alive)
+            wait_until(lambda: registered_workers(conn) >= 2, 30, f"{system} workers to register",
+                       check=workers.check_alive)
             outcome.latencies_ms = one_job_latency(system, url, conn, latency_jobs)
     finally:
         workers.stop()
     return outcome
 
 
-def report(outcomes: dict[str, Outcome], args: argparse.Namespace) -> dict[str, object]:
+def report(outcomes: dict[str, Outcome], args: argparse.Namespace, submitter: dict[str, object] | None = None
+           ) -> dict[str, object]:
     rows = []
     for name, o in outcomes.items():
         lat = o.latencies_ms
         rows.append([
             name, f"{o.completed:,}/{o.jobs:,}", f"{o.drain_rate:,.0f}", f"{o.jobs / o.from_start_s:,.0f}",
             f"{o.jobs / o.enqueue_s:,.0f}", f"{o.redis_commands / o.jobs:.1f}",
+            f"{o.cpu_per_job_us:.0f}" if o.cpu_jobs else "-",
             f"{percentile(lat, 50):.2f}" if lat else "-", f"{percentile(lat, 99):.2f}" if lat else "-",
         ])
     print(table(["system", "completed", "drain jobs/s (first→last completion)", "jobs/s from worker start",
-                 "bulk enqueue jobs/s", "Redis cmds/job (drain)", "latency p50 ms", "latency p99 ms"], rows))
+                 "bulk enqueue jobs/s", "Redis cmds/job (drain)", "worker CPU µs/job (drain)", "latency p50 ms",
+                 "latency p99 ms"], rows))
 
-    ratios: dict[str, float | None] = {}
+    ratios: dict[str, Any] = {}
     ferry = outcomes.get("ferry")
-    for key, other in (("ferry_over_simpleworker", "rq-simple"), ("ferry_over_worker", "rq-worker")):
+    for key, other in (("ferry_over_simpleworker", "rq-simple"), ("ferry_over_worker", "rq-worker"),
+                       ("ferry_over_ceiling", "ferry-ceiling")):
         ratios[key] = round(ferry.drain_rate / outcomes[other].drain_rate, 2) if ferry and other in outcomes else None
+    ceiling = outcomes.get("ferry-ceiling")
+    if ferry and ceiling and len(ferry.drain_rates) == len(ceiling.drain_rates):
+        # each Ferry run against the ceiling run right after it (same minute of a shared machine's load)
+        pairs = sorted(f / c for f, c in zip(ferry.drain_rates, ceiling.drain_rates, strict=True))
+        ratios["ferry_over_ceiling"] = round(pairs[len(pairs) // 2], 2)
+        ratios["ferry_over_ceiling_per_run"] = [round(r, 2) for r in pairs]
+        print(f"\nFerry / ceiling, run by run: {ratios['ferry_over_ceiling_per_run']} (median {ratios[key]})")
     targets = {f"{k}>={v:g}": (ratios[k] >= v if ratios[k] is not None else None) for k, v in TARGETS.items()}
+    if submitter and ferry and ferry.cpu_jobs:
+        drain_us = ferry.cpu_per_job_us
+        with_client = submitter["worker_cpu_us_per_job"]
+        print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {with_client} µs draining with a client submitting "
+              f"{submitter['submit_rate_jobs_per_s']} jobs/s")
     print()
     for key, met in targets.items():
         print(f"target {key}: {ratios[key.split('>=')[0]]} -> {'met' if met else 'MISSED' if met is False else 'n/a'}")
@@ -204,6 +370,7 @@ def report(outcomes: dict[str, Outcome], args: argparse.Namespace) -> dict[str, 
         "machine": machine(),
         "systems": {name: o.summary() for name, o in outcomes.items()},
         "ratios": ratios,
+        "submitter": submitter,
         "targets_met": targets,
     }
 
@@ -212,8 +379,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=5000, help="no-op jobs queued before the workers start")
     parser.add_argument("--latency-jobs", type=int, default=300, help="one-at-a-time jobs for latency (0: skip)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per system; the median run (by drain rate) is reported")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per system; the median run (by drain rate) is reported")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {','.join(SYSTEMS)}")
+    parser.add_argument("--submit-rate", type=float, default=3000, help="jobs/s of the submitter case (0: skip it)")
     args = parser.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(systems) - set(SYSTEMS)
@@ -226,14 +395,19 @@ def main() -> None:
         print(f"redis {conn.info('server')['redis_version']} at {server.url}; {args.jobs} jobs, 2 worker processes",
               file=sys.stderr)
         outcomes = {}
-        for system in systems:
-            runs = sorted((run_system(system, server.url, conn, args.jobs, args.latency_jobs) for _ in range(args.repeat)),
-                          key=lambda o: o.drain_rate)
+        all_runs: dict[str, list[Outcome]] = {system: [] for system in systems}
+        for _ in range(args.repeat):  # systems interleaved, so a load change on a shared machine hits them all
+            for system in systems:
+                all_runs[system].append(run_system(system, server.url, conn, args.jobs, args.latency_jobs))
+        for system, unsorted in all_runs.items():
+            runs = sorted(unsorted, key=lambda o: o.drain_rate)
             outcomes[system] = runs[len(runs) // 2]  # the median run, figures and latencies from the same run
-            outcomes[system].drain_rates = [o.drain_rate for o in runs]
+            outcomes[system].drain_rates = [o.drain_rate for o in unsorted]
+        submitter = run_submitter(server.url, conn, args.jobs, args.submit_rate) \
+            if args.submit_rate > 0 and "ferry" in systems else None
     finally:
         server.cleanup()
-    print(json_line(report(outcomes, args)))
+    print(json_line(report(outcomes, args, submitter)))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ import redis
 
 from shared import keys
 from shared.errors import NotFound
-from shared.jobs import job_info
+from shared.jobs import job_info, queue_job_view, read_job_view
+from shared.lifecycle import Lifecycle
 from shared.models import JobInfo, JobStatus, NodeInfo, QueueInfo, WorkerInfo
 from shared.settings import Settings
-from shared.timeutil import rq_now, rq_parse, unix_now
+from shared.timeutil import rq_parse, unix_now
 
 STATE_REGISTRY = {
     JobStatus.STARTED: keys.started,
@@ -50,7 +51,8 @@ class Admin:
     def jobs(self, queue: str | None = None, state: JobStatus | None = None, limit: int = 50) -> list[JobInfo]:
         """Jobs by queue and state, newest registry entries first (queued: in queue order)."""
         queues = [queue] if queue else self.queue_names()
-        states = [state] if state else [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED]
+        states = [state] if state else [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.FAILED, JobStatus.FINISHED,
+                                        JobStatus.CANCELED]
         ids: list[str] = []
         for q in queues:
             for s in states:
@@ -61,25 +63,20 @@ class Admin:
                 ids += [r.decode().split(":")[0] for r in raw]
         pipe = self.conn.pipeline(transaction=False)
         for job_id in ids[: limit * 4]:
-            pipe.hgetall(keys.job(job_id))
-        found = [job_info(i, raw) for i, raw in zip(ids, pipe.execute()) if raw]
+            queue_job_view(pipe, job_id)
+        replies = pipe.execute()
+        views = [read_job_view(replies[i : i + 3]) for i in range(0, len(replies), 3)]
+        found = [job_info(i, raw, self.settings.max_job_data_bytes) for i, raw in zip(ids, views) if raw]
         return found[:limit]
 
     def requeue_failed(self, queue: str | None = None, job_ids: list[str] | None = None) -> list[str]:
         """Put failed jobs back on their queue with one more attempt; returns the requeued ids."""
+        lifecycle = Lifecycle(self.conn, self.settings)
         requeued = []
         for q in [queue] if queue else self.queue_names():
-            candidates = job_ids if job_ids is not None else [i.decode() for i in self.conn.zrange(keys.failed(q), 0, -1)]
-            for job_id in candidates:
-                if self.conn.zrem(keys.failed(q), job_id):
-                    pipe = self.conn.pipeline(transaction=True)
-                    pipe.hset(keys.job(job_id), mapping={"status": "queued", "enqueued_at": rq_now(), "ferry_error": "", "ended_at": ""})
-                    pipe.persist(keys.job(job_id))
-                    pipe.delete(keys.results(job_id))
-                    pipe.rpush(keys.queue(q), job_id)
-                    pipe.publish(keys.WAKE_CHANNEL, q)
-                    pipe.execute()
-                    requeued.append(job_id)
+            candidates = job_ids if job_ids is not None else [
+                i.decode() for i in self.conn.zrange(keys.failed(q), 0, -1)]
+            requeued += [job_id for job_id in candidates if lifecycle.requeue_failed(job_id, q)]  # atomic, idempotent
         return requeued
 
     def purge(self, queue: str) -> int:

@@ -37,7 +37,7 @@ from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
-from shared.scripts import ENQUEUE
+from shared.lifecycle.lua import ENQUEUE
 from shared.settings import Settings, get_settings
 from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
 from shared.submission import (

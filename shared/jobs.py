@@ -13,9 +13,9 @@ from shared import keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
+from shared.lifecycle import Lifecycle
 from shared.objects.lifetime import reference_job_objects
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
-from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.submission import (
     ScriptCall,
@@ -27,7 +27,7 @@ from shared.submission import (
     object_references,
 )
 from shared.tasks import TaskRegistry
-from shared.timeutil import rq_now, rq_parse, unix_now
+from shared.timeutil import rq_parse
 
 RESULT_TYPE_STATUS = {b"1": JobStatus.FINISHED, b"2": JobStatus.FAILED, b"3": JobStatus.CANCELED}
 WAIT_SLICE_S = 2.0  # blocking reads are sliced so no single command outlives the socket time-out
@@ -41,7 +41,7 @@ class JobService:
         self.conn = conn
         self.settings = settings
         self.tasks = tasks
-        self.scripts = Scripts(conn)
+        self.lifecycle = Lifecycle(conn, settings)
         self.catalog_cache = CatalogCache()
 
     # --- submit (validation and the script's arguments: shared.submission, as in the async client) ---
@@ -65,7 +65,7 @@ class JobService:
     def submit(self, request: JobRequest) -> Submitted:
         """Validate and enqueue one job; a repeated idempotency key returns the first job instead."""
         script_keys, script_args = self._enqueue_args(request)
-        created, job_id = self.scripts.enqueue(keys=script_keys, args=script_args)
+        created, job_id = self.lifecycle.enqueue_script()(keys=script_keys, args=script_args)
         return self._submitted(request, created, job_id)
 
     def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:
@@ -80,7 +80,7 @@ class JobService:
         for start in range(0, len(prepared), SUBMIT_BATCH):
             pipe = self.conn.pipeline(transaction=False)
             for script_keys, script_args in prepared[start : start + SUBMIT_BATCH]:
-                self.scripts.enqueue(keys=script_keys, args=script_args, client=pipe)
+                self.lifecycle.enqueue_script()(keys=script_keys, args=script_args, client=pipe)
             replies += pipe.execute()
         return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies)]
 
@@ -93,10 +93,12 @@ class JobService:
 
     # --- inspect ---
     def status(self, job_id: str) -> JobInfo:
-        raw = self.conn.hgetall(keys.job(job_id))
+        pipe = self.conn.pipeline(transaction=False)
+        queue_job_view(pipe, job_id)
+        raw = read_job_view(pipe.execute())
         if not raw:
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
-        return job_info(job_id, raw)
+        return job_info(job_id, raw, self.settings.max_job_data_bytes)
 
     def result(self, job_id: str, wait_s: float = 0) -> JobResult:
         """The job's result; with wait_s, block up to that long for it to be ready."""
@@ -106,22 +108,32 @@ class JobService:
             latest = self.conn.xrevrange(stream, "+", "-", count=1)
             if latest:
                 return self._result_from_entry(job_id, latest[0][1])
-            info = self.status(job_id)  # raises JobNotFound
+            status, error = self._status_and_error(job_id)  # raises JobNotFound; one HMGET, on the latency path
             remaining = deadline - time.monotonic()
-            if info.status in (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED):
+            if status.is_final:
                 latest = self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended since our first read
                 if latest:
                     return self._result_from_entry(job_id, latest[0][1])
-                return JobResult(id=job_id, status=info.status, ready=False, error=info.error or "its result expired")
+                return JobResult(id=job_id, status=status, ready=False, error=error or "its result expired")
             if remaining <= 0:
-                return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
+                return JobResult(id=job_id, status=status, ready=False, error=error)
             block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
             self.conn.xread({stream: "0-0"}, block=block_ms, count=1)
 
+    def _status_and_error(self, job_id: str) -> tuple[JobStatus, str | None]:
+        raw_status, raw_error = self.conn.hmget(keys.job(job_id), "status", "ferry_error")
+        if raw_status is None and not self.conn.exists(keys.job(job_id)):
+            raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
+        return JobStatus.parse(raw_status), (raw_error.decode(errors="replace") or None) if raw_error else None
+
     def _result_from_entry(self, job_id: str, entry: dict[bytes, bytes]) -> JobResult:
         status = RESULT_TYPE_STATUS.get(entry.get(b"type", b""), JobStatus.FAILED)
+        bound = self.settings.max_job_data_bytes
         if status is JobStatus.FINISHED:
             raw = entry.get(b"return_value")
+            if raw and len(raw) > bound * 4 // 3 + 4:
+                error = wire.too_large("the job's result", len(raw) * 3 // 4, bound).message
+                return JobResult(id=job_id, status=status, ready=True, error=error)
             value = json.loads(wire.unb64(raw)) if raw else None
             return JobResult(id=job_id, status=status, ready=True, value=value)
         error = self.conn.hget(keys.job(job_id), "ferry_error")
@@ -132,42 +144,73 @@ class JobService:
             id=job_id,
             status=status,
             ready=True,
-            error=(error.decode() if error else None) or (wire.read_exc_string(exc).strip().splitlines()[-1] if exc else "failed"),
+            error=(error.decode() if error else None) or (_last_line(exc, bound) if exc else "failed"),
         )
 
     def traceback(self, job_id: str) -> str | None:
         entry = self.conn.xrevrange(keys.results(job_id), "+", "-", count=1)
         if entry and entry[0][1].get(b"exc_string"):
-            return wire.read_exc_string(entry[0][1][b"exc_string"])
+            try:
+                return wire.read_exc_string(entry[0][1][b"exc_string"], self.settings.max_job_data_bytes)
+            except FerryError as exc:
+                return exc.message
         return None
 
     # --- control ---
     def cancel(self, job_id: str) -> JobInfo:
         """Cancel a queued job, or interrupt a running one; Conflict if it already ended."""
-        score = unix_now() + self.settings.failure_ttl_s
-        outcome, *state = (part.decode() for part in self.scripts.cancel(
-            keys=[keys.job(job_id)], args=[job_id, rq_now(), self.settings.failure_ttl_s, score]))
+        outcome, state = self.lifecycle.cancel(job_id)
         if outcome == "missing":
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
         if outcome == "already":
-            raise Conflict(f"job {job_id} is already {state[0]}; only queued or running jobs can be cancelled")
+            raise Conflict(f"job {job_id} is already {state}; only queued or running jobs can be cancelled")
         return self.status(job_id)
 
 
-def job_info(job_id: str, raw: dict[bytes, bytes]) -> JobInfo:
-    """A JobInfo from a job hash; tolerant of jobs written by plain RQ."""
-    field = lambda name: (raw.get(name.encode()) or b"").decode(errors="replace") or None  # noqa: E731
-    task = None
-    if raw.get(b"data"):
-        try:
-            task, _, _ = wire.decode_data(raw[b"data"])
-        except Exception:  # noqa: BLE001 - a foreign job still gets a status view
-            task = None
-    status = field("status") or "unknown"
+VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
+               "retries_left", "number_of_retries", "timeout", "ferry_task")
+
+
+def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
+    """Queue the reads a JobInfo needs (not `data` itself, which can be big: its size, and a bounded prefix)."""
+    pipe.hmget(keys.job(job_id), VIEW_FIELDS)
+    pipe.hstrlen(keys.job(job_id), "data")
+    pipe.eval(DATA_IF_SMALL, 1, keys.job(job_id), VIEW_DATA_BYTES)
+
+
+# A plain RQ job has no `ferry_task`: its name is read from `data`, fetched only when small.
+VIEW_DATA_BYTES = 64 * 1024
+DATA_IF_SMALL = ("if redis.call('HSTRLEN', KEYS[1], 'data') <= tonumber(ARGV[1]) then "
+                 "return redis.call('HGET', KEYS[1], 'data') end return false")
+
+
+def read_job_view(replies: list[Any]) -> dict[bytes, bytes]:
+    """The job hash fields `queue_job_view` read (3 replies), as HGETALL would give them; {} for no job."""
+    values, _size, data = replies[:3]
+    raw = {name.encode(): value for name, value in zip(VIEW_FIELDS, values) if value is not None}
+    if data:
+        raw[b"data"] = data
+    return raw
+
+
+def _last_line(encoded: bytes, max_bytes: int) -> str:
     try:
-        status = JobStatus(status)
-    except ValueError:
-        pass
+        lines = wire.read_exc_string(encoded, max_bytes).strip().splitlines()
+    except FerryError as exc:
+        return exc.message
+    return lines[-1] if lines else "failed"
+
+
+def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobInfo:
+    """A JobInfo from a job hash; tolerant of jobs written by plain RQ. Never inflates beyond `max_data_bytes`."""
+    field = lambda name: (raw.get(name.encode()) or b"").decode(errors="replace") or None  # noqa: E731
+    task = field("ferry_task")
+    if task is None and raw.get(b"data"):
+        try:
+            task, _, _ = wire.decode_data(raw[b"data"], max_data_bytes)
+        except Exception:  # noqa: BLE001 - a foreign or oversized job still gets a status view
+            task = None
+    status = JobStatus.parse(field("status"))
     return JobInfo(
         id=job_id,
         task=task,
@@ -185,7 +228,7 @@ def job_info(job_id: str, raw: dict[bytes, bytes]) -> JobInfo:
     )
 
 
-def _attempts(status: JobStatus | str, retries_used: int, ever_started: bool) -> int:
+def _attempts(status: JobStatus, retries_used: int, ever_started: bool) -> int:
     """Executions so far: one per retry consumed, plus the current or last one unless the job waits to run."""
     if status == JobStatus.QUEUED or not ever_started:
         return retries_used

@@ -58,6 +58,7 @@ OBJECT_EXPIRY = "ferry:objects:expiry"  # zset: object id -> logical expiry (uni
 DEPLOYMENT = "ferry:deployment"  # a short random id, set once (SET NX): names this deployment's files in /dev/shm
 WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake at once
 DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
+IDLE_WORKERS = "ferry:idle"  # set of worker names whose last claim found every queue empty (enqueue wakes only then)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
 METRICS_OBJECT_SCAN = "ferry:metrics:objects_scan"  # hash: /metrics' cursor and totals over the objects index
 
@@ -78,6 +79,11 @@ def catalog(node_id: str) -> str:
 
 def control_channel(worker_name: str) -> str:
     return f"ferry:control:{worker_name}"
+
+
+def claim(worker_name: str) -> str:
+    """Hash {exec, ids}: the worker's latest claim (`id@queue,...`), read by replays and dead-worker requeues."""
+    return f"ferry:claim:{worker_name}"
 
 
 def idempotency(key: str) -> str:

@@ -14,17 +14,37 @@ QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class JobStatus(str, Enum):
-    """RQ's job states (the ones Ferry uses)."""
+    """RQ's job states (rq/job.py), plus `unknown` for a hash whose status is missing or foreign."""
 
     QUEUED = "queued"
     STARTED = "started"
     FINISHED = "finished"
     FAILED = "failed"
     CANCELED = "canceled"
+    DEFERRED = "deferred"
+    SCHEDULED = "scheduled"
+    STOPPED = "stopped"
+    CREATED = "created"
+    UNKNOWN = "unknown"
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED)
+        return self.value in FINAL_STATUSES
+
+    @classmethod
+    def parse(cls, text: str | bytes | None) -> JobStatus:
+        """The status a job hash names; UNKNOWN for anything else (a status view never fails)."""
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+# The states a job never leaves (its result is written, waiters are told on keys.DONE_CHANNEL); the
+# lifecycle scripts get this set from here.
+FINAL_STATUSES = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value})
 
 
 class JobRequest(BaseModel):
@@ -68,7 +88,7 @@ class JobInfo(BaseModel):
     id: str
     task: str | None
     queue: str | None
-    status: JobStatus | str
+    status: JobStatus
     created_at: datetime | None = None
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
@@ -84,7 +104,7 @@ class JobResult(BaseModel):
     """A job's outcome: `ready` is false while it is still queued or running."""
 
     id: str
-    status: JobStatus | str
+    status: JobStatus
     ready: bool
     value: Any = None
     error: str | None = None

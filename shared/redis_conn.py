@@ -72,20 +72,34 @@ def _bounded_handshake(connection: AbstractConnection) -> None:
             current.settimeout(connection.socket_timeout)
 
 
+# Who retries what (see ARCHITECTURE.md, "A job's life"):
+# - redis-py re-sends a command only after a ConnectionError (refused, reset, closed: a few quick tries, so a
+#   restarted server or a dropped idle connection is invisible). Never after a TimeoutError: a command that
+#   timed out may still be queued in a stalled server (SIGSTOP, VM pause, long fork), and re-sending it makes
+#   Redis run it twice.
+# - Ferry retries itself, above redis-py, where losing the command would lose work: worker processes and the
+#   supervisor keep a job's outcome or claim in memory and send the same script (same execution id) again
+#   until Redis answers (services/worker/outage.py). The lifecycle scripts are idempotent, so a command that
+#   reached Redis twice either way (a ConnectionError after the server ran it, a time-out, Ferry's retry)
+#   changes state once. Everything else (status reads, listings) fails with RedisUnavailable at once.
+RETRY_ATTEMPTS = 3
+RETRY_ON = [redis.ConnectionError]
+
+
 def connect(url: str, **overrides: Any) -> redis.Redis:
-    """A client for `url`; commands retry briefly on connection errors (writes are idempotent).
+    """A client for `url`; commands retry briefly on connection errors, never on time-outs (see above).
 
     No round trip here; a malformed URL is a ConfigError at once.
     """
-    options: dict[str, Any] = {
-        "socket_timeout": SOCKET_TIMEOUT_S,
-        "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "socket_keepalive": True,
-        "health_check_interval": 30,
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
-        "redis_connect_func": _bounded_handshake,
-    }
+    options: dict[str, Any] = dict(
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRY_ATTEMPTS),
+        retry_on_error=RETRY_ON,
+        redis_connect_func=_bounded_handshake,
+    )
     options.update(overrides)
     try:
         conn = redis.Redis.from_url(url, **options)

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     abandoned_after_s: int = Field(20, gt=0)  # a started job with no heartbeat this long is retried
     reap_interval_s: float = Field(5.0, gt=0)
     idle_poll_s: float = Field(1.0, gt=0)  # idle workers also look for jobs this often: plain RQ publishes no wake-up
+    # Bound on a job's data and result, compressed or not: nothing read from Redis is inflated beyond it.
+    # Well above max_request_bytes, so anything the API accepts fits.
+    max_job_data_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    prefetch_jobs: int = Field(4, ge=1, le=100)  # jobs one claim may take while the queue is busy and jobs are short
 
     processes: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
 

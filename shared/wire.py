@@ -34,6 +34,7 @@ def job_fields(
         "created_at": now,
         "enqueued_at": now,
         "data": zlib.compress(encode_data(task, args)),
+        "ferry_task": task,  # lets the reaper and cancel count metrics per task without inflating `data`
         "origin": queue,
         "description": f"{task}({_short(args)})",
         "status": "queued",
@@ -54,16 +55,45 @@ def encode_data(task: str, args: dict[str, Any]) -> bytes:
     return json.dumps([task, None, [], args], separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_data(raw: bytes) -> tuple[str, list[Any], dict[str, Any]]:
-    """(function name, positional args, named args) from a job's `data`; refuses anything but JSON (never unpickles)."""
+DATA_BOUND_SETTING = "FERRY_MAX_JOB_DATA_BYTES"
+
+
+def inflate(raw: bytes, max_bytes: int, what: str = "job data") -> bytes:
+    """zlib-decompress `raw` without ever producing more than `max_bytes` (a zlib bomb stops at the bound).
+
+    Data that is not zlib is returned as it is (RQ falls back to uncompressed data too), if within the bound.
+    """
+    if len(raw) > max_bytes:
+        raise too_large(what, len(raw), max_bytes)
+    inflater = zlib.decompressobj()
     try:
-        raw = zlib.decompress(raw)
+        out = inflater.decompress(raw, max_bytes + 1)
     except zlib.error:
-        pass  # RQ falls back to uncompressed data too
+        return raw
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise too_large(what, None, max_bytes)
+    return out
+
+
+def too_large(what: str, size: int | None, max_bytes: int) -> InvalidRequest:
+    """The error for a value over the bound: names the size, the bound and the setting."""
+    size_text = f"{size:,} bytes" if size is not None else f"over {max_bytes:,} bytes once decompressed"
+    return InvalidRequest(
+        f"{what} is {size_text}, above the bound of {max_bytes:,} bytes ({DATA_BOUND_SETTING}); "
+        "pass large inputs as objects (Client.put) or raise the setting", size=size, max_bytes=max_bytes)
+
+
+def decode_data(raw: bytes, max_bytes: int) -> tuple[str, list[Any], dict[str, Any]]:
+    """(function name, positional args, named args) from a job's `data`; refuses anything but JSON (never unpickles).
+
+    Inflates at most `max_bytes` (FERRY_MAX_JOB_DATA_BYTES): InvalidRequest beyond it.
+    """
+    raw = inflate(raw, max_bytes)
     try:
-        func, _instance, positional, kwargs = json.loads(raw)
+        func, _instance, positional, kwargs = json.loads(raw.decode())  # str: skips json's encoding sniffing
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("job data is not Ferry's JSON format (pickled RQ jobs are refused); enqueue it through Ferry") from exc
+        raise InvalidRequest(
+            "job data is not Ferry's JSON format (pickled RQ jobs are refused); enqueue it through Ferry") from exc
     if not isinstance(func, str) or not isinstance(kwargs, dict) or not isinstance(positional, list):
         raise InvalidRequest("job data names no task; enqueue it through Ferry")
     return func, positional, kwargs
@@ -76,7 +106,7 @@ def _short(args: dict[str, Any], limit: int = 80) -> str:
 
 def dumps_value(value: Any) -> bytes:
     """A task's result as JSON; numpy scalars and small arrays become plain numbers and lists."""
-    return json.dumps(value, default=_jsonable, separators=(",", ":")).encode()
+    return _RESULT_ENCODER.encode(value).encode()
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,6 +123,10 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} result is not JSON; return JSON-friendly values or numpy arrays")
 
 
+# One encoder for every result: json.dumps with options builds a new encoder per call (µs on the hot path).
+_RESULT_ENCODER = json.JSONEncoder(default=_jsonable, separators=(",", ":"))
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -106,5 +140,8 @@ def exc_string(text: str) -> str:
     return b64(zlib.compress(text.encode()))
 
 
-def read_exc_string(encoded: bytes | str) -> str:
-    return zlib.decompress(unb64(encoded)).decode(errors="replace")
+def read_exc_string(encoded: bytes | str, max_bytes: int) -> str:
+    """An error text from the result stream, inflated to at most `max_bytes`."""
+    if len(encoded) > max_bytes * 2:
+        raise too_large("the error text", len(encoded), max_bytes)
+    return inflate(unb64(encoded), max_bytes, "the error text").decode(errors="replace")

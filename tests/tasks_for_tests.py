@@ -66,3 +66,25 @@ async def async_sleep(seconds: float, marker: str = "") -> dict:
                 f.write("cleaned up")
         raise
     return {"slept": seconds, "pid": os.getpid(), "loop": type(asyncio.get_running_loop()).__name__}
+LEDGER_ENV = "FERRY_TEST_LEDGER_DIR"  # the fault suite's ledger directory (unset: the task only sleeps)
+
+
+def _ledger_line(kind: str, token: str) -> None:
+    """One line per body start or end, appended with O_APPEND (atomic for a short write), independent of Redis."""
+    directory = os.environ.get(LEDGER_ENV)
+    if not directory:
+        return
+    fd = os.open(os.path.join(directory, "ledger.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{kind} {token} {os.getpid()} {time.time():.6f}\n".encode())
+    finally:
+        os.close(fd)
+
+
+@task("test.ledger")
+def ledger(token: str, seconds: float = 0.0) -> str:
+    """Record that this body started and ended (in FERRY_TEST_LEDGER_DIR), sleeping in between; returns `token`."""
+    _ledger_line("start", token)
+    time.sleep(seconds)
+    _ledger_line("end", token)
+    return token

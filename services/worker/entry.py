@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from shared.logs import configure
-from shared.cli import handle_errors, settings
 from services.worker.node import Node
+from shared.cli import handle_errors, settings
+from shared.logs import configure
 
 
 @handle_errors
 def worker(
-    processes: Annotated[Optional[int], typer.Option("--processes", "-p", help="Worker processes on this node (default: FERRY_PROCESSES, else the CPU count).")] = None,
-    queues: Annotated[Optional[str], typer.Option("--queues", "-q", help="Comma-separated queues in priority order (default: FERRY_QUEUES).")] = None,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", "-p",
+        help="Worker processes on this node (default: FERRY_PROCESSES, else the CPU count).")] = None,
+    queues: Annotated[str | None, typer.Option(
+        "--queues", "-q", help="Comma-separated queues in priority order (default: FERRY_QUEUES).")] = None,
 ) -> None:
     """Run a worker node: N long-lived processes that run jobs, restarted if they crash.
 

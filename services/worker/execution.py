@@ -1,66 +1,66 @@
-"""Running one claimed job: decode, look up the registered task, validate, resolve objects, call, encode."""
+"""Running one claimed job: decode (bounded), look up the registered task, validate, resolve objects, call, encode."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from services.worker.interrupts import Interrupts
 from shared import wire
 from shared.errors import InvalidRequest
+from shared.lifecycle import Claimed
 from shared.objects.cache import NodeCache
 from shared.objects.ref import normalize, ref_for
 from shared.objects.store import ObjectStore
 from shared.tasks import TaskRegistry
-from services.worker.interrupts import Interrupts
 
 log = logging.getLogger("ferry.worker")
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    """What the claim script hands a worker process."""
-
-    id: str
-    queue: str
-    data: bytes
-    timeout_s: float
-    result_ttl_s: int
-    failure_ttl_s: int
-    execution_id: str
-
-    @property
-    def member(self) -> str:
-        return f"{self.id}:{self.execution_id}"
 
 
 class Executor:
     """Runs jobs in this process. Only tasks in the registry can run: the job names one by string."""
 
-    def __init__(self, tasks: TaskRegistry, cache: NodeCache, store: ObjectStore, threshold_bytes: int) -> None:
+    def __init__(self, tasks: TaskRegistry, cache: NodeCache, store: ObjectStore, threshold_bytes: int,
+                 max_data_bytes: int, default_timeout_s: float) -> None:
         self.tasks = tasks
+        self.default_timeout_s = default_timeout_s
+        self.max_data_bytes = max_data_bytes
         self.cache = cache
         self.store = store
         self.threshold_bytes = threshold_bytes
         self.interrupts = Interrupts()
 
-    def run(self, job: ClaimedJob) -> bytes:
-        """The job's result as JSON bytes; raises the task's error (or a FerryError) on failure."""
-        task_name, positional, args = wire.decode_data(job.data)
+    def run(self, job: Claimed) -> tuple[str, bytes]:
+        """(task name, the job's result as JSON bytes); raises the task's error (or a FerryError) on failure.
+
+        Data and result are bounded by FERRY_MAX_JOB_DATA_BYTES: over it, the job fails for good (InvalidRequest).
+        """
+        if job.data_bytes > self.max_data_bytes or not job.data:
+            raise wire.too_large("the job's data", job.data_bytes, self.max_data_bytes) if job.data_bytes else \
+                InvalidRequest("the job has no data (not enqueued by Ferry or RQ); enqueue it through Ferry")
+        task_name, positional, args = wire.decode_data(job.data, self.max_data_bytes)
         spec = self.tasks.get(task_name)  # the allow-list: nothing outside the registry is imported or run
         if positional:
             raise InvalidRequest(f"task {task_name!r} takes named args only; this job passes positional ones")
         validated = spec.validate(args)
-        with self.interrupts.armed(job.id, job.timeout_s):
+        self.interrupts.arm(job.id, job.timeout_s or self.default_timeout_s)
+        try:
             arrays = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
             value = spec.call(validated, arrays)
+        finally:
+            self.interrupts.disarm()
         del arrays
-        return wire.dumps_value(self._objectify(value))
+        payload = wire.dumps_value(self._objectify(value))
+        if len(payload) > self.max_data_bytes:
+            raise wire.too_large("the job's result", len(payload), self.max_data_bytes)
+        return task_name, payload
 
     def _objectify(self, value: Any) -> Any:
         """Large arrays and any bytes in the result become objects: stored in Redis, kept in this node's memory."""
+        if value is None or type(value) in (str, int, float, bool):
+            return value
         if isinstance(value, (bytes, bytearray, memoryview)) or (
             isinstance(value, np.ndarray) and value.nbytes > self.threshold_bytes and value.dtype.kind in "biufc"
         ):

@@ -23,18 +23,28 @@ class Interrupts:
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(signal.SIGUSR1, self._on_cancel)
 
-    @contextmanager
-    def armed(self, job_id: str, timeout_s: float) -> Iterator[None]:
-        """Run the body with a deadline; raises JobTimeout or JobCanceled inside it."""
+    def arm(self, job_id: str, timeout_s: float) -> None:
+        """From here until `disarm`, JobTimeout after `timeout_s` and JobCanceled on a cancel request are raised.
+
+        A pair of calls in try/finally rather than a context manager: this runs for every job.
+        """
         self._timeout_s = timeout_s
         self._cancel_for = None
         self._armed_job = job_id
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
+
+    def disarm(self) -> None:
+        self._armed_job = None
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    @contextmanager
+    def armed(self, job_id: str, timeout_s: float) -> Iterator[None]:
+        """Run the body with a deadline; raises JobTimeout or JobCanceled inside it."""
+        self.arm(job_id, timeout_s)
         try:
             yield
         finally:
-            self._armed_job = None
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.disarm()
 
     def request_cancel(self, job_id: str) -> bool:
         """Called from another thread: interrupt the main thread if it runs `job_id`."""

@@ -22,24 +22,26 @@ from types import FrameType
 
 import redis
 
-from shared.processes import pid_alive
-from shared import catalog, keys
-from shared.errors import ConfigError
-from shared.objects import segments
-from shared.objects.segments import SHM_DIR
-from shared.objects.shm import default_budget, start_node
-from shared.redis_conn import connect_checked
-from shared.scripts import Scripts
-from shared.tasks import load_tasks
-from shared.settings import Settings
-from shared.timeutil import unix_now
 from services.worker import process as worker_process
+from services.worker.outage import Outage
 from services.worker.reaper import reap
+from shared import catalog, keys
+from shared.errors import ConfigError, RedisUnavailable
+from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
+from shared.objects import segments
+from shared.objects.shm import default_budget, start_node
+from shared.objects.segments import SHM_DIR
+from shared.processes import pid_alive
+from shared.redis_conn import connect_checked
+from shared.settings import Settings
+from shared.tasks import load_tasks
+from shared.timeutil import unix_now
 
 log = logging.getLogger("ferry.node")
 
 RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # by consecutive quick crashes of one slot
 QUICK_CRASH_S = 5.0
+REDIS_WAIT_S = 2.0  # between start-up attempts while Redis is unreachable
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Slot:
     started_at: float = 0.0
     quick_crashes: int = 0
     restart_at: float = 0.0
+    ready: object = None  # a multiprocessing Event the worker sets once it is running jobs
 
 
 class Node:
@@ -61,18 +64,22 @@ class Node:
         self.context = multiprocessing.get_context("fork")  # children inherit warm imports: fast restarts
 
     def run(self) -> int:
-        self.conn = connect_checked(self.settings)
-        self.redis_url = self.settings.resolved_redis_url()
-        self.scripts = Scripts(self.conn)
         self.node_id = self.settings.node_id
+        self.redis_url = self.settings.resolved_redis_url()
+        self.outage = Outage(f"node {self.node_id}", self.redis_url, log)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        conn = self._wait_for_redis()
+        if conn is None:
+            return 0
+        self.conn = conn
+        self.lifecycle = Lifecycle(self.conn, self.settings)
         self._refuse_duplicate_node()
         self.budget = self.settings.shm_budget_bytes or default_budget(SHM_DIR)
         self.shm = start_node(self.conn, SHM_DIR, self.node_id, self.budget)  # its files here; swept; marked alive
         self._register()
         self._forget_dead_workers()
-        reap(self.conn, self.scripts, self.settings)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        reap(self.lifecycle, self.settings)
         log.info("node %s: starting %d worker processes on queues %s (shm budget %d bytes)",
                  self.node_id, self.processes, ",".join(self.queues), self.budget)
         # Forked workers share the supervisor's memory copy-on-write: move everything imported so far out
@@ -88,6 +95,20 @@ class Node:
         finally:
             self._shutdown()
         return 0
+
+    def _wait_for_redis(self) -> redis.Redis | None:
+        """Connect, waiting (one log line) while Redis is unreachable; None if stopped meanwhile."""
+        waiting = False
+        while self.stop_requests == 0:
+            try:
+                return connect_checked(self.settings)
+            except RedisUnavailable as exc:
+                if not waiting:
+                    log.warning("node %s: %s; waiting for it (retrying every %.0fs)",
+                                self.node_id, exc.message, REDIS_WAIT_S)
+                    waiting = True
+                time.sleep(REDIS_WAIT_S)
+        return None
 
     # --- supervision ---
     def _supervise(self) -> None:
@@ -106,15 +127,19 @@ class Node:
                     self._heartbeat()
                     next_beat = now + self.settings.heartbeat_interval_s
                 if now >= next_reap:
-                    reap(self.conn, self.scripts, self.settings)
+                    reap(self.lifecycle, self.settings)
                     next_reap = now + self.settings.reap_interval_s
+                self.outage.ok()
             except redis.RedisError as exc:
-                log.warning("node %s: Redis error (%s); will retry", self.node_id, exc)
+                self.outage.failed(exc, "supervising")
+                # after an outage, let workers beat again before judging their jobs abandoned
+                next_reap = max(next_reap, now + 2 * self.settings.heartbeat_interval_s)
 
     def _start(self, slot: Slot) -> None:
+        slot.ready = self.context.Event()
         process = self.context.Process(
             target=worker_process.main,
-            args=(self.settings, self.redis_url, slot.index, self.queues, self.budget),
+            args=(self.settings, self.redis_url, slot.index, self.queues, self.budget, os.getpid(), slot.ready),
             name=f"ferry-worker-{slot.index}",
             daemon=False,
         )
@@ -128,35 +153,40 @@ class Node:
         code = process.exitcode
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         slot.process = None
-        self._requeue_current_job(name, process.pid or 0, how)
+        self._requeue_held_jobs(name, process.pid or 0, how)
         if self.stop_requests:
             return
         lived = time.monotonic() - slot.started_at
-        slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_S else 0
+        was_running = slot.ready is not None and slot.ready.is_set()  # type: ignore[attr-defined]
+        if code is not None and code < 0 and was_running:
+            # killed from outside after it ran fine (an OOM kill, an operator, a fault test): not a crash loop
+            slot.quick_crashes = 0
+        else:
+            slot.quick_crashes = slot.quick_crashes + 1 if lived < QUICK_CRASH_S else 0
         delay = RESTART_BACKOFF_S[min(slot.quick_crashes, len(RESTART_BACKOFF_S) - 1)]
         slot.restart_at = time.monotonic() + delay
-        log.warning("node %s: worker process %s (pid %s) %s; restarting in %.1fs", self.node_id, slot.index, process.pid, how, delay)
+        log.warning("node %s: worker process %s (pid %s) %s; restarting in %.1fs",
+                    self.node_id, slot.index, process.pid, how, delay)
 
-    def _requeue_current_job(self, name: str, pid: int, how: str) -> None:
-        """A dead process's running job goes back to its queue now, not after the heartbeat deadline."""
+    def _requeue_held_jobs(self, name: str, pid: int, how: str) -> None:
+        """A dead process's jobs go back to the front of their queues now, not after the heartbeat deadline."""
+        reason = f"worker process {pid} died ({how}) while running the job"
         try:
-            job_id, member, queue = self.conn.hmget(keys.worker(name), "current_job", "current_execution", "current_queue")
-            if job_id and member and queue:
-                reason = f"worker process {pid} died ({how}) while running the job"
-                outcome = worker_process.settle_failure(
-                    self.scripts, job_id.decode(), queue.decode(), member.decode(), reason, reason, True, name, self.settings.failure_ttl_s
-                )
-                log.warning("job %s: %s; %s", job_id.decode(), reason, outcome)
+            failure = Failure(reason, reason, True, reason=WORKER_DIED, front=True)
+            for outcome in self.lifecycle.requeue_held(name, failure):
+                log.info("job %s: %s; %s", outcome.job_id, reason, outcome.outcome,
+                         extra={"job_id": outcome.job_id, "node": self.node_id, "worker": name})
             worker_process.unregister_worker(self.conn, name, self.queues)
         except redis.RedisError as exc:
-            log.warning("node %s: could not requeue the job of %s (%s); the reaper will", self.node_id, name, exc)
+            log.warning("node %s: could not requeue the jobs of %s (%s); the reaper will", self.node_id, name, exc)
 
     # --- registration ---
     def _refuse_duplicate_node(self) -> None:
         raw = self.conn.hgetall(keys.node(self.settings.node_id))
         if raw and raw.get(b"state") != b"stopped":
             beat = float(raw.get(b"last_heartbeat", 0))
-            if unix_now() - beat < self.settings.abandoned_after_s and raw.get(b"host", b"").decode() == socket.gethostname():
+            same_host = raw.get(b"host", b"").decode() == socket.gethostname()
+            if unix_now() - beat < self.settings.abandoned_after_s and same_host:
                 pid = int(raw.get(b"pid", 0))
                 if pid != os.getpid() and pid_alive(pid):
                     raise ConfigError(

@@ -1,13 +1,20 @@
-"""One long-lived worker process: claims jobs atomically, runs them, settles them in one round trip each.
+"""One long-lived worker process: claims jobs, runs them, and records each outcome in one round trip.
 
-Per job the process talks to Redis twice: the claim script (pop from the first non-empty queue, enter
-the started registry, mark the job started) and the finish or settle-failure script. It registers
-itself as an RQ worker so `rq info` lists it. A side thread keeps the heartbeat and listens for
-wake-ups (published on every enqueue) and cancel requests, so an idle process blocks instead of polling.
+While a queue is busy, recording a job's outcome and claiming the next jobs is one script call
+(`Lifecycle.finish` with a claim), and a claim may take several short jobs at once (FERRY_PREFETCH_JOBS;
+prefetched jobs are in the started registry under this execution, so a crash requeues them; they are
+given back if the running job turns out long, or when the process stops). An idle process registers
+itself idle in the same script that found the queues empty, then waits on its `ferry:wake` subscription
+(enqueues publish only while some process is idle) with a FERRY_IDLE_POLL_S poll as the safety net.
+
+Redis outages do not stop it: the outcome of the last job stays in memory and is sent again, unchanged
+(the scripts are idempotent), until Redis answers (services/worker/outage.py). It dies with its
+supervisor: PR_SET_PDEATHSIG, and a parent check in the heartbeat thread.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -16,65 +23,114 @@ import sys
 import threading
 import time
 import traceback
-import uuid
-import zlib
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as ProcessEvent
 from types import FrameType
+from typing import Any
 
 import redis
 import rq
 
-from shared import keys, wire
-from shared.errors import PERMANENT_ERRORS, FerryError, ShmFull
-from shared.objects.segments import SHM_DIR
+from services.worker.execution import Executor
+from services.worker.outage import GaveUp, Outage
+from shared import keys
+from shared.errors import PERMANENT_ERRORS, FerryError, JobCanceled, JobTimeout, ShmFull
+from shared.lifecycle import TIMEOUT, Claimed, Failure, Lifecycle, Timing, new_execution_id
 from shared.objects.cache import NodeCache
+from shared.objects.segments import SHM_DIR
 from shared.objects.store import ObjectStore
 from shared.redis_conn import connect
-from shared.scripts import Scripts, queue_script
 from shared.settings import Settings
 from shared.tasks import load_tasks
 from shared.timeutil import rq_now, unix_now
-from services.worker.execution import ClaimedJob, Executor
 
 log = logging.getLogger("ferry.worker")
 
-ERROR_BACKOFF_S = 1.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PREFETCH_BELOW_S = 0.05  # prefetch only after a job this short; give prefetched jobs back once a job runs longer
+HOLD_CHECK_S = 0.05
 
 
 def worker_name(node_id: str, slot: int, pid: int) -> str:
     return f"{node_id}.{slot}.{pid}"
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies; exit now if it already has (the fork race)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the heartbeat thread's parent check still applies
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+@dataclass(slots=True)
+class Done:
+    """A job's outcome, kept in memory until Redis has it (finish when `failure` is None, else settle)."""
+
+    job: Claimed
+    timing: Timing
+    started: float
+    ended: float
+    payload: bytes = b""
+    failure: Failure | None = None
+    stats: dict[str, int] | None = None
+
+
 class WorkerProcess:
-    def __init__(self, settings: Settings, redis_url: str, slot: int, queues: list[str], budget_bytes: int) -> None:
+    def __init__(self, settings: Settings, redis_url: str, slot: int, queues: list[str], budget_bytes: int,
+                 parent_pid: int | None = None, ready: ProcessEvent | None = None) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.slot = slot
         self.queues = queues
         self.budget_bytes = budget_bytes
+        self.parent_pid = parent_pid
+        self.ready = ready
         self.name = worker_name(settings.node_id, slot, os.getpid())
         self.key = keys.worker(self.name)
         self.stopping = threading.Event()
         self.wake = threading.Event()
-        self.current: ClaimedJob | None = None
+        self.outage = Outage(f"worker {self.name}", redis_url, log)
+        self.current: Claimed | None = None
+        self.current_since = 0.0
+        self.held: deque[Claimed] = deque()  # claimed, not started yet (prefetch)
+        self.held_lock = threading.Lock()
+        self.cancel_held: set[str] = set()
+        self.last_run_s = 1.0
+        self.inflight: tuple[Done, list[Any], str] | None = None  # a finish written to `pipe`, reply not read yet
+        self.pipe_lock = threading.Lock()  # the side thread may read a refill's reply when the running job is long
 
-    # --- lifecycle ---
+    # --- lifecycle of the process ---
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         self.conn = connect(self.redis_url)
-        self.scripts = Scripts(self.conn)
-        self.scripts.load()
+        if not self._try(self.conn.ping):
+            log.info("worker %s: waiting for Redis at %s", self.name, self.outage.url)
+            self._retry(self.conn.ping, "starting")
+        self.lifecycle = Lifecycle(self.conn, self.settings)
+        self._retry(self.lifecycle.load, "loading scripts")
+        self.pipe = self.conn.connection_pool.get_connection()  # for pipelined finishes (see _send_finish)
         store = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s)
         self.cache = NodeCache(self.settings.node_id, SHM_DIR, self.budget_bytes, store)
-        self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store, self.settings.result_object_threshold_bytes)
-        self._register_birth()
+        self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store,
+                                 self.settings.result_object_threshold_bytes, self.settings.max_job_data_bytes,
+                                 self.settings.job_timeout_s)
+        self._retry(self._register_birth, "registering")
+        self._pubsub = self._retry(self._subscribe, "subscribing")
         side = threading.Thread(target=self._side_loop, name="ferry-heartbeat", daemon=True)
-        self._pubsub = self._subscribe()
         side.start()
         log.info("worker %s: started (pid %d), queues %s", self.name, os.getpid(), ",".join(self.queues))
+        if self.ready is not None:
+            self.ready.set()
         try:
             self._work_loop()
         finally:
+            self.pipe.disconnect()
             self.cache.close()
             self._register_death()
             log.info("worker %s: stopped", self.name)
@@ -82,93 +138,243 @@ class WorkerProcess:
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping.is_set():
-            log.info("worker %s: %s received, finishing the current job then stopping", self.name, signal.Signals(signum).name)
+            log.info("worker %s: %s received, finishing the current job then stopping", self.name,
+                     signal.Signals(signum).name)
         self.stopping.set()
         self.wake.set()
 
+    def _try(self, fn: Any) -> bool:
+        try:
+            fn()
+            return True
+        except redis.RedisError:
+            return False
+
+    def _retry(self, fn: Any, doing: str) -> Any:
+        """`fn()` until Redis answers; while stopping, give up after the abandonment deadline (then the reaper does)."""
+        stop_by = [0.0]
+
+        def give_up() -> bool:
+            if not self.stopping.is_set():
+                return False
+            stop_by[0] = stop_by[0] or time.monotonic() + self.settings.abandoned_after_s
+            return time.monotonic() > stop_by[0]
+
+        sleep = self.stopping.wait if doing == "starting" else time.sleep
+        return self.outage.call(fn, doing, sleep=sleep, give_up=give_up)
+
     # --- the hot loop ---
     def _work_loop(self) -> None:
-        queue_keys = [keys.queue(q) for q in self.queues]
-        while not self.stopping.is_set():
-            self.wake.clear()
-            execution_id = uuid.uuid4().hex[:16]
-            try:
-                claimed = self.scripts.claim(
-                    keys=queue_keys,
-                    args=[self.name, rq_now(), unix_now() + self.settings.abandoned_after_s, execution_id, self.key],
-                )
-            except redis.RedisError as exc:
-                log.warning("worker %s: Redis error while claiming (%s); retrying in %.0fs", self.name, exc, ERROR_BACKOFF_S)
-                self.stopping.wait(ERROR_BACKOFF_S)
-                continue
-            if not claimed:
-                self.wake.wait(self.settings.idle_poll_s)  # a wake-up, or the poll that catches plain RQ's jobs
-                continue
-            job_id, queue, data, timeout, result_ttl, failure_ttl = claimed
-            job = ClaimedJob(
-                id=job_id.decode(),
-                queue=queue.decode(),
-                data=data or b"",
-                timeout_s=float(timeout or self.settings.job_timeout_s),
-                result_ttl_s=int(result_ttl or self.settings.result_ttl_s),
-                failure_ttl_s=int(failure_ttl or self.settings.failure_ttl_s),
-                execution_id=execution_id,
-            )
-            self.current = job
-            try:
-                self._execute(job)
-            finally:
-                self.current = None
-
-    def _execute(self, job: ClaimedJob) -> None:
-        started = unix_now()
+        done: Done | None = None
         try:
-            payload = self.executor.run(job)
+            while not self.stopping.is_set():
+                job = self._next_held()
+                if job is None and self.inflight is not None:
+                    self._read_inflight()  # a refill claimed with the last finish
+                    job = self._next_held()
+                if job is None:
+                    claimed = self._record(done, claim=self._claim_count())
+                    done = None
+                    if not claimed:
+                        self.last_run_s = 1.0  # after idling, claim one job at a time until jobs prove short
+                        self.wake.wait(self.settings.idle_poll_s)  # a wake-up, or the poll that catches plain RQ's jobs
+                        continue
+                    with self.held_lock:
+                        self.held.extend(claimed[1:])
+                    job = claimed[0]
+                elif done is not None:
+                    self._read_inflight()
+                    if done.failure is None:
+                        # the last prefetched job: claim the next ones with this finish, read it after `job` ran
+                        refill = self._claim_count() if not self.held and self._claim_count() > 1 else 0
+                        self._send_finish(done, next_job=job.id, claim=refill)
+                    else:
+                        self._record(done, claim=0, next_job=job.id)
+                    done = None
+                done = self._execute(job)
+            self._read_inflight()
+            if done is not None:
+                self._record(done, claim=0)
+                done = None
+        except GaveUp:
+            log.warning("worker %s: stopping with Redis unreachable for %ds; the reaper will requeue what it held",
+                        self.name, self.settings.abandoned_after_s)
+            return
+        self._give_back_held("the process is stopping")
+
+    def _next_held(self) -> Claimed | None:
+        with self.held_lock:
+            return self.held.popleft() if self.held else None
+
+    def _send_finish(self, done: Done, next_job: str, claim: int = 0) -> None:
+        """Write the finish of `done` (and, with `claim`, a claim of the next jobs) and go on with the next
+        prefetched job without waiting for the reply.
+
+        The command is in the socket before the next job starts, so even a SIGKILL cannot lose the outcome
+        of a completed body; the reply is read before anything else is sent (`_read_inflight`). Redis runs
+        the script while this process runs the next job: on a busy queue the round trip is hidden.
+        """
+        job = done.job
+        execution_id = new_execution_id() if claim else ""
+        args = self.lifecycle.finish_args(job, self.name, done.payload, done.started, done.ended, done.timing,
+                                          keys.node_stats(self.settings.node_id), done.stats, next_job=next_job,
+                                          claim_from=self.queues if claim else (), claim_count=claim,
+                                          next_execution_id=execution_id)
+        with self.pipe_lock:
+            try:
+                self.lifecycle.send_finish(self.pipe, args)
+                self.inflight = (done, args, execution_id)
+                return
+            except redis.RedisError as exc:
+                self.pipe.disconnect()
+                self.outage.failed(exc, "recording a result")
+            self._finish_again(done, args, execution_id)
+
+    def _read_inflight(self) -> None:
+        """Read the reply of the pipelined finish; on any error send it again, unchanged (it is idempotent)."""
+        with self.pipe_lock:
+            if self.inflight is None:
+                return
+            done, args, execution_id = self.inflight
+            self.inflight = None
+            try:
+                outcome, claimed = self.lifecycle.read_finish(self.pipe, done.job.id, execution_id)
+            except redis.exceptions.NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
+                self._retry(self.lifecycle.load, "loading scripts")
+                self._finish_again(done, args, execution_id)
+                return
+            except redis.RedisError as exc:
+                self.pipe.disconnect()
+                self.outage.failed(exc, "recording a result")
+                self._finish_again(done, args, execution_id)
+                return
+            self._finished(done, outcome.outcome, claimed)
+
+    def _finish_again(self, done: Done, args: list[Any], execution_id: str) -> None:
+        outcome, claimed = self._retry(lambda: self.lifecycle.finish_again(done.job.id, execution_id, args),
+                                       "recording a result")
+        self._finished(done, outcome.outcome, claimed)
+
+    def _finished(self, done: Done, outcome: str, claimed: list[Claimed]) -> None:
+        if claimed:
+            with self.held_lock:
+                self.held.extend(claimed)
+        self._log_finish(done, outcome)
+
+    def _log_finish(self, done: Done, outcome: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("worker %s: job %s %s", self.name, done.job.id, outcome, extra=self._extra(done.job, done))
+
+    def _claim_count(self) -> int:
+        return self.settings.prefetch_jobs if self.last_run_s < PREFETCH_BELOW_S else 1
+
+    def _record(self, done: Done | None, claim: int, next_job: str = "") -> list[Claimed]:
+        """Send `done` (if any) and claim up to `claim` jobs, in one round trip when possible; retried until it works.
+
+        The execution id is fixed before the first attempt, so a repeat returns the same claim.
+        """
+        execution_id = new_execution_id()
+        if claim:
+            self.wake.clear()  # before the claim: a wake-up after it (we are registered idle) is not lost
+        if done is None:
+            return self._retry(lambda: self.lifecycle.claim(self.name, self.queues, execution_id, claim), "claiming")
+        job = done.job
+        if done.failure is None:
+            outcome, claimed = self._retry(lambda: self.lifecycle.finish(
+                job, self.name, done.payload, done.started, done.ended, done.timing,
+                keys.node_stats(self.settings.node_id), done.stats, next_job=next_job,
+                claim_from=self.queues if claim else (), claim_count=claim, next_execution_id=execution_id),
+                "recording a result")
+            self._log_finish(done, outcome.outcome)
+            return claimed
+        failure = done.failure
+        if done.stats:
+            self._retry(lambda: self._flush_stats(done.stats or {}), "recording cache counters")
+        settled = self._retry(lambda: self.lifecycle.settle(job, self.name, failure, done.timing),
+                              "recording a failure")
+        self._retry(lambda: self.conn.hincrby(self.key, "failed_job_count", 1), "counting a failure")
+        level = logging.INFO if settled.outcome in ("retried", "failed", "canceled") else logging.DEBUG
+        log.log(level, "worker %s: job %s %s: %s", self.name, job.id, settled.outcome, failure.short,
+                extra=self._extra(job, done))
+        if not claim:
+            return []
+        return self._retry(lambda: self.lifecycle.claim(self.name, self.queues, execution_id, claim), "claiming")
+
+    def _extra(self, job: Claimed, done: Done | None = None) -> dict[str, Any]:
+        extra: dict[str, Any] = {"job_id": job.id, "task": job.task, "queue": job.queue, "node": self.settings.node_id,
+                                 "worker": self.name}
+        if done is not None:
+            extra["duration_s"] = round(done.ended - done.started, 6)
+        return extra
+
+    def _execute(self, job: Claimed) -> Done:
+        """Run one job; its outcome, to record."""
+        started = unix_now()
+        clock = time.perf_counter()
+        timing_task = job.task or "unknown"
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("worker %s: job %s claimed", self.name, job.id, extra=self._extra(job))
+        self.current, self.current_since = job, time.monotonic()
+        failure: Failure | None = None
+        payload = b""
+        try:
+            if job.id in self.cancel_held:
+                raise JobCanceled("job was canceled before it started")
+            task, payload = self.executor.run(job)
+            timing_task = task
         except BaseException as exc:  # noqa: BLE001 - every failure is settled, none is lost
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 self.stopping.set()
-            self._flush_cache_stats(self.conn.pipeline(transaction=False)).execute()
-            self._settle_failure(job, exc)
-        else:
-            self._finish(job, payload, started)
+            failure = self._failure(exc)
         finally:
+            self.current = None
+            self.cancel_held.discard(job.id)
             self.cache.release_stale()
+        run_s = time.perf_counter() - clock
+        self.last_run_s = run_s
+        timing = Timing(timing_task, run_s, job.wait_s(started))
+        stats = self.cache.drain_counters() or None
+        if stats:
+            stats["resident_bytes"] = self.cache.resident_bytes()  # set, not added (see the finish script)
+        return Done(job, timing, started, started + run_s, payload, failure, stats)
 
-    def _finish(self, job: ClaimedJob, payload: bytes, started: float) -> None:
-        """Record the result, with the job's cache counters, in one round trip (counters land before the result shows)."""
-        ended = unix_now()
-        script_keys = [keys.job(job.id), keys.started(job.queue), keys.finished(job.queue), keys.results(job.id), self.key]
-        script_args = [job.member, rq_now(), job.result_ttl_s, ended + job.result_ttl_s, wire.b64(payload), self.name,
-                       job.execution_id, started, ended, job.id]
-        pipe = self._flush_cache_stats(self.conn.pipeline(transaction=False))
-        queue_script(pipe, self.scripts.finish, script_keys, script_args)
-        try:
-            pipe.execute()
-        except redis.exceptions.NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH): load, run again
-            self.scripts.load()
-            self.scripts.finish(keys=script_keys, args=script_args)
-        log.debug("worker %s: %s finished", self.name, job.id)
-
-    def _settle_failure(self, job: ClaimedJob, exc: BaseException) -> None:
+    @staticmethod
+    def _failure(exc: BaseException) -> Failure:
         short = exc.message if isinstance(exc, FerryError) else f"{type(exc).__name__}: {exc}"
         text = short if isinstance(exc, PERMANENT_ERRORS + (ShmFull,)) else "".join(traceback.format_exception(exc))
-        retryable = not isinstance(exc, PERMANENT_ERRORS)
-        outcome = settle_failure(self.scripts, job.id, job.queue, job.member, short, text, retryable, self.name, job.failure_ttl_s)
-        self.conn.hset(self.key, mapping={"state": "idle", "current_job": "", "current_execution": ""})
-        self.conn.hincrby(self.key, "failed_job_count", 1)
-        log.info("worker %s: job %s %s: %s", self.name, job.id, outcome, short)
+        return Failure(short, text, retryable=not isinstance(exc, PERMANENT_ERRORS),
+                       reason=TIMEOUT if isinstance(exc, JobTimeout) else "")
 
-    def _flush_cache_stats(self, pipe: redis.client.Pipeline) -> redis.client.Pipeline:
-        """Queue the node cache counters this job produced onto `pipe` (nothing when it used no object)."""
-        counters = self.cache.drain_counters()
-        if counters:
-            stats_key = keys.node_stats(self.settings.node_id)
-            for name, value in counters.items():
+    def _flush_stats(self, stats: dict[str, int]) -> None:
+        stats_key = keys.node_stats(self.settings.node_id)
+        pipe = self.conn.pipeline(transaction=False)
+        for name, value in stats.items():
+            if name == "resident_bytes":
+                pipe.hset(stats_key, name, value)
+            else:
                 pipe.hincrby(stats_key, name, value)
-            pipe.hset(stats_key, "resident_bytes", self.cache.resident_bytes())
-        return pipe
+        pipe.execute()
 
-    # --- side thread: heartbeat, wake-ups, cancel requests ---
+    def _give_back_held(self, why: str) -> None:
+        """Prefetched jobs that never started go back to the front of their queues."""
+        with self.held_lock:
+            jobs = list(self.held)
+            self.held.clear()
+        if not jobs:
+            return
+        try:
+            by_execution: dict[str, list[Claimed]] = {}
+            for job in jobs:
+                by_execution.setdefault(job.execution_id, []).append(job)
+            for execution_id, group in by_execution.items():
+                self._retry(lambda: self.lifecycle.release(self.name, execution_id, group),  # noqa: B023 - called now
+                            "giving back prefetched jobs")
+            log.debug("worker %s: gave back %d prefetched jobs (%s)", self.name, len(jobs), why)
+        except GaveUp:
+            with self.held_lock:
+                self.held.extendleft(reversed(jobs))
+
+    # --- side thread: heartbeat, wake-ups, cancel requests, parent check, prefetch give-back ---
     def _subscribe(self) -> redis.client.PubSub:
         pubsub = self.conn.pubsub()
         pubsub.subscribe(keys.WAKE_CHANNEL, keys.control_channel(self.name))
@@ -182,34 +388,65 @@ class WorkerProcess:
 
     def _side_loop(self) -> None:
         next_beat = 0.0
+        backoff = 0.05
         while not self.stopping.is_set():
+            self._check_parent()
             try:
-                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=self.settings.heartbeat_interval_s)
+                wait_s = HOLD_CHECK_S if self.held or self.inflight else self.settings.heartbeat_interval_s
+                timeout = max(0.0, min(wait_s, next_beat - time.monotonic()))
+                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
                 if message:
                     self._on_message(message["channel"], message["data"])
+                running_s = time.monotonic() - self.current_since
+                if self.current is not None and running_s > PREFETCH_BELOW_S * 2:
+                    inflight = self.inflight
+                    if inflight is not None and inflight[2]:
+                        self._read_inflight()  # a refill claimed with the last finish: learn what it took
+                    if self.held:
+                        self._give_back_held("the running job is long")
                 if time.monotonic() >= next_beat:
                     self._heartbeat()
                     next_beat = time.monotonic() + self.settings.heartbeat_interval_s
+                self.outage.ok()
+                backoff = 0.05
             except redis.RedisError as exc:
-                log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
-                self.stopping.wait(ERROR_BACKOFF_S)
+                self.outage.failed(exc, "sending a heartbeat")
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, self.settings.heartbeat_interval_s)
+
+    def _check_parent(self) -> None:
+        """Fallback for PR_SET_PDEATHSIG: a worker never outlives its supervisor by more than a heartbeat interval."""
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            log.warning("worker %s: its supervisor (pid %d) is gone; exiting", self.name, self.parent_pid)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == keys.WAKE_CHANNEL.encode():
             self.wake.set()
             return
         command, _, job_id = data.decode().partition(" ")
-        if command == "cancel" and self.executor.interrupts.request_cancel(job_id):
-            log.info("worker %s: interrupting job %s (cancel requested)", self.name, job_id)
+        if command != "cancel":
+            return
+        if self.executor.interrupts.request_cancel(job_id):
+            log.info("worker %s: interrupting job %s (cancel requested)", self.name, job_id, extra={"job_id": job_id})
+        else:
+            with self.held_lock:
+                if any(job.id == job_id for job in self.held):
+                    self.cancel_held.add(job_id)
 
     def _heartbeat(self) -> None:
         now = rq_now()
+        deadline = unix_now() + self.settings.abandoned_after_s
         pipe = self.conn.pipeline(transaction=False)
         pipe.hset(self.key, "last_heartbeat", now)
         pipe.expire(self.key, self.settings.abandoned_after_s + 60)
+        pipe.expire(keys.claim(self.name), self.settings.abandoned_after_s + 60)
         job = self.current
+        with self.held_lock:
+            holding = list(self.held)
+        for held in ([job] if job is not None else []) + holding:
+            pipe.zadd(keys.started(held.queue), {held.member: deadline}, xx=True)
         if job is not None:
-            pipe.zadd(keys.started(job.queue), {job.member: unix_now() + self.settings.abandoned_after_s}, xx=True)
             pipe.hset(keys.job(job.id), "last_heartbeat", now)
         pipe.execute()
 
@@ -241,6 +478,7 @@ def unregister_worker(conn: redis.Redis, name: str, queues: list[str]) -> None:
     key = keys.worker(name)
     pipe = conn.pipeline(transaction=True)
     pipe.srem(keys.RQ_WORKERS, key)
+    pipe.srem(keys.IDLE_WORKERS, name)
     for queue in queues:
         pipe.srem(keys.workers_by_queue(queue), key)
     pipe.hset(key, mapping={"death": rq_now(), "state": "dead"})
@@ -248,26 +486,16 @@ def unregister_worker(conn: redis.Redis, name: str, queues: list[str]) -> None:
     pipe.execute()
 
 
-def settle_failure(
-    scripts: Scripts, job_id: str, queue: str, member: str, short: str, text: str, retryable: bool, worker: str, failure_ttl_s: int
-) -> str:
-    """Requeue the job while it has retries left (if `retryable`), else fail it; atomic and idempotent."""
-    now = unix_now()
-    outcome = scripts.settle_failure(
-        keys=[keys.job(job_id), keys.started(queue), keys.queue(queue), keys.failed(queue), keys.results(job_id), keys.canceled(queue)],
-        args=[member, rq_now(), short[:1000], wire.exc_string(text), failure_ttl_s, now + failure_ttl_s,
-              "1" if retryable else "0", worker, job_id, zlib.compress(text.encode())],
-    )
-    return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-
-
-def main(settings: Settings, redis_url: str, slot: int, queues: list[str], budget_bytes: int) -> None:
+def main(settings: Settings, redis_url: str, slot: int, queues: list[str], budget_bytes: int,
+         parent_pid: int | None = None, ready: ProcessEvent | None = None) -> None:
     """Entry point of a forked worker process."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     from shared.logs import configure
 
     configure(settings.log_level)
     try:
-        code = WorkerProcess(settings, redis_url, slot, queues, budget_bytes).run()
+        code = WorkerProcess(settings, redis_url, slot, queues, budget_bytes, parent_pid, ready).run()
     except Exception:  # noqa: BLE001 - log it; the supervisor restarts us
         log.exception("worker process slot %d crashed", slot)
         code = 1

@@ -62,3 +62,37 @@ def test_jobs_queued_while_no_node_runs_wait_and_are_not_lost(client: Client, st
     jobs = [client.submit("echo", {"value": i}, allow_unserved=True) for i in range(50)]
     start_node(processes=2)
     assert [client.result(j, wait_s=20).value for j in jobs] == list(range(50))
+
+
+def test_a_job_whose_worker_was_killed_runs_next_not_after_the_backlog(client: Client, start_node) -> None:
+    """The requeued job goes to the front of its queue (LPUSH): it ends before the jobs queued behind it."""
+    start_node(processes=1)
+    victim_job = client.submit("test.pid", {"seconds": 1.0}, retries=1)
+    victim = _running_worker_pid(client, victim_job)
+    backlog = [client.submit("test.pid", {"seconds": 0.05}) for _ in range(5)]
+    os.kill(victim, signal.SIGKILL)
+    results = [client.result(j, wait_s=60) for j in [victim_job, *backlog]]
+    assert all(r.status == "finished" for r in results), results
+    ended = {j: client.status(j).ended_at for j in [victim_job, *backlog]}
+    assert all(ended[victim_job] < ended[j] for j in backlog), ended
+
+
+def test_external_kills_of_a_running_worker_restart_it_at_once(client: Client, start_node, conn: redis.Redis) -> None:
+    """SIGKILLs from outside are not a crash loop: no back-off, however many in a row."""
+    node = start_node(processes=1)
+    for _ in range(3):
+        (victim,) = wait_for(lambda: [p for p in node.worker_pids(conn) if _alive(p)], what="a running worker")
+        wait_for(lambda: client.result(client.submit("echo", {"value": 1}), wait_s=10).ready, what="the worker to run")
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda v=victim: v not in node.worker_pids(conn), what="the dead worker to be unregistered")
+    wait_for(lambda: node.output().count("killed by SIGKILL") == 3, what="three deaths logged")
+    delays = [line.rsplit("restarting in ", 1)[1] for line in node.output().splitlines() if "killed by SIGKILL" in line]
+    assert delays == ["0.0s"] * 3, delays
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

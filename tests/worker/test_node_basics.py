@@ -106,3 +106,37 @@ def test_an_idle_worker_wakes_at_once_when_a_job_arrives(client: Client, start_n
     wait_for(lambda: client.conn.hget(f"rq:worker:{worker}", "state") == b"idle", what="the worker to go idle")
     result = client.result(client.submit("echo", {"value": 1}), wait_s=30)
     assert (result.ready, result.value) == (True, 1)
+
+
+def test_a_node_started_before_redis_waits_for_it_then_runs_jobs(env: dict[str, str], start_node, tmp_path) -> None:
+    """Start-up waits for Redis with one clear line instead of crashing; then the node works normally."""
+    import subprocess
+
+    from shared.client import Client
+    from shared.embedded import EmbeddedRedis, free_port
+    from tests.support import wait_for
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    node = start_node(wait=False, env=dict(env, FERRY_REDIS_URL=url))
+    wait_for(lambda: "waiting for it" in node.output(), what="the node to say it waits for Redis")
+    assert node.proc.poll() is None
+    server = subprocess.Popen([str(EmbeddedRedis().binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        with Client(url) as client:
+            wait_for(lambda: _reachable(client), what="redis-server to start")
+            assert client.result(client.submit("echo", {"value": 5}), wait_s=30).value == 5
+        assert node.output().count("waiting for it") == 1
+        assert "Traceback" not in node.output()
+    finally:
+        node.close()
+        server.kill()
+        server.wait(10)
+
+
+def _reachable(client) -> bool:
+    try:
+        return bool(client.jobs.conn.ping())
+    except Exception:  # noqa: BLE001 - not up yet
+        return False

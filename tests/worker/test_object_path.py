@@ -15,7 +15,8 @@ from shared import keys, wire
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
 from shared.errors import Conflict, InvalidArgs
-from shared.scripts import Scripts
+from shared.lifecycle import Lifecycle
+from shared.settings import Settings
 from tests.support import REPO, shm_files, wait_for
 
 
@@ -26,7 +27,7 @@ def _enqueue_unchecked(conn: redis.Redis, task: str, args: dict, queue: str = "d
     flat: list = [job_id, queue, 600]
     for name, value in fields.items():
         flat += [name, value]
-    Scripts(conn).enqueue(keys=[keys.job(job_id), keys.queue(queue), ""], args=flat)
+    Lifecycle(conn, Settings()).enqueue_script()(keys=[keys.job(job_id), keys.queue(queue), ""], args=flat)
     return job_id
 
 

@@ -1,0 +1,273 @@
+"""The job lifecycle: every state change a job goes through, each one atomic Lua script safe to run twice.
+
+    submit ─ENQUEUE─▶ queued ─CLAIM─▶ started ─FINISH─▶ finished
+                        ▲               │ ╰──SETTLE──▶ failed | canceled
+                        ╰── retried ────┤   (task error, timeout, cancel)
+                        ╰── requeued ───╯   REQUEUE_HELD (supervisor: worker died), REAP (node died),
+                                            RELEASE (stopping worker gives back prefetched jobs)
+    failed ─REQUEUE_FAILED─▶ queued          queued ─CANCEL─▶ canceled
+
+Used by the worker process, the node supervisor, the reaper, `ferry requeue` and the API; nothing else
+changes a job's state. Idempotency (see lua.py) makes Redis's at-least-once delivery of a command (a
+redis-py re-send, or Ferry's own retry after an outage) change state exactly once: a repeated claim
+returns the jobs that execution id already claimed, a repeated finish or settle writes and counts nothing.
+Counters for /metrics (shared/job_metrics.py) move inside the same scripts, and the job id is published
+on keys.DONE_CHANNEL whenever a job reaches a final state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py packing works too
+    hiredis = None  # type: ignore[assignment]
+from redis.connection import Connection
+
+from shared import job_metrics, keys, wire
+from shared.lifecycle import lua
+from shared.settings import Settings
+from shared.timeutil import rq_now, unix_now
+
+__all__ = ["Claimed", "Failure", "Lifecycle", "Outcome", "new_execution_id"]
+
+# Requeue reasons counted in ferry:metrics (job_metrics.REQUEUE_REASONS).
+WORKER_DIED, NODE_DIED, TIMEOUT = job_metrics.REQUEUE_REASONS
+REAP_BATCH = 500  # expired registry entries settled per queue per reap call
+
+
+def new_execution_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One claimed job, as the claim scripts return it (layout: lua.CLAIM_FIELDS)."""
+
+    id: str
+    queue: str
+    data: bytes
+    data_bytes: int  # the stored size; data is empty when it exceeds the bound
+    timeout_s: float | None
+    result_ttl_s: int | None
+    failure_ttl_s: int | None
+    enqueued_at: str
+    task: str
+    execution_id: str
+
+    @property
+    def member(self) -> str:
+        """Its entry in the started registry (RQ 3: `job_id:execution_id`)."""
+        return f"{self.id}:{self.execution_id}"
+
+    @property
+    def held(self) -> str:
+        return f"{self.id}@{self.queue}"
+
+    def wait_s(self, started_unix: float) -> float:
+        """Seconds from (last) enqueue to start; 0 when the enqueue time is unreadable."""
+        try:
+            return max(0.0, started_unix - datetime.fromisoformat(self.enqueued_at).timestamp())
+        except ValueError:
+            return 0.0
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[Any], execution_id: str) -> Claimed:
+        f = dict(zip(lua.CLAIM_FIELDS, reply, strict=True))
+        text = lambda name: f[name].decode() if isinstance(f[name], bytes) else str(f[name])  # noqa: E731
+        return cls(
+            id=text("id"), queue=text("queue"), data=f["data"] or b"", data_bytes=int(f["data_bytes"] or 0),
+            timeout_s=float(f["timeout"]) if f["timeout"] else None,
+            result_ttl_s=int(float(f["result_ttl"])) if f["result_ttl"] else None,
+            failure_ttl_s=int(float(f["failure_ttl"])) if f["failure_ttl"] else None,
+            enqueued_at=text("enqueued_at"), task=text("task"), execution_id=execution_id,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finish or settle did: `finished`, `retried`, `failed`, `canceled`; or `already` / `gone` /
+    `deleted` when there was nothing left to change (a repeat, or someone settled it first)."""
+
+    job_id: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed execution to settle: requeue while retries remain (if `retryable`), else fail."""
+
+    short: str  # one line, shown as the job's error
+    text: str  # the traceback or full message, kept in the result stream
+    retryable: bool
+    reason: str = ""  # a requeue reason (job_metrics.REQUEUE_REASONS) or ""
+    front: bool = False  # requeue at the front of the queue (the job was interrupted, not at fault)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """A run's timing, for the run/wait histograms (computed in Python, passed to the scripts)."""
+
+    task: str
+    run_s: float
+    wait_s: float
+
+    def args(self) -> list[Any]:
+        run, wait = _histogram_fields(self.task)
+        return [*run[bisect.bisect_left(job_metrics.BUCKETS_S, self.run_s)], self.run_s,
+                *wait[bisect.bisect_left(job_metrics.BUCKETS_S, self.wait_s)], self.wait_s]
+
+
+@functools.lru_cache(maxsize=1024)
+def _histogram_fields(task: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Per kind, (bucket field, sum field) by bucket index: job_metrics' names, computed once per task."""
+    edges = [*job_metrics.BUCKETS_S, float("inf")]  # the bucket of each edge is the edge's own (le is inclusive)
+    return tuple(  # type: ignore[return-value]
+        [(job_metrics.bucket_field(kind, task, edge), job_metrics.sum_field(kind, task)) for edge in edges]
+        for kind in ("run", "wait"))
+
+
+NO_TIMING = ["", "", 0, "", "", 0]
+
+
+class Lifecycle:
+    """The lifecycle scripts bound to one connection (EVALSHA; reloaded if the server forgot them)."""
+
+    def __init__(self, conn: redis.Redis, settings: Settings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self._enqueue = conn.register_script(lua.ENQUEUE)
+        self._claim = conn.register_script(lua.CLAIM_SCRIPT)
+        self._finish = conn.register_script(lua.FINISH)
+        self._settle = conn.register_script(lua.SETTLE)
+        self._requeue_held = conn.register_script(lua.REQUEUE_HELD)
+        self._release = conn.register_script(lua.RELEASE)
+        self._reap = conn.register_script(lua.REAP)
+        self._cancel = conn.register_script(lua.CANCEL)
+        self._requeue_failed = conn.register_script(lua.REQUEUE_FAILED)
+
+    @property
+    def max_data_bytes(self) -> int:
+        return self.settings.max_job_data_bytes
+
+    @property
+    def record_ttl_s(self) -> int:
+        return self.settings.abandoned_after_s + 60
+
+    def deadline(self) -> float:
+        return unix_now() + self.settings.abandoned_after_s
+
+    # --- submit ---
+    def enqueue_script(self) -> Script:
+        """ENQUEUE (KEYS job, queue, idempotency key; ARGV id, queue, ttl, fields...); jobs.py pipelines it."""
+        return self._enqueue
+
+    # --- worker ---
+    def claim(self, worker: str, queues: Sequence[str], execution_id: str, count: int = 1) -> list[Claimed]:
+        """Claim up to `count` jobs from `queues` in priority order; repeating the call returns the same jobs."""
+        reply = self._claim(args=[worker, rq_now(), self.deadline(), execution_id, count, self.record_ttl_s,
+                                  self.max_data_bytes, *queues])
+        return [Claimed.from_reply(item, execution_id) for item in reply]
+
+    def finish_args(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
+                    stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
+                    claim_from: Sequence[str] = (), claim_count: int = 0, next_execution_id: str = "") -> list[Any]:
+        """The FINISH call's arguments (built once, so a retry sends exactly the same command)."""
+        result_ttl = job.result_ttl_s or self.settings.result_ttl_s
+        stats_text = ",".join(f"{k}={v}" for k, v in (stats or {}).items())
+        return [job.id, job.queue, job.execution_id, rq_now(), unix_now(), result_ttl, wire.b64(payload), worker,
+                started, ended, timing.task, *timing.args(), next_job, stats_key if stats_text else "", stats_text,
+                claim_count if claim_from else 0, next_execution_id, self.deadline(), self.record_ttl_s,
+                self.max_data_bytes, *claim_from]
+
+    def finish(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
+               stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
+               claim_from: Sequence[str] = (), claim_count: int = 0,
+               next_execution_id: str = "") -> tuple[Outcome, list[Claimed]]:
+        """Record a finished run (and, with claim_count, claim the next jobs in the same round trip)."""
+        args = self.finish_args(job, worker, payload, started, ended, timing, stats_key, stats, next_job, claim_from,
+                                claim_count, next_execution_id)
+        return self.finish_reply(job.id, next_execution_id, self._finish(args=args))
+
+    def finish_reply(self, job_id: str, next_execution_id: str, reply: Any) -> tuple[Outcome, list[Claimed]]:
+        outcome, claimed = reply
+        return Outcome(job_id, _text(outcome)), [Claimed.from_reply(item, next_execution_id) for item in claimed]
+
+    # --- pipelined finish: sent before the next prefetched job runs, its reply read after ---
+    def load(self) -> None:
+        """Load the scripts a worker sends without redis-py's NOSCRIPT fallback (`send_finish`)."""
+        self._finish.sha = self.conn.script_load(self._finish.script)
+
+    def send_finish(self, connection: Connection, args: list[Any]) -> None:
+        """Write FINISH to `connection` without waiting: once written, a SIGKILL of this process cannot lose it."""
+        if hiredis is None:
+            connection.send_command("EVALSHA", self._finish.sha, 0, *args)
+        else:  # redis-py's packer walks every argument in Python first: ~10 µs a job on this path
+            connection.send_packed_command([hiredis.pack_command(("EVALSHA", self._finish.sha, 0, *args))])
+
+    def finish_again(self, job_id: str, next_execution_id: str, args: list[Any]) -> tuple[Outcome, list[Claimed]]:
+        """Send a FINISH built by `finish_args` again, synchronously (after a failed `send_finish`/`read_finish`)."""
+        return self.finish_reply(job_id, next_execution_id, self._finish(args=args))
+
+    def read_finish(self, connection: Connection, job_id: str,
+                    next_execution_id: str = "") -> tuple[Outcome, list[Claimed]]:
+        """The reply of a `send_finish`; raises what redis-py raises (the caller re-sends with `finish_again`)."""
+        return self.finish_reply(job_id, next_execution_id, connection.read_response())
+
+    def settle(self, job: Claimed, worker: str, failure: Failure, timing: Timing | None = None) -> Outcome:
+        """Settle a failed execution (requeue or fail); a repeat, or a job someone else settled, is `gone`."""
+        args = self._settle_args(job.id, job.queue, job.execution_id, worker, job.task, failure, job.failure_ttl_s,
+                                 timing)
+        return Outcome(job.id, _text(self._settle(args=args)))
+
+    def release(self, worker: str, execution_id: str, jobs: Sequence[Claimed]) -> list[Outcome]:
+        """Give back claimed jobs that never started (front of their queues, in order, no retry used)."""
+        if not jobs:
+            return []
+        reply = self._release(args=[worker, execution_id, *(j.held for j in jobs)])
+        return [Outcome(_text(i), _text(o)) for i, o in reply]
+
+    # --- supervisor and reaper ---
+    def requeue_held(self, worker: str, failure: Failure, execution_id: str = "") -> list[Outcome]:
+        """A dead worker's jobs back to the front of their queues (the running one uses a retry)."""
+        reply = self._requeue_held(args=[worker, execution_id, *self._settle_args("", "", "", "", "", failure)])
+        return [Outcome(_text(i), _text(o)) for i, o in reply]
+
+    def reap(self, failure: Failure) -> list[Outcome]:
+        """Settle every started job whose heartbeat deadline passed (and drop expired registry entries)."""
+        reply = self._reap(args=[REAP_BATCH, *self._settle_args("", "", "", "", "", failure)])
+        return [Outcome(_text(i), _text(o)) for i, o in reply]
+
+    # --- operators and producers ---
+    def cancel(self, job_id: str) -> tuple[str, str]:
+        """(`canceled` | `canceling` | `missing` | `already`, the status when already final)."""
+        ttl = self.settings.failure_ttl_s
+        outcome, *state = (_text(part) for part in self._cancel(keys=[keys.job(job_id)],
+                                                                args=[job_id, rq_now(), ttl, unix_now()]))
+        return outcome, (state[0] if state else "")
+
+    def requeue_failed(self, job_id: str, queue: str) -> bool:
+        """A failed job back on its queue for one more attempt; False if it is not (or no longer) failed."""
+        return bool(self._requeue_failed(args=[job_id, queue, rq_now()]))
+
+    def _settle_args(self, job_id: str, queue: str, execution_id: str, worker: str, task: str, failure: Failure,
+                     failure_ttl_s: int | None = None, timing: Timing | None = None) -> list[Any]:
+        return [job_id, queue, execution_id, rq_now(), unix_now(), failure.short[:1000], wire.exc_string(failure.text),
+                zlib.compress(failure.text.encode()), failure_ttl_s or self.settings.failure_ttl_s,
+                "1" if failure.retryable else "0", worker, task, failure.reason, "1" if failure.front else "0",
+                *(timing.args() if timing else NO_TIMING)]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

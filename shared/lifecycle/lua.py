@@ -1,0 +1,419 @@
+"""The lifecycle's Lua scripts. Each job state change is one of them: one atomic step, safe to run twice.
+
+Key names are not spelled here: the prelude is generated from `shared.keys` and `shared.job_metrics`,
+so the scripts and the Python side agree by construction. Everything a script changes is gated on a
+fact the first run destroys (a started-registry member removed, a status no longer `started`, a claim
+record already naming this execution id), so a command that redis-py or Ferry sends again changes
+nothing the second time: no second result entry, no second count, no second job popped.
+"""
+
+from __future__ import annotations
+
+from shared import job_metrics, keys
+from shared.models import FINAL_STATUSES
+
+# The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
+CLAIM_FIELDS = ("id", "queue", "data", "data_bytes", "timeout", "result_ttl", "failure_ttl", "enqueued_at", "task")
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _lua_concat(template: str, *names: str) -> str:
+    """A Lua expression for `template` with each `@name@` replaced by the Lua variable `name`."""
+    parts = [template]
+    for name in names:
+        parts = [piece for part in parts for piece in _split_keep(part, f"@{name}@")]
+    is_name = lambda piece: len(piece) > 2 and piece.startswith("@") and piece.endswith("@")  # noqa: E731
+    return " .. ".join(piece[1:-1] if is_name(piece) else _lua_string(piece) for piece in parts if piece)
+
+
+def _split_keep(text: str, marker: str) -> list[str]:
+    pieces = text.split(marker)
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        out += [marker, piece]
+    return out
+
+
+_q = _lua_string
+_REQUEUED_FIELD = _lua_concat(job_metrics.requeued_field("@q@", "@t@", "@r@"), "q", "t", "r")
+_FINAL_ENTRIES = ", ".join(f"[{_lua_string(s)}] = true" for s in sorted(FINAL_STATUSES))
+
+PRELUDE = f"""
+local JOB, QUEUE, WIP = {_q(keys.job(''))}, {_q(keys.queue(''))}, {_q(keys.started(''))}
+local FINISHED, FAILED, CANCELED = {_q(keys.finished(''))}, {_q(keys.failed(''))}, {_q(keys.canceled(''))}
+local RESULTS, QUEUES, WORKER = {_q(keys.results(''))}, {_q(keys.RQ_QUEUES)}, {_q(keys.worker(''))}
+local METRICS, DONE, WAKE = {_q(job_metrics.METRICS_KEY)}, {_q(keys.DONE_CHANNEL)}, {_q(keys.WAKE_CHANNEL)}
+local IDLE, CLAIM, CONTROL = {_q(keys.IDLE_WORKERS)}, {_q(keys.claim(''))}, {_q(keys.control_channel(''))}
+local FINAL = {{{_FINAL_ENTRIES}}}
+local function jobs_field(q, t, o) return {_lua_concat(job_metrics.jobs_field("@q@", "@t@", "@o@"), "q", "t", "o")} end
+local function requeued_field(q, t, r) return {_REQUEUED_FIELD} end
+
+local function count(q, t, outcome) redis.call('HINCRBY', METRICS, jobs_field(q, t, outcome), 1) end
+
+-- Wake idle workers only when some are idle: busy workers find the job on their next claim anyway.
+local function wake(q)
+  if redis.call('SCARD', IDLE) > 0 then redis.call('PUBLISH', WAKE, q) end
+end
+
+local function split(text)
+  local out = {{}}
+  for part in string.gmatch(text or '', '[^,]+') do out[#out + 1] = part end
+  return out
+end
+
+local function task_of(jkey, given)
+  if given and given ~= '' then return given end
+  return redis.call('HGET', jkey, 'ferry_task') or 'unknown'
+end
+
+-- One claimed job, in CLAIM_FIELDS order. Data over the bound is not sent: the worker fails the job.
+local function item(id, qname, maxdata)
+  local jkey = JOB .. id
+  local size = redis.call('HSTRLEN', jkey, 'data')
+  local f = redis.call('HMGET', jkey, 'timeout', 'result_ttl', 'failure_ttl', 'enqueued_at', 'ferry_task')
+  local data = ''
+  if size <= maxdata then data = redis.call('HGET', jkey, 'data') or '' end
+  return {{id, qname, data, size, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or ''}}
+end
+
+-- The worker's claim record: `exec` (its latest claim) and `ids`, every job it holds in the order it runs
+-- them, as `id@queue@exec` (a refill claimed while the last prefetched job runs comes after that job).
+local function entries(text)
+  local out = {{}}
+  for _, entry in ipairs(split(text)) do
+    local id, qname, exec = string.match(entry, '^([^@]+)@([^@]+)@(.*)$')
+    if id then out[#out + 1] = {{id, qname, exec}} end
+  end
+  return out
+end
+
+-- Claim up to `n` jobs for execution `exec`. A repeat with the same execution id (a re-sent command)
+-- returns what the first run claimed, from the worker's claim record, and pops nothing.
+local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, current)
+  local rkey = CLAIM .. worker
+  local wkey = WORKER .. worker
+  local rec = redis.call('HMGET', rkey, 'exec', 'ids')
+  local out = {{}}
+  if rec[1] == exec then
+    for _, e in ipairs(entries(rec[2])) do
+      if e[3] == exec then out[#out + 1] = item(e[1], e[2], maxdata) end
+    end
+    return out
+  end
+  local held = {{}}
+  for _, e in ipairs(entries(rec[2])) do   -- jobs still held from earlier claims stay first
+    if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
+  end
+  local claimed = 0
+  for _, qname in ipairs(qnames) do
+    local qkey = QUEUE .. qname
+    while claimed < n do
+      local id = redis.call('LPOP', qkey)
+      if not id then break end
+      local jkey = JOB .. id
+      if redis.call('HGET', jkey, 'status') == 'queued' then   -- canceled or deleted jobs are skipped
+        redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now, 'worker_name', worker)
+        redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
+        held[#held + 1] = id .. '@' .. qname .. '@' .. exec
+        out[#out + 1] = item(id, qname, maxdata)
+        claimed = claimed + 1
+      end
+    end
+    if claimed >= n then break end
+  end
+  redis.call('HSET', rkey, 'exec', exec, 'ids', table.concat(held, ','))
+  redis.call('EXPIRE', rkey, ttl)
+  if current and current ~= '' then
+    redis.call('HSET', wkey, 'state', 'busy', 'current_job', current, 'last_heartbeat', now)
+    if #out > 0 then redis.call('SREM', IDLE, worker) else redis.call('SADD', IDLE, worker) end
+  elseif #out > 0 then
+    redis.call('HSET', wkey, 'state', 'busy', 'current_job', out[1][1], 'current_execution', out[1][1] .. ':' .. exec,
+               'current_queue', out[1][2], 'last_heartbeat', now)
+    redis.call('SREM', IDLE, worker)
+  else
+    -- registered idle in the same step that found every queue empty: an enqueue after this publishes
+    redis.call('HSET', wkey, 'state', 'idle', 'current_job', '', 'current_execution', '', 'last_heartbeat', now)
+    redis.call('SADD', IDLE, worker)
+  end
+  return out
+end
+
+local function histograms(a)
+  if a.run_field ~= '' then
+    redis.call('HINCRBY', METRICS, a.run_field, 1)
+    redis.call('HINCRBYFLOAT', METRICS, a.run_sum_field, a.run_s)
+    redis.call('HINCRBY', METRICS, a.wait_field, 1)
+    redis.call('HINCRBYFLOAT', METRICS, a.wait_sum_field, a.wait_s)
+  end
+end
+
+local function result_entry(id, ttl, ...)
+  redis.call('XADD', RESULTS .. id, 'MAXLEN', '10', '*', ...)
+  redis.call('EXPIRE', RESULTS .. id, ttl)
+end
+
+-- A failed, timed-out, canceled or abandoned execution: requeue it while retries remain, else fail it.
+-- Gated on removing the execution's registry member: only the first caller (worker, supervisor, reaper,
+-- or a re-sent command) changes anything.
+local function settle(a)
+  if redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec) == 0 then return 'gone' end
+  local jkey = JOB .. a.id
+  local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl')
+  if not f[1] then return 'deleted' end
+  if f[1] ~= 'started' then return f[1] end
+  local task = task_of(jkey, a.task)
+  local ttl = tonumber(f[4] or '') or a.failure_ttl
+  histograms(a)
+  if f[2] == '1' then
+    redis.call('HSET', jkey, 'status', 'canceled', 'ended_at', a.now, 'ferry_error', 'canceled while running')
+    redis.call('EXPIRE', jkey, ttl)
+    redis.call('ZADD', CANCELED .. a.queue, a.now_unix + ttl, a.id)
+    result_entry(a.id, ttl, 'type', '3', 'worker_name', a.worker)
+    count(a.queue, task, 'canceled')
+    redis.call('PUBLISH', DONE, a.id)
+    return 'canceled'
+  end
+  local left = tonumber(f[3] or '0') or 0
+  if a.retryable == '1' and left > 0 then
+    redis.call('HSET', jkey, 'status', 'queued', 'retries_left', left - 1, 'ferry_error', a.short,
+               'enqueued_at', a.now, 'worker_name', '')
+    redis.call('HINCRBY', jkey, 'number_of_retries', 1)
+    if a.front == '1' then redis.call('LPUSH', QUEUE .. a.queue, a.id)
+    else redis.call('RPUSH', QUEUE .. a.queue, a.id) end
+    count(a.queue, task, 'retried')
+    if a.reason ~= '' then redis.call('HINCRBY', METRICS, requeued_field(a.queue, task, a.reason), 1) end
+    wake(a.queue)
+    return 'retried'
+  end
+  redis.call('HSET', jkey, 'status', 'failed', 'ended_at', a.now, 'ferry_error', a.short, 'exc_info', a.exc_info)
+  redis.call('EXPIRE', jkey, ttl)
+  redis.call('ZADD', FAILED .. a.queue, a.now_unix + ttl, a.id)
+  result_entry(a.id, ttl, 'type', '2', 'worker_name', a.worker, 'exc_string', a.exc_string)
+  count(a.queue, task, 'failed')
+  redis.call('PUBLISH', DONE, a.id)
+  return 'failed'
+end
+
+-- Give back a claimed job that never started running (prefetched): front of its queue, no retry used.
+local function release(id, qname, exec)
+  if redis.call('ZREM', WIP .. qname, id .. ':' .. exec) == 0 then return 'gone' end
+  local jkey = JOB .. id
+  local status = redis.call('HGET', jkey, 'status')
+  if status ~= 'started' then return status or 'deleted' end
+  redis.call('HSET', jkey, 'status', 'queued', 'worker_name', '', 'started_at', '')
+  redis.call('LPUSH', QUEUE .. qname, id)
+  wake(qname)
+  return 'released'
+end
+
+-- Everything a dead worker held, from its claim record: the first job still registered was running (or
+-- about to run) and is settled (a retry used, front of the queue); the ones behind it never started and
+-- are released. Returns {{{{id, outcome}}, ...}}.
+local function requeue_held(worker, exec_wanted, a)
+  local rkey = CLAIM .. worker
+  local held = entries(redis.call('HGET', rkey, 'ids'))
+  local out = {{}}
+  local first, wanted = nil, exec_wanted == ''
+  for i, e in ipairs(held) do
+    if e[3] == exec_wanted then wanted = true end
+    if not first and redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then first = i end
+  end
+  if not wanted then return out end
+  if first then
+    for i = #held, first, -1 do
+      local id, qname, exec = held[i][1], held[i][2], held[i][3]
+      local outcome
+      if i == first then
+        a.id, a.queue, a.exec = id, qname, exec
+        outcome = settle(a)
+      else
+        outcome = release(id, qname, exec)
+      end
+      if outcome ~= 'gone' then out[#out + 1] = {{id, outcome}} end
+    end
+  end
+  redis.call('DEL', rkey)
+  redis.call('SREM', IDLE, worker)
+  return out
+end
+"""
+
+# Arguments of a settle, in ARGV order after any script-specific ones (see `lifecycle.Failure`).
+SETTLE_ARGS = ("id", "queue", "exec", "now", "now_unix", "short", "exc_string", "exc_info", "failure_ttl", "retryable",
+               "worker", "task", "reason", "front", "run_field", "run_sum_field", "run_s", "wait_field",
+               "wait_sum_field", "wait_s")
+
+
+def _named(names: tuple[str, ...], first: int) -> str:
+    """Lua: a table `a` of ARGV[first...] by name."""
+    fields = ", ".join(f"{name} = ARGV[{first + i}]" for i, name in enumerate(names))
+    return f"local a = {{{fields}}}\na.now_unix = tonumber(a.now_unix)\na.failure_ttl = tonumber(a.failure_ttl)"
+
+
+ENQUEUE = PRELUDE + """
+-- KEYS: job, queue, idempotency key ('' for none)   ARGV: id, queue name, idempotency ttl, field, value, ...
+if KEYS[3] ~= '' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {0, existing} end
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', QUEUES, KEYS[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+wake(ARGV[2])
+return {1, ARGV[1]}
+"""
+
+CLAIM_ARGS = ("worker", "now", "deadline", "exec", "n", "ttl", "maxdata")
+
+CLAIM_SCRIPT = PRELUDE + """
+-- ARGV: worker, now (RQ), deadline, execution id, how many, record ttl, max data bytes, queue names...
+return claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), {unpack(ARGV, 8)})
+"""
+
+FINISH_ARGS = ("id", "queue", "exec", "now", "now_unix", "result_ttl", "payload", "worker", "started", "ended", "task",
+               "run_field", "run_sum_field", "run_s", "wait_field", "wait_sum_field", "wait_s", "next_job",
+               "stats_key", "stats", "claim_n", "next_exec", "deadline", "ttl", "maxdata")
+
+FINISH = PRELUDE + f"""
+-- Record a finished execution, then (claim_n > 0) claim the next jobs: one round trip per job.
+-- ARGV: FINISH_ARGS, then queue names to claim from. stats = 'name=value,...' cache counters for stats_key.
+{_named(FINISH_ARGS, 1)}
+local jkey = JOB .. a.id
+local wkey = WORKER .. a.worker
+redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec)
+local f = redis.call('HMGET', jkey, 'status', 'origin')
+local outcome
+if not f[1] then
+  outcome = 'deleted'
+elseif FINAL[f[1]] then
+  outcome = 'already'   -- a re-sent finish, or the job ended elsewhere: nothing is written twice
+else
+  -- started by us; or requeued (then taken back) after a late heartbeat: the body ran, keep its result
+  if f[1] == 'queued' then redis.call('LREM', QUEUE .. (f[2] or a.queue), 0, a.id) end
+  local ttl = tonumber(a.result_ttl)
+  redis.call('HSET', jkey, 'status', 'finished', 'ended_at', a.now, 'ferry_error', '')
+  redis.call('EXPIRE', jkey, ttl)
+  redis.call('ZADD', FINISHED .. a.queue, a.now_unix + ttl, a.id)
+  result_entry(a.id, ttl, 'type', '1', 'worker_name', a.worker, 'return_value', a.payload,
+               'execution_id', a.exec, 'execution_started_at', a.started, 'execution_ended_at', a.ended)
+  redis.call('HINCRBY', wkey, 'successful_job_count', 1)
+  count(a.queue, a.task, 'finished')
+  histograms(a)
+  if a.stats_key ~= '' then
+    for name, value in string.gmatch(a.stats, '([^=,]+)=([^,]+)') do
+      if name == 'resident_bytes' then redis.call('HSET', a.stats_key, name, value)
+      else redis.call('HINCRBY', a.stats_key, name, value) end
+    end
+  end
+  redis.call('PUBLISH', DONE, a.id)
+  outcome = 'finished'
+end
+local n = tonumber(a.claim_n)
+if n > 0 then
+  return {{outcome, claim(a.worker, a.now, a.deadline, a.next_exec, n, a.ttl, tonumber(a.maxdata),
+                          {{unpack(ARGV, {len(FINISH_ARGS) + 1})}}, a.next_job)}}
+end
+if a.next_job ~= '' then
+  redis.call('HSET', wkey, 'current_job', a.next_job, 'state', 'busy')
+else
+  redis.call('HSET', wkey, 'state', 'idle', 'current_job', '', 'current_execution', '', 'last_heartbeat', a.now)
+end
+return {{outcome, {{}}}}
+"""
+
+SETTLE = PRELUDE + f"""
+-- ARGV: SETTLE_ARGS
+{_named(SETTLE_ARGS, 1)}
+local outcome = settle(a)
+return outcome
+"""
+
+REQUEUE_HELD = PRELUDE + f"""
+-- A worker process died: settle what it held. ARGV: worker, execution id ('' any), SETTLE_ARGS (id/queue/exec unused)
+{_named(SETTLE_ARGS, 3)}
+return requeue_held(ARGV[1], ARGV[2], a)
+"""
+
+RELEASE = PRELUDE + """
+-- A stopping worker gives back claimed jobs it never started. ARGV: worker, execution id, id@queue... (in claim order)
+local out = {}
+for i = #ARGV, 3, -1 do
+  local id, qname = string.match(ARGV[i], '^([^@]+)@(.*)$')
+  out[#out + 1] = {id, release(id, qname, ARGV[2])}
+end
+return out
+"""
+
+REAP = PRELUDE + f"""
+-- Started jobs whose heartbeat deadline passed (their node, or its supervisor, is gone). ARGV: limit, SETTLE_ARGS
+{_named(SETTLE_ARGS, 2)}
+local out = {{}}
+local limit = tonumber(ARGV[1])
+for _, qkey in ipairs(redis.call('SMEMBERS', QUEUES)) do
+  local qname = string.sub(qkey, string.len(QUEUE) + 1)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', WIP .. qname, '-inf', a.now_unix, 'LIMIT', 0, limit)) do
+    local id, exec = string.match(member, '^([^:]+):(.*)$')
+    if id then
+      local worker = redis.call('HGET', JOB .. id, 'worker_name') or ''
+      local held = {{}}
+      if worker ~= '' then held = requeue_held(worker, exec, a) end
+      if #held == 0 and redis.call('ZSCORE', WIP .. qname, member) then
+        a.id, a.queue, a.exec, a.worker = id, qname, exec, ''
+        held = {{{{id, settle(a)}}}}
+      end
+      for _, pair in ipairs(held) do out[#out + 1] = pair end
+    else
+      redis.call('ZREM', WIP .. qname, member)
+    end
+  end
+  for _, prefix in ipairs({{FINISHED, FAILED, CANCELED}}) do
+    redis.call('ZREMRANGEBYSCORE', prefix .. qname, '-inf', a.now_unix)   -- entries are scored by expiry
+  end
+end
+-- idle workers whose record expired (their node died): else every enqueue would publish for nobody
+for _, worker in ipairs(redis.call('SMEMBERS', IDLE)) do
+  if redis.call('EXISTS', WORKER .. worker) == 0 then redis.call('SREM', IDLE, worker) end
+end
+return out
+"""
+
+CANCEL = PRELUDE + """
+-- KEYS: job   ARGV: job id, now (RQ), failure ttl, now (unix)
+local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'worker_name')
+if not f[1] then return {'missing'} end
+if f[1] == 'queued' then
+  local ttl = tonumber(ARGV[3])
+  redis.call('LREM', QUEUE .. f[2], 0, ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'ferry_error', 'canceled before it ran')
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('ZADD', CANCELED .. f[2], tonumber(ARGV[4]) + ttl, ARGV[1])
+  result_entry(ARGV[1], ttl, 'type', '3', 'worker_name', '')
+  count(f[2], task_of(KEYS[1], ''), 'canceled')
+  redis.call('PUBLISH', DONE, ARGV[1])
+  return {'canceled'}
+end
+if f[1] == 'started' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  redis.call('PUBLISH', CONTROL .. (f[3] or ''), 'cancel ' .. ARGV[1])
+  return {'canceling'}
+end
+return {'already', f[1]}
+"""
+
+REQUEUE_FAILED = PRELUDE + """
+-- `ferry requeue`: a failed job back on its queue for one more attempt. ARGV: job id, queue, now (RQ)
+local jkey = JOB .. ARGV[1]
+if redis.call('ZREM', FAILED .. ARGV[2], ARGV[1]) == 0 then return 0 end
+if redis.call('HGET', jkey, 'status') ~= 'failed' then return 0 end
+redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', ARGV[3], 'ferry_error', '', 'ended_at', '')
+redis.call('PERSIST', jkey)
+redis.call('DEL', RESULTS .. ARGV[1])
+redis.call('RPUSH', QUEUE .. ARGV[2], ARGV[1])
+wake(ARGV[2])
+return 1
+"""
