@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -26,13 +25,13 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import keys, wire
+from shared import keys
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
 from shared.client import _jsonify, job_id_of
 from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
-from shared.jobs import RESULT_TYPE_STATUS, JobService, job_info
+from shared.jobs import JobService, job_info, result_from_entry
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
@@ -191,6 +190,7 @@ class AsyncClient:
         self._catalog_read: asyncio.Task[Catalog] | None = None
         self._enqueue = _EnqueueBatcher(self.conn)
         self._reference = self.conn.register_script(REFERENCE)
+        self._bound = self.settings.max_job_data_bytes
         self.done = DoneWaiter(lambda: connect_async(self.url, 1, socket_timeout=None), self.settings.result_recheck_s)
         self._sync_services: tuple[JobService, ObjectStore] | None = None
 
@@ -256,7 +256,7 @@ class AsyncClient:
         raw: dict[bytes, bytes] = await self.conn.hgetall(keys.job(job_id))  # type: ignore[assignment]
         if not raw:
             raise _not_found(job_id)
-        return job_info(job_id, raw)
+        return job_info(job_id, raw, self.settings.max_job_data_bytes)
 
     @_redis_errors
     async def result(self, job: Submitted | str, wait_s: float = 0) -> JobResult:
@@ -274,14 +274,14 @@ class AsyncClient:
             pipe.hgetall(keys.job(job_id))
             latest, raw = await pipe.execute()
         if latest:
-            return result_from_entry(job_id, latest[0][1], raw.get(b"ferry_error") if raw else None)
+            return result_from_entry(job_id, latest[0][1], raw.get(b"ferry_error") if raw else None, self._bound)
         if not raw:
             raise _not_found(job_id)
-        info = job_info(job_id, raw)
+        info = job_info(job_id, raw, self.settings.max_job_data_bytes)
         if isinstance(info.status, JobStatus) and info.status.is_final:
             again: Any = await self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended between the reads
             if again:
-                return result_from_entry(job_id, again[0][1], raw.get(b"ferry_error"))
+                return result_from_entry(job_id, again[0][1], raw.get(b"ferry_error"), self._bound)
             return JobResult(id=job_id, status=info.status, ready=False, error=info.error or "its result expired")
         return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
 
@@ -348,21 +348,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def result_from_entry(job_id: str, entry: dict[bytes, bytes], error: bytes | None) -> JobResult:
-    """A JobResult from the job's latest result-stream entry (and its `ferry_error` field)."""
-    status = RESULT_TYPE_STATUS.get(entry.get(b"type", b""), JobStatus.FAILED)
-    if status is JobStatus.FINISHED:
-        raw = entry.get(b"return_value")
-        return JobResult(id=job_id, status=status, ready=True, value=json.loads(wire.unb64(raw)) if raw else None)
-    if status is JobStatus.CANCELED:
-        return JobResult(id=job_id, status=status, ready=True, error=(error or b"canceled").decode())
-    exc = entry.get(b"exc_string")
-    text = (error.decode() if error else None) or (
-        wire.read_exc_string(exc).strip().splitlines()[-1] if exc else "failed"
-    )
-    return JobResult(id=job_id, status=status, ready=True, error=text)
 
 
 def _ended(outcome: JobResult) -> bool:

@@ -208,6 +208,9 @@ class UnservableJobs(BaseModel):
     )
 
 
+FOREIGN_DATA_BYTES = 1 << 20  # a plain RQ job's data is inflated at most this far to read its task name
+
+
 def unservable_jobs(
     conn: redis.Redis, queues: Sequence[str], limit: int = UNSERVABLE_SCAN_LIMIT
 ) -> list[UnservableJobs]:
@@ -223,15 +226,18 @@ def unservable_jobs(
             continue
         pipe = conn.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget(keys.job(job_id.decode()), "data")
+            pipe.hmget(keys.job(job_id.decode()), "ferry_task", "data")
         counts: dict[str, int] = {}
-        for data in pipe.execute():
-            if not data:
+        for ferry_task, data in pipe.execute():
+            if ferry_task:  # written by ENQUEUE: no need to inflate the data
+                task = ferry_task.decode()
+            elif not data:
                 continue
-            try:
-                task, _, _ = wire.decode_data(data)
-            except Exception:  # noqa: BLE001 - a foreign (plain RQ) job: not ours to judge
-                continue
+            else:
+                try:
+                    task, _, _ = wire.decode_data(data, FOREIGN_DATA_BYTES)
+                except Exception:  # noqa: BLE001 - a foreign (plain RQ) job: not ours to judge
+                    continue
             if not catalog.serves(task, queue):
                 counts[task] = counts.get(task, 0) + 1
         found += [

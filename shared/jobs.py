@@ -127,25 +127,9 @@ class JobService:
         return JobStatus.parse(raw_status), (raw_error.decode(errors="replace") or None) if raw_error else None
 
     def _result_from_entry(self, job_id: str, entry: dict[bytes, bytes]) -> JobResult:
-        status = RESULT_TYPE_STATUS.get(entry.get(b"type", b""), JobStatus.FAILED)
-        bound = self.settings.max_job_data_bytes
-        if status is JobStatus.FINISHED:
-            raw = entry.get(b"return_value")
-            if raw and len(raw) > bound * 4 // 3 + 4:
-                error = wire.too_large("the job's result", len(raw) * 3 // 4, bound).message
-                return JobResult(id=job_id, status=status, ready=True, error=error)
-            value = json.loads(wire.unb64(raw)) if raw else None
-            return JobResult(id=job_id, status=status, ready=True, value=value)
-        error = self.conn.hget(keys.job(job_id), "ferry_error")
-        if status is JobStatus.CANCELED:
-            return JobResult(id=job_id, status=status, ready=True, error=(error or b"canceled").decode())
-        exc = entry.get(b"exc_string")
-        return JobResult(
-            id=job_id,
-            status=status,
-            ready=True,
-            error=(error.decode() if error else None) or (_last_line(exc, bound) if exc else "failed"),
-        )
+        finished = entry.get(b"type") == b"1"
+        error = None if finished else self.conn.hget(keys.job(job_id), "ferry_error")
+        return result_from_entry(job_id, entry, error, self.settings.max_job_data_bytes)
 
     def traceback(self, job_id: str) -> str | None:
         entry = self.conn.xrevrange(keys.results(job_id), "+", "-", count=1)
@@ -199,6 +183,28 @@ def _last_line(encoded: bytes, max_bytes: int) -> str:
     except FerryError as exc:
         return exc.message
     return lines[-1] if lines else "failed"
+
+
+def result_from_entry(job_id: str, entry: dict[bytes, bytes], error: bytes | None, bound: int) -> JobResult:
+    """A JobResult from the job's latest result-stream entry and its `ferry_error` field (both clients use it);
+    a result over `bound` bytes (FERRY_MAX_JOB_DATA_BYTES) is reported, never decoded."""
+    status = RESULT_TYPE_STATUS.get(entry.get(b"type", b""), JobStatus.FAILED)
+    if status is JobStatus.FINISHED:
+        raw = entry.get(b"return_value")
+        if raw and len(raw) > bound * 4 // 3 + 4:
+            too_large = wire.too_large("the job's result", len(raw) * 3 // 4, bound).message
+            return JobResult(id=job_id, status=status, ready=True, error=too_large)
+        value = json.loads(wire.unb64(raw)) if raw else None
+        return JobResult(id=job_id, status=status, ready=True, value=value)
+    if status is JobStatus.CANCELED:
+        return JobResult(id=job_id, status=status, ready=True, error=(error or b"canceled").decode())
+    exc = entry.get(b"exc_string")
+    return JobResult(
+        id=job_id,
+        status=status,
+        ready=True,
+        error=(error.decode() if error else None) or (_last_line(exc, bound) if exc else "failed"),
+    )
 
 
 def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobInfo:

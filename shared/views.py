@@ -83,7 +83,7 @@ def list_jobs(conn: redis.Redis, settings: Settings, status: JobStatus | None = 
                 pipe = conn.pipeline(transaction=False)
                 for job_id in batch:
                     pipe.hgetall(keys.job(job_id))
-                matching = [job_info(i, raw) for i, raw in zip(batch, pipe.execute(), strict=True) if raw]
+                matching = [job_info(i, raw, settings.max_job_data_bytes) for i, raw in zip(batch, pipe.execute(), strict=True) if raw]
                 found += [j for j in matching if task is None or j.task == task]
                 if len([j for j in found if j.queue == q and j.status == s]) >= limit:
                     break
@@ -115,7 +115,8 @@ def job_detail(jobs: JobService, job_id: str) -> JobDetail:
     detail = JobDetail(job=info, description=_text(description) if description else None)
     if data:
         try:
-            _task, _positional, args = wire.decode_data(data if isinstance(data, bytes) else data.encode())
+            _task, _positional, args = wire.decode_data(data if isinstance(data, bytes) else data.encode(),
+                                                      jobs.settings.max_job_data_bytes)
             detail.args, detail.args_truncated = _bounded(args)
         except (FerryError, zlib.error):
             detail.args = None

@@ -12,7 +12,6 @@ import redis
 from shared import keys
 from shared.client import Client
 from shared.errors import EXIT_NOT_FOUND, EXIT_USAGE
-from shared.timeutil import unix_now
 from shared.objects.cache import HEADER_BYTES
 from shared.objects.shm import NodeSpace, deployment_id
 from tests.admin.helpers import one_line
