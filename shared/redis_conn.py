@@ -143,6 +143,11 @@ def ping(conn: redis.Redis, url: str) -> None:
         raise unavailable(url, exc) from exc
 
 
+def is_not_redis(exc: RedisUnavailable) -> bool:
+    """True when what answered is not Redis (a mistake to fix), not merely down or slow (it may be starting)."""
+    return isinstance(exc.__cause__, (NotRedis, redis.exceptions.InvalidResponse))
+
+
 def unavailable(url: str, exc: BaseException) -> RedisUnavailable:
     """The error to raise when Redis at `url` fails: one line naming the URL, what happened and the fix."""
     where = redact(url)

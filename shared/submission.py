@@ -13,6 +13,7 @@ checked and written the same way whichever way it comes in. Validation, in order
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from shared import keys, wire
@@ -24,6 +25,8 @@ from shared.settings import Settings
 from shared.tasks import TaskRegistry
 
 ScriptCall = tuple[list[str], list[Any]]
+
+log = logging.getLogger("ferry.submit")
 
 
 def needs_fresher_catalog(request: JobRequest, catalog: Catalog, settings: Settings) -> bool:
@@ -125,7 +128,10 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
 def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings) -> Submitted:
     """The answer for a job the script created (a duplicate needs its status read: see the clients)."""
     job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
-    return Submitted(id=job_id, status=JobStatus.QUEUED, queue=request.queue or settings.default_queue)
+    queue = request.queue or settings.default_queue
+    log.debug("job %s: submitted (%s on %s)", job_id, request.task, queue,
+              extra={"job_id": job_id, "task": request.task, "queue": queue})  # hot path: DEBUG only
+    return Submitted(id=job_id, status=JobStatus.QUEUED, queue=queue)
 
 
 def indexed(exc: FerryError, index: int) -> FerryError:

@@ -6,13 +6,12 @@ import logging
 from typing import Annotated
 
 import typer
-from redis.exceptions import InvalidResponse
 
 from shared.cli import handle_errors, settings
 from shared.errors import RedisUnavailable
 from shared.logs import configure
 from shared.ports import require_free
-from shared.redis_conn import NotRedis, probe
+from shared.redis_conn import is_not_redis, probe
 from shared.tasks import load_tasks
 
 log = logging.getLogger("ferry.producer")
@@ -51,7 +50,7 @@ def producer(
     try:
         probe(url)
     except RedisUnavailable as exc:
-        if isinstance(exc.__cause__, (NotRedis, InvalidResponse)):
+        if is_not_redis(exc):
             raise
         log.warning("%s; serving 503 until it answers", exc.message)
     load_tasks(config.task_modules)  # a broken FERRY_TASK_MODULES fails here; validation itself uses the catalog

@@ -29,10 +29,10 @@ from shared import catalog, keys
 from shared.errors import ConfigError, RedisUnavailable
 from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
 from shared.objects import segments
-from shared.objects.shm import default_budget, start_node
 from shared.objects.segments import SHM_DIR
+from shared.objects.shm import default_budget, start_node
 from shared.processes import pid_alive
-from shared.redis_conn import connect_checked
+from shared.redis_conn import connect_checked, is_not_redis
 from shared.settings import Settings
 from shared.tasks import load_tasks
 from shared.timeutil import unix_now
@@ -103,6 +103,8 @@ class Node:
             try:
                 return connect_checked(self.settings)
             except RedisUnavailable as exc:
+                if is_not_redis(exc):
+                    raise  # something else answers there: a wrong URL to fix, not a server still starting
                 if not waiting:
                     log.warning("node %s: %s; waiting for it (retrying every %.0fs)",
                                 self.node_id, exc.message, REDIS_WAIT_S)

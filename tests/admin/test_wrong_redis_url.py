@@ -9,6 +9,8 @@ The 5 s promise is checked as a deadline (the command must have ended by then), 
 from __future__ import annotations
 
 import http.server
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +21,13 @@ from collections.abc import Iterator
 import pytest
 
 from shared.client import Client
-from shared.errors import EXIT_REDIS, EXIT_USAGE, ConfigError, FerryError, RedisUnavailable
+from shared.errors import (
+    EXIT_REDIS,
+    EXIT_USAGE,
+    ConfigError,
+    FerryError,
+    RedisUnavailable,
+)
 from shared.settings import get_settings
 from tests.admin.helpers import one_line
 from tests.support import REPO
@@ -143,13 +151,41 @@ def test_every_admin_command_says_the_same_line(
 
 
 @pytest.mark.timeout(60)
-def test_ferry_worker_start_up_prints_one_line_and_its_exit_code(
-    case: tuple[str, int, str], env: dict[str, str],
-) -> None:
-    url, code, phrase = case
+@pytest.mark.parametrize("which", ["http", "malformed-http", "malformed-no-scheme", "malformed-port"])
+def test_ferry_worker_start_up_prints_one_line_and_its_exit_code(which: str, env: dict[str, str], request) -> None:
+    """Not Redis, or not a URL: a mistake to fix, so the node exits with one line."""
+    source, code, phrase = CASES[which]
+    url = request.getfixturevalue(source) if source.endswith("_url") else source
     started = _ferry(env, url, "worker", "--processes", "1")
     assert started.returncode == code, started.stderr
     _assert_one_line_with_the_fix(started.stderr, phrase)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("which", ["silent", "refused"])
+def test_ferry_worker_says_in_one_line_that_it_waits_for_a_redis_that_is_down_or_silent(
+    which: str, env: dict[str, str], request
+) -> None:
+    """Refused or silent may be a Redis still starting (compose, a restart): the node says so once, with the fix,
+    within the bound, and keeps waiting (tests/worker/test_node_basics.py shows it then runs jobs)."""
+    source, _code, phrase = CASES[which]
+    url = request.getfixturevalue(source)
+    log_path = request.getfixturevalue("tmp_path") / "node.log"
+    with open(log_path, "w") as log:
+        node = subprocess.Popen([sys.executable, "-m", "services.admin.cli", "worker", "--processes", "1"],
+                                env={**env, "FERRY_REDIS_URL": url}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + BOUND_S + START_ALLOWANCE_S
+        while "waiting for it" not in log_path.read_text() and time.monotonic() < deadline and node.poll() is None:
+            time.sleep(0.05)
+        lines = [line for line in log_path.read_text().splitlines() if "waiting for it" in line]
+        assert len(lines) == 1 and phrase in lines[0] and "FERRY_REDIS_URL" in lines[0], log_path.read_text()
+        assert node.poll() is None, "the node keeps waiting for Redis"
+        assert "Traceback" not in log_path.read_text()
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        node.wait(20)
 
 
 @pytest.mark.timeout(60)
