@@ -28,7 +28,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra: pip install -e '.[test]'")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # closed after tests/browser: its event loop must not outlive them
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
