@@ -43,9 +43,10 @@ class Admin:
             for registry in (keys.finished, keys.failed, keys.canceled):
                 pipe.zcount(registry(name), now, "+inf")  # entries score by expiry
         replies = pipe.execute()
+        counts = (replies[i : i + 5] for i in range(0, len(replies), 5))
         return [
             QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c)
-            for name, (q, s, f, x, c) in zip(names, (replies[i : i + 5] for i in range(0, len(replies), 5)))
+            for name, (q, s, f, x, c) in zip(names, counts, strict=True)
         ]
 
     def jobs(self, queue: str | None = None, state: JobStatus | None = None, limit: int = 50) -> list[JobInfo]:
@@ -61,12 +62,13 @@ class Admin:
                 else:
                     raw = self.conn.zrevrange(STATE_REGISTRY[s](q), 0, limit - 1)
                 ids += [r.decode().split(":")[0] for r in raw]
+        ids = ids[: limit * 4]
         pipe = self.conn.pipeline(transaction=False)
-        for job_id in ids[: limit * 4]:
+        for job_id in ids:
             queue_job_view(pipe, job_id)
         replies = pipe.execute()
         views = [read_job_view(replies[i : i + 3]) for i in range(0, len(replies), 3)]
-        found = [job_info(i, raw, self.settings.max_job_data_bytes) for i, raw in zip(ids, views) if raw]
+        found = [job_info(i, raw, self.settings.max_job_data_bytes) for i, raw in zip(ids, views, strict=True) if raw]
         return found[:limit]
 
     def requeue_failed(self, queue: str | None = None, job_ids: list[str] | None = None) -> list[str]:
@@ -97,7 +99,7 @@ class Admin:
         for name in names:
             pipe.hgetall(keys.worker(name))
         found = []
-        for name, raw in zip(names, pipe.execute()):
+        for name, raw in zip(names, pipe.execute(), strict=True):
             if not raw:
                 continue
             d = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
@@ -125,7 +127,7 @@ class Admin:
         replies = pipe.execute()
         now = unix_now()
         found = []
-        for node_id, raw, stats in zip(ids, replies[::2], replies[1::2]):
+        for node_id, raw, stats in zip(ids, replies[::2], replies[1::2], strict=True):
             if not raw:
                 continue
             d = {k.decode(): v.decode() for k, v in raw.items()}

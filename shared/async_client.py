@@ -32,13 +32,13 @@ from shared.client import _jsonify, job_id_of
 from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import JobService, job_info, result_from_entry
+from shared.lifecycle.lua import ENQUEUE
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
+from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
-from shared.lifecycle.lua import ENQUEUE
 from shared.settings import Settings, get_settings
-from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
 from shared.submission import (
     ScriptCall,
     checked_args,

@@ -14,8 +14,8 @@ from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
 from shared.lifecycle import Lifecycle
-from shared.objects.lifetime import reference_job_objects
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
+from shared.objects.lifetime import reference_job_objects
 from shared.settings import Settings
 from shared.submission import (
     ScriptCall,
@@ -82,7 +82,7 @@ class JobService:
             for script_keys, script_args in prepared[start : start + SUBMIT_BATCH]:
                 self.lifecycle.enqueue_script()(keys=script_keys, args=script_args, client=pipe)
             replies += pipe.execute()
-        return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies)]
+        return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies, strict=True)]
 
     def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
         if created:
@@ -171,7 +171,7 @@ DATA_IF_SMALL = ("if redis.call('HSTRLEN', KEYS[1], 'data') <= tonumber(ARGV[1])
 def read_job_view(replies: list[Any]) -> dict[bytes, bytes]:
     """The job hash fields `queue_job_view` read (3 replies), as HGETALL would give them; {} for no job."""
     values, _size, data = replies[:3]
-    raw = {name.encode(): value for name, value in zip(VIEW_FIELDS, values) if value is not None}
+    raw = {name.encode(): value for name, value in zip(VIEW_FIELDS, values, strict=True) if value is not None}
     if data:
         raw[b"data"] = data
     return raw

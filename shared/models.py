@@ -13,7 +13,7 @@ from shared.objects.ref import ObjectRef
 QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-class JobStatus(str, Enum):
+class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(status) ("queued", not "JobStatus.QUEUED")
     """RQ's job states (rq/job.py), plus `unknown` for a hash whose status is missing or foreign."""
 
     QUEUED = "queued"
@@ -56,7 +56,8 @@ class JobRequest(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict, examples=[{"value": "hello"}])
     queue: str | None = Field(None, pattern=QUEUE_PATTERN, description="default: FERRY_DEFAULT_QUEUE")
     timeout_s: int | None = Field(None, gt=0, le=7 * 86_400, description="default: FERRY_JOB_TIMEOUT_S")
-    retries: int | None = Field(None, ge=0, le=100, description="extra attempts after a failure; default: FERRY_DEFAULT_RETRIES")
+    retries: int | None = Field(
+        None, ge=0, le=100, description="extra attempts after a failure; default: FERRY_DEFAULT_RETRIES")
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200, description="the same key submitted again returns the first job"
     )

@@ -91,15 +91,15 @@ def connect(url: str, **overrides: Any) -> redis.Redis:
 
     No round trip here; a malformed URL is a ConfigError at once.
     """
-    options: dict[str, Any] = dict(
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRY_ATTEMPTS),
-        retry_on_error=RETRY_ON,
-        redis_connect_func=_bounded_handshake,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRY_ATTEMPTS),
+        "retry_on_error": RETRY_ON,
+        "redis_connect_func": _bounded_handshake,
+    }
     options.update(overrides)
     try:
         conn = redis.Redis.from_url(url, **options)

@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     result_object_threshold_bytes: int = Field(64 * 1024, ge=0)  # larger array results become objects
     shm_budget_bytes: int | None = Field(None, gt=0)  # None: 80% of /dev/shm's free space at node start
 
-    result_recheck_s: float = Field(5.0, gt=0)  # a waiting result request re-checks its job this often (a lost wake-up's bound)
+    # a waiting result request re-checks its job this often (a lost wake-up's bound)
+    result_recheck_s: float = Field(5.0, gt=0)
     api_workers: int = Field(1, gt=0)  # producer processes (`ferry producer --workers`)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, gt=0, lt=65536)

@@ -83,7 +83,8 @@ def list_jobs(conn: redis.Redis, settings: Settings, status: JobStatus | None = 
                 pipe = conn.pipeline(transaction=False)
                 for job_id in batch:
                     pipe.hgetall(keys.job(job_id))
-                matching = [job_info(i, raw, settings.max_job_data_bytes) for i, raw in zip(batch, pipe.execute(), strict=True) if raw]
+                matching = [job_info(i, raw, settings.max_job_data_bytes)
+                            for i, raw in zip(batch, pipe.execute(), strict=True) if raw]
                 found += [j for j in matching if task is None or j.task == task]
                 if len([j for j in found if j.queue == q and j.status == s]) >= limit:
                     break

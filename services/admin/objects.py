@@ -14,8 +14,7 @@ import typer
 
 from services.admin.common import command, console, esc, fail, human_bytes, note, open_client, print_json, table
 from services.admin.queues import CACHE_COUNTERS, cache_table
-from shared.errors import EXIT_NOT_FOUND
-from shared.errors import InvalidRequest
+from shared.errors import EXIT_NOT_FOUND, InvalidRequest
 from shared.objects import segments, shm
 from shared.objects.ref import ObjectKind, ObjectRef
 

@@ -67,7 +67,8 @@ def picture(client: Client) -> RenderableType:
         parts += [node_table(nodes), cache_table(nodes)]
     else:
         parts.append(Text("no worker node has registered; start one with `ferry worker`"))
-    worker_table = table("worker process", "node", "state", "current job", "ok", "failed", "heartbeat", title="Worker processes")
+    worker_table = table("worker process", "node", "state", "current job", "ok", "failed", "heartbeat",
+                         title="Worker processes")
     for w in workers:
         worker_table.add_row(esc(w.name), esc(w.node or "-"), styled_status(w.state), esc(w.current_job or "-"),
                              str(w.successful), str(w.failed), ago(w.last_heartbeat))

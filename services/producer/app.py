@@ -20,13 +20,13 @@ from fastapi import Depends, FastAPI
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from services.producer.access_log import AccessLog
 from services.producer.auth import TokenGate
+from services.producer.dashboard import mount_dashboard
 from services.producer.deps import api_token, bearer
 from services.producer.docs import install_docs
 from services.producer.errors import CatchAll, install_error_handlers
 from services.producer.limits import BodyLimit
-from services.producer.access_log import AccessLog
-from services.producer.dashboard import mount_dashboard
 from services.producer.routes import jobs, meta, metrics, objects, views
 from services.producer.schemas import COMMON_ERRORS
 from shared.async_client import AsyncClient

@@ -2,7 +2,8 @@
 before its body is read or parsed (no 400 or 413 tells a stranger anything), and before any route runs.
 
 Open without the token: `/healthz`, and the dashboard's static page and assets under `/ui` (they hold
-no data: everything the page shows comes from the /v1 routes, which need the token). The API takes `Authorization: Bearer <token>`; the docs pages
+no data: everything the page shows comes from the /v1 routes, which need the token). The API takes
+`Authorization: Bearer <token>`; the docs pages
 (`/docs`, `/redoc`, their assets and `/openapi.json`) also take HTTP Basic with the token as the
 password, so a browser can open them: it asks for the password once.
 """

@@ -224,7 +224,8 @@ class Node:
         pipe.hset(keys.node(self.node_id), "last_heartbeat", now)
         pipe.zadd(keys.NODES, {self.node_id: now})
         pipe.execute()
-        catalog.publish(self.conn, self.node_id, self.queues, load_tasks(self.settings.task_modules), self.settings.abandoned_after_s)
+        catalog.publish(self.conn, self.node_id, self.queues, load_tasks(self.settings.task_modules),
+                        self.settings.abandoned_after_s)
 
     # --- shutdown ---
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

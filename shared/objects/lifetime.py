@@ -280,6 +280,6 @@ def sweep_expired(conn: redis.Redis) -> list[str]:
 
 
 __all__ = [
-    "REFERENCE", "Deleted", "Lifetime", "ObjectNotFound", "missing_object", "raise_for_reference", "reference_call", "reference_job_objects",
-    "sweep_expired",
+    "REFERENCE", "Deleted", "Lifetime", "ObjectNotFound", "missing_object", "raise_for_reference", "reference_call",
+    "reference_job_objects", "sweep_expired",
 ]

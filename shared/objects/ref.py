@@ -19,7 +19,7 @@ HASH_PIECE_BYTES = 16 * 1024 * 1024
 MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS); more is refused as input, never a 500
 
 
-class ObjectKind(str, Enum):
+class ObjectKind(str, Enum):  # noqa: UP042 - StrEnum would change str(kind); kept as it was
     ARRAY = "array"
     BYTES = "bytes"
 

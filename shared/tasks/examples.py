@@ -54,7 +54,8 @@ def array_stats(data: Array, start: int | None = None, stop: int | None = None) 
     if part.size == 0:
         return {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None}  # type: ignore[dict-item]
     total = float(part.sum())
-    return {"count": int(part.size), "sum": total, "min": float(part.min()), "max": float(part.max()), "mean": total / part.size}
+    return {"count": int(part.size), "sum": total, "min": float(part.min()), "max": float(part.max()),
+            "mean": total / part.size}
 
 
 @task("array.scale")
