@@ -12,6 +12,7 @@ from shared.errors import NotFound
 from shared.jobs import job_info, queue_job_view, read_job_view
 from shared.lifecycle import Lifecycle
 from shared.models import JobInfo, JobStatus, NodeInfo, QueueInfo, WorkerInfo
+from shared.replies import text, texts
 from shared.settings import Settings
 from shared.timeutil import rq_parse, unix_now
 
@@ -29,7 +30,7 @@ class Admin:
         self.settings = settings
 
     def queue_names(self) -> list[str]:
-        known = {k.decode()[len(keys.QUEUE_PREFIX) :] for k in self.conn.smembers(keys.RQ_QUEUES)}
+        known = {k[len(keys.QUEUE_PREFIX) :] for k in texts(self.conn.smembers(keys.RQ_QUEUES))}
         ordered = list(self.settings.queues)
         return ordered + sorted(known - set(ordered))
 
@@ -58,10 +59,10 @@ class Admin:
         for q in queues:
             for s in states:
                 if s is JobStatus.QUEUED:
-                    raw = self.conn.lrange(keys.queue(q), 0, limit - 1)
+                    members = texts(self.conn.lrange(keys.queue(q), 0, limit - 1))
                 else:
-                    raw = self.conn.zrevrange(STATE_REGISTRY[s](q), 0, limit - 1)
-                ids += [r.decode().split(":")[0] for r in raw]
+                    members = texts(self.conn.zrevrange(STATE_REGISTRY[s](q), 0, limit - 1))
+                ids += [m.split(":")[0] for m in members]
         ids = ids[: limit * 4]
         pipe = self.conn.pipeline(transaction=False)
         for job_id in ids:
@@ -76,8 +77,7 @@ class Admin:
         lifecycle = Lifecycle(self.conn, self.settings)
         requeued = []
         for q in [queue] if queue else self.queue_names():
-            candidates = job_ids if job_ids is not None else [
-                i.decode() for i in self.conn.zrange(keys.failed(q), 0, -1)]
+            candidates = job_ids if job_ids is not None else texts(self.conn.zrange(keys.failed(q), 0, -1))
             requeued += [job_id for job_id in candidates if lifecycle.requeue_failed(job_id, q)]  # atomic, idempotent
         return requeued
 
@@ -89,12 +89,12 @@ class Admin:
         pipe = self.conn.pipeline(transaction=True)
         pipe.delete(keys.queue(queue))
         for job_id in ids:
-            pipe.delete(keys.job(job_id.decode()))
+            pipe.delete(keys.job(text(job_id)))
         pipe.execute()
         return len(ids)
 
     def workers(self) -> list[WorkerInfo]:
-        names = [k.decode()[len("rq:worker:") :] for k in self.conn.smembers(keys.RQ_WORKERS)]
+        names = [k[len("rq:worker:") :] for k in texts(self.conn.smembers(keys.RQ_WORKERS))]
         pipe = self.conn.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(keys.worker(name))
@@ -119,7 +119,7 @@ class Admin:
         return sorted(found, key=lambda w: w.name)
 
     def nodes(self) -> list[NodeInfo]:
-        ids = [i.decode() for i in self.conn.zrange(keys.NODES, 0, -1)]
+        ids = texts(self.conn.zrange(keys.NODES, 0, -1))
         pipe = self.conn.pipeline(transaction=False)
         for node_id in ids:
             pipe.hgetall(keys.node(node_id))

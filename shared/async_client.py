@@ -38,6 +38,7 @@ from shared.objects.lifetime import REFERENCE, missing_object, raise_for_referen
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
+from shared.replies import optional_bytes
 from shared.settings import Settings, get_settings
 from shared.submission import (
     ScriptCall,
@@ -232,7 +233,7 @@ class AsyncClient:
         if referencing is not None:  # the same check as the sync client's (shared.objects.lifetime)
             reply = await self._reference(keys=referencing[0], args=referencing[1])
             missing = missing_object(named, reply)
-            tombstone = await self.conn.get(keys.object_tombstone(missing)) if missing else None
+            tombstone = optional_bytes(await self.conn.get(keys.object_tombstone(missing))) if missing else None
             raise_for_reference(named, reply, tombstone)
         return call
 

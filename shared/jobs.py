@@ -16,6 +16,7 @@ from shared.errors import Conflict, FerryError, JobNotFound
 from shared.lifecycle import Lifecycle
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.lifetime import reference_job_objects
+from shared.replies import byte_fields, optional_bytes, text
 from shared.settings import Settings
 from shared.submission import (
     ScriptCall,
@@ -107,13 +108,13 @@ class JobService:
         while True:
             latest = self.conn.xrevrange(stream, "+", "-", count=1)
             if latest:
-                return self._result_from_entry(job_id, latest[0][1])
+                return self._result_from_entry(job_id, byte_fields(latest[0][1]))
             status, error = self._status_and_error(job_id)  # raises JobNotFound; one HMGET, on the latency path
             remaining = deadline - time.monotonic()
             if status.is_final:
                 latest = self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended since our first read
                 if latest:
-                    return self._result_from_entry(job_id, latest[0][1])
+                    return self._result_from_entry(job_id, byte_fields(latest[0][1]))
                 return JobResult(id=job_id, status=status, ready=False, error=error or "its result expired")
             if remaining <= 0:
                 return JobResult(id=job_id, status=status, ready=False, error=error)
@@ -124,18 +125,19 @@ class JobService:
         raw_status, raw_error = self.conn.hmget(keys.job(job_id), "status", "ferry_error")
         if raw_status is None and not self.conn.exists(keys.job(job_id)):
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
-        return JobStatus.parse(raw_status), (raw_error.decode(errors="replace") or None) if raw_error else None
+        return JobStatus.parse(raw_status), (text(raw_error, errors="replace") or None) if raw_error else None
 
     def _result_from_entry(self, job_id: str, entry: dict[bytes, bytes]) -> JobResult:
         finished = entry.get(b"type") == b"1"
-        error = None if finished else self.conn.hget(keys.job(job_id), "ferry_error")
+        error = None if finished else optional_bytes(self.conn.hget(keys.job(job_id), "ferry_error"))
         return result_from_entry(job_id, entry, error, self.settings.max_job_data_bytes)
 
     def traceback(self, job_id: str) -> str | None:
-        entry = self.conn.xrevrange(keys.results(job_id), "+", "-", count=1)
-        if entry and entry[0][1].get(b"exc_string"):
+        latest = self.conn.xrevrange(keys.results(job_id), "+", "-", count=1)
+        entry = byte_fields(latest[0][1]) if latest else {}
+        if entry.get(b"exc_string"):
             try:
-                return wire.read_exc_string(entry[0][1][b"exc_string"], self.settings.max_job_data_bytes)
+                return wire.read_exc_string(entry[b"exc_string"], self.settings.max_job_data_bytes)
             except FerryError as exc:
                 return exc.message
         return None
@@ -209,7 +211,10 @@ def result_from_entry(job_id: str, entry: dict[bytes, bytes], error: bytes | Non
 
 def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobInfo:
     """A JobInfo from a job hash; tolerant of jobs written by plain RQ. Never inflates beyond `max_data_bytes`."""
-    field = lambda name: (raw.get(name.encode()) or b"").decode(errors="replace") or None  # noqa: E731
+
+    def field(name: str) -> str | None:
+        return (raw.get(name.encode()) or b"").decode(errors="replace") or None
+
     task = field("ferry_task")
     if task is None and raw.get(b"data"):
         try:
@@ -217,6 +222,7 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         except Exception:  # noqa: BLE001 - a foreign or oversized job still gets a status view
             task = None
     status = JobStatus.parse(field("status"))
+    retries_left, timeout = field("retries_left"), field("timeout")
     return JobInfo(
         id=job_id,
         task=task,
@@ -228,9 +234,9 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         ended_at=rq_parse(field("ended_at")),
         worker=field("worker_name"),
         error=field("ferry_error"),
-        retries_left=int(field("retries_left")) if field("retries_left") else None,
+        retries_left=int(retries_left) if retries_left else None,
         attempts=_attempts(status, int(field("number_of_retries") or 0), bool(field("started_at"))),
-        timeout_s=int(float(field("timeout"))) if field("timeout") else None,
+        timeout_s=int(float(timeout)) if timeout else None,
     )
 
 

@@ -17,6 +17,7 @@ from shared import keys
 from shared.admin import Admin
 from shared.errors import EXIT_FAILED
 from shared.redis_conn import connect, ping, redact
+from shared.replies import text
 
 CHECK_TIMEOUT_S = 2.0  # a healthcheck must answer well within docker's default 30 s timeout
 
@@ -51,7 +52,7 @@ def health(
             console.print(f"ok: Redis at {redact(url)} answers", highlight=False)
             return
         found = next((n for n in Admin(conn, config).nodes() if n.id == node), None)
-        state = (conn.hget(keys.node(node), "state") or b"").decode()
+        state = text(conn.hget(keys.node(node), "state") or b"")
     except redis.RedisError as exc:
         fail(f"Redis at {redact(url)} failed the check: {exc}", EXIT_FAILED)
     finally:

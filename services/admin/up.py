@@ -34,6 +34,7 @@ from shared.errors import EXIT_INTERNAL, EXIT_OK, ConfigError
 from shared.objects.shm import collect_quietly
 from shared.processes import die_with_parent
 from shared.redis_conn import connect, connect_checked, redact
+from shared.replies import texts
 from shared.settings import Settings
 
 READY_TIMEOUT_S = 60.0  # producer and node each; a cold start on a slow disk takes a few seconds
@@ -306,7 +307,7 @@ def _node_ready(conn: redis.Redis, node_id: str, pid: int, processes: int) -> bo
     if conn.hget(keys.node(node_id), "pid") != str(pid).encode():
         return False
     prefix = keys.worker(f"{node_id}.")
-    return sum(1 for k in conn.smembers(keys.RQ_WORKERS) if k.decode().startswith(prefix)) >= processes
+    return sum(1 for k in texts(conn.smembers(keys.RQ_WORKERS)) if k.startswith(prefix)) >= processes
 
 
 def _announce(stack: Stack, api: str, processes: int) -> None:

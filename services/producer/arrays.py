@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def npy_header(ref: ObjectRef) -> bytes:
     return header.getvalue()
 
 
-def _needs_v2(fields: dict[str, object]) -> bool:
+def _needs_v2(fields: Mapping[str, object]) -> bool:
     return len(repr(fields)) > 60_000  # version 1.0 headers stop at 65535 bytes
 
 
@@ -131,6 +131,6 @@ async def stream(prefix: bytes, data: np.ndarray | bytes) -> AsyncIterator[bytes
     """`prefix`, then the data in slices, without copying the data into one more buffer."""
     if prefix:
         yield prefix
-    raw = memoryview(data).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+    raw = data.data.cast("B") if isinstance(data, np.ndarray) else memoryview(data)
     for start in range(0, len(raw), STREAM_SLICE_BYTES):
         yield raw[start : start + STREAM_SLICE_BYTES]

@@ -12,6 +12,7 @@ anything else                 -> 500 InternalError; the traceback goes to the lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -37,7 +38,7 @@ def error_body(type_name: str, message: str, **details: Any) -> dict[str, Any]:
 
 
 def error_response(
-    status: int, type_name: str, message: str, headers: dict[str, str] | None = None, **details: Any
+    status: int, type_name: str, message: str, headers: Mapping[str, str] | None = None, **details: Any
 ) -> JSONResponse:
     return JSONResponse(error_body(type_name, message, **details), status_code=status, headers=headers)
 

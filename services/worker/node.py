@@ -33,6 +33,7 @@ from shared.objects.segments import SHM_DIR
 from shared.objects.shm import default_budget, start_node
 from shared.processes import pid_alive
 from shared.redis_conn import connect_checked, is_not_redis
+from shared.replies import text, texts
 from shared.settings import Settings
 from shared.tasks import load_tasks
 from shared.timeutil import unix_now
@@ -187,7 +188,7 @@ class Node:
         raw = self.conn.hgetall(keys.node(self.settings.node_id))
         if raw and raw.get(b"state") != b"stopped":
             beat = float(raw.get(b"last_heartbeat", 0))
-            same_host = raw.get(b"host", b"").decode() == socket.gethostname()
+            same_host = text(raw.get(b"host", b"")) == socket.gethostname()
             if unix_now() - beat < self.settings.abandoned_after_s and same_host:
                 pid = int(raw.get(b"pid", 0))
                 if pid != os.getpid() and pid_alive(pid):
@@ -213,8 +214,7 @@ class Node:
     def _forget_dead_workers(self) -> None:
         """Unregister worker processes an earlier run of this node left behind when it was killed."""
         prefix = keys.worker(f"{self.node_id}.")
-        for raw in self.conn.smembers(keys.RQ_WORKERS):
-            key = raw.decode()
+        for key in texts(self.conn.smembers(keys.RQ_WORKERS)):
             if key.startswith(prefix) and not pid_alive(int(key.rsplit(".", 1)[1])):
                 worker_process.unregister_worker(self.conn, key[len(keys.worker("")) :], self.queues)
 

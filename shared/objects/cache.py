@@ -87,7 +87,7 @@ class NodeCache:
             self.counters["hits"] += 1
             self.counters["bytes_from_shm"] += ref.nbytes
         self._touch(ref.id)
-        return view(mapping.ref, mapping.shm.buf[HEADER_BYTES : HEADER_BYTES + ref.nbytes])
+        return view(mapping.ref, segments.buffer(mapping.shm)[HEADER_BYTES : HEADER_BYTES + ref.nbytes])
 
     def _attach(self, object_id: str) -> _Mapping | None:
         try:
@@ -95,7 +95,7 @@ class NodeCache:
         except FileNotFoundError:
             return None
         inode = os.fstat(shm._fd).st_ino  # type: ignore[attr-defined]
-        header = bytes(shm.buf[:HEADER_BYTES])
+        header = bytes(segments.buffer(shm)[:HEADER_BYTES])
         return self._remember(object_id, shm, inode, ObjectRef.model_validate_json(header.rstrip(b" ")))
 
     def _fetch(self, ref: ObjectRef) -> _Mapping:
@@ -116,8 +116,9 @@ class NodeCache:
             else:
                 reservation.start()  # stays ahead of the socket
             reservation.wait_through(HEADER_BYTES)
-            shm.buf[:HEADER_BYTES] = _header(stored.ref)
-            return shm.buf, HEADER_BYTES, reservation.wait_through
+            buf = segments.buffer(shm)
+            buf[:HEADER_BYTES] = _header(stored.ref)
+            return buf, HEADER_BYTES, reservation.wait_through
 
         try:
             stored = self.store.fetch(ref, place)  # missing or different: fails before /dev/shm is touched
@@ -164,8 +165,9 @@ class NodeCache:
                 reservation = segments.Reservation(shm, name, size, self.shm_dir)
                 reservation.run()
                 reservation.wait_through(size)
-                shm.buf[:HEADER_BYTES] = _header(ref)
-                shm.buf[HEADER_BYTES : HEADER_BYTES + ref.nbytes] = memoryview(array).cast("B") if ref.nbytes else b""
+                buf = segments.buffer(shm)
+                buf[:HEADER_BYTES] = _header(ref)
+                buf[HEADER_BYTES : HEADER_BYTES + ref.nbytes] = array.data.cast("B") if ref.nbytes else b""
                 self.space.publish(ref.id)
             except BaseException as exc:
                 traceback.clear_frames(exc.__traceback__)

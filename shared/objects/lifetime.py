@@ -23,6 +23,7 @@ import redis
 from shared import keys
 from shared.errors import Conflict, InvalidArgs, ObjectNotFound
 from shared.objects.ref import ObjectKind, ObjectRef, mismatch
+from shared.replies import optional_bytes, scored_texts, texts
 from shared.timeutil import unix_now
 
 log = logging.getLogger("ferry.objects")
@@ -134,7 +135,8 @@ class Lifetime:
             return
         reply = self._reference(keys=call[0], args=call[1])
         missing = missing_object(named, reply)
-        raise_for_reference(named, reply, self.conn.get(keys.object_tombstone(missing)) if missing else None)
+        tombstone = optional_bytes(self.conn.get(keys.object_tombstone(missing))) if missing else None
+        raise_for_reference(named, reply, tombstone)
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Delete every object past its expiry that no live job needs; returns their ids."""
@@ -142,10 +144,7 @@ class Lifetime:
         deleted: list[str] = []
         offset = 0
         while True:
-            ids = [
-                i.decode()
-                for i in self.conn.zrangebyscore(keys.OBJECT_EXPIRY, "-inf", now, start=offset, num=SWEEP_BATCH)
-            ]
+            ids = texts(self.conn.zrangebyscore(keys.OBJECT_EXPIRY, "-inf", now, start=offset, num=SWEEP_BATCH))
             if not ids:
                 break
             gone = [
@@ -196,15 +195,15 @@ class Lifetime:
 
     def live_jobs(self, object_id: str) -> list[str]:
         """Jobs not yet done that reference the object (for listings; the scripts decide atomically)."""
-        refs = self.conn.zrange(keys.object_jobs(object_id), 0, -1, withscores=True)
+        refs = scored_texts(self.conn.zrange(keys.object_jobs(object_id), 0, -1, withscores=True))
         if not refs:
             return []
         pipe = self.conn.pipeline(transaction=False)
         for job, _score in refs:
-            pipe.hget(keys.job(job.decode()), "status")
+            pipe.hget(keys.job(job), "status")
         grace_before = unix_now() - REFERENCE_GRACE_S
         return [
-            job.decode()
+            job
             for (job, score), status in zip(refs, pipe.execute(), strict=True)
             if (status is not None and status.decode() in LIVE_STATUSES) or (status is None and score > grace_before)
         ]

@@ -115,7 +115,7 @@ def ref_for(kind: ObjectKind, array: np.ndarray) -> ObjectRef:
     path of every put, and this halves it on two cores.
     """
     digest = hashlib.sha256(f"{kind.value}|{array.dtype.str}|{array.shape}|".encode())
-    for piece in _piece_digests(memoryview(array).cast("B") if array.nbytes else memoryview(b"")):
+    for piece in _piece_digests(array.data.cast("B") if array.nbytes else memoryview(b"")):
         digest.update(piece)
     shape = tuple(int(n) for n in array.shape)
     nbytes = int(array.nbytes)

@@ -40,7 +40,7 @@ def _open(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:
         resource_tracker.register = register
 
 
-def _not_tracked(name: str, rtype: str) -> None:
+def _not_tracked(name: object, rtype: str) -> None:
     """Stands in for resource_tracker.register while Ferry opens a segment (see `_open`)."""
 
 
@@ -143,9 +143,17 @@ def _is_enospc(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ENOMEM)
 
 
+def buffer(shm: shared_memory.SharedMemory) -> memoryview:
+    """The segment's memory; ValueError once it is closed (typeshed's `buf` is Optional for that reason)."""
+    buf = shm.buf
+    if buf is None:
+        raise ValueError(f"shared memory segment {shm.name} is closed")
+    return buf
+
+
 def _address(shm: shared_memory.SharedMemory) -> int:
     """The mapping's address (the temporary export is released before returning)."""
-    holder = ctypes.c_char.from_buffer(shm.buf)
+    holder = ctypes.c_char.from_buffer(buffer(shm))
     try:
         return ctypes.addressof(holder)
     finally:

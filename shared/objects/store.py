@@ -27,6 +27,7 @@ from shared import keys
 from shared.errors import InvalidArgs, ObjectNotFound, RedisFull
 from shared.objects.lifetime import Lifetime, missing_message, parse_shape_field, shape_field
 from shared.objects.ref import ObjectKind, ObjectRef, mismatch, normalize, ref_for
+from shared.replies import optional_text, text, texts
 from shared.timeutil import unix_now
 
 log = logging.getLogger("ferry.objects")
@@ -258,8 +259,8 @@ class ObjectStore:
         raw = self.conn.hgetall(keys.object_meta(object_id))
         if not raw:
             tombstone = self.conn.get(keys.object_tombstone(object_id))
-            raise ObjectNotFound(missing_message(object_id, tombstone.decode() if tombstone else None))
-        meta = {k.decode(): v.decode() for k, v in raw.items()}
+            raise ObjectNotFound(missing_message(object_id, optional_text(tombstone) if tombstone else None))
+        meta = {text(k): text(v) for k, v in raw.items()}
         return Stored(self._ref_from_meta(object_id, meta), int(meta["chunks"]), int(meta["chunk_bytes"]))
 
     def check(self, ref: ObjectRef) -> Stored:
@@ -320,7 +321,10 @@ class ObjectStore:
         offset = end = start = 0
         try:
             connection.connect()
-            reader = _BulkReader(connection._sock)  # type: ignore[attr-defined]
+            sock: socket.socket | None = getattr(connection, "_sock", None)  # redis-py annotates it as always None
+            if sock is None:
+                raise redis.ConnectionError(f"no socket after connecting to {pool.connection_kwargs.get('host')}")
+            reader = _BulkReader(sock)
             guess_bytes = known.chunk_bytes if known else self.chunk_bytes
             guess_chunks = known.chunks if known else self._chunk_count(claimed.nbytes)  # type: ignore[union-attr]
             per_trip = chunks_per_round_trip(guess_bytes)
@@ -384,7 +388,7 @@ class ObjectStore:
         stored = self.stored(ref_or_id) if isinstance(ref_or_id, str) else self.check(ref_or_id)
         ref = stored.ref
         out = np.empty(ref.nbytes, dtype=np.uint8)
-        self.read_into(stored, memoryview(out).cast("B") if ref.nbytes else memoryview(bytearray()))
+        self.read_into(stored, out.data.cast("B") if ref.nbytes else memoryview(bytearray()))
         if ref.kind is ObjectKind.BYTES:
             return out.tobytes()
         return out.view(np.dtype(ref.dtype)).reshape(ref.shape)
@@ -398,8 +402,7 @@ class ObjectStore:
 
     def list(self) -> builtins.list[tuple[ObjectRef, float, int]]:  # the object verb everywhere
         """Every stored object with its creation time and seconds to its expiry (negative: kept for a job)."""
-        entries = self.conn.zrange(keys.OBJECTS, 0, -1)
-        ids = [i.decode() for i in entries]
+        ids = texts(self.conn.zrange(keys.OBJECTS, 0, -1))
         pipe = self.conn.pipeline(transaction=False)
         for object_id in ids:
             pipe.hgetall(keys.object_meta(object_id))
@@ -414,7 +417,7 @@ class ObjectStore:
                 found.append((self._ref_from_meta(object_id, meta), float(meta.get("created_at", 0)), left))
         return found
 
-    def gc(self) -> list[str]:
+    def gc(self) -> builtins.list[str]:
         """Delete objects past their expiry that no job still needs; returns their ids."""
         return self.lifetime.sweep()
 
@@ -433,7 +436,7 @@ class _DuplicateCheck:
 
 
 def _bytes_of(array: np.ndarray) -> memoryview:
-    return memoryview(array).cast("B") if array.nbytes else memoryview(b"")
+    return array.data.cast("B") if array.nbytes else memoryview(b"")
 
 
 Place = Callable[[Stored], tuple[memoryview, int, Callable[[int], None] | None]]
