@@ -276,7 +276,7 @@ function nodesPage() {
 function objectsPage() {
   const gen = generation;
   main.innerHTML = `<section class="card"><h2>Objects in Redis</h2><div class="scroll" id="objects"></div>
-    <p class="muted">Nodes: those holding a copy in the producer machine's <code>/dev/shm</code>. Jobs: queued or running jobs whose args name the object.</p></section>`;
+    <p class="muted">Nodes: those holding a copy in the producer machine's <code>/dev/shm</code>. Jobs: the jobs not yet done that need it (recorded at submit); it is kept until they end.</p></section>`;
   return async () => {
     const objects = await api("/v1/views/objects");
     if (gen !== generation) return;
