@@ -38,7 +38,7 @@ from shared.objects.lifetime import REFERENCE, missing_object, raise_for_referen
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
-from shared.replies import optional_bytes
+from shared.replies import byte_fields, optional_bytes
 from shared.settings import Settings, get_settings
 from shared.submission import (
     ScriptCall,
@@ -105,7 +105,7 @@ def _redis_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
         try:
             return await method(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise unavailable(args[0].url, exc) from exc  # type: ignore[attr-defined]
+            raise unavailable(args[0].url, exc) from exc  # type: ignore[attr-defined]  # args[0]: the client
 
     return wrapper
 
@@ -254,7 +254,7 @@ class AsyncClient:
     async def status(self, job: Submitted | str) -> JobInfo:
         """The job's state (`job`: what `submit` returned, or a job id)."""
         job_id = job_id_of(job)
-        raw: dict[bytes, bytes] = await self.conn.hgetall(keys.job(job_id))  # type: ignore[assignment]
+        raw = byte_fields(await self.conn.hgetall(keys.job(job_id)))
         if not raw:
             raise _not_found(job_id)
         return job_info(job_id, raw, self.settings.max_job_data_bytes)

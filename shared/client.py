@@ -33,7 +33,7 @@ def _redis_errors(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise unavailable(args[0].url, exc) from exc  # type: ignore[attr-defined]
+            raise unavailable(args[0].url, exc) from exc  # type: ignore[attr-defined]  # args[0]: the Client
 
     return wrapper
 

@@ -56,8 +56,11 @@ class EmbeddedRedis:
 
     def __init__(self, data_dir: Path | None = None, persist: bool = False) -> None:
         self.binary = find_server_binary()
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="ferry-redis-")
-        self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ferry-redis-")
+            data_dir = Path(self._tmp.name)
+        self.data_dir = data_dir
         self.persist = persist
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None

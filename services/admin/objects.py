@@ -189,7 +189,7 @@ def get(
         if ref.kind is ObjectKind.ARRAY:
             np.save(f, data, allow_pickle=False)
         else:
-            f.write(data)  # type: ignore[arg-type]
+            f.write(data if isinstance(data, bytes) else data.tobytes())  # a bytes object reads back as bytes
     console.print(f"wrote {describe(ref)} to {esc(output)}", highlight=False)
 
 

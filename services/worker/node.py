@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from types import FrameType
 
 import redis
@@ -52,7 +53,7 @@ class Slot:
     started_at: float = 0.0
     quick_crashes: int = 0
     restart_at: float = 0.0
-    ready: object = None  # a multiprocessing Event the worker sets once it is running jobs
+    ready: Event | None = None  # a multiprocessing Event the worker sets once it is running jobs
 
 
 class Node:
@@ -160,7 +161,7 @@ class Node:
         if self.stop_requests:
             return
         lived = time.monotonic() - slot.started_at
-        was_running = slot.ready is not None and slot.ready.is_set()  # type: ignore[attr-defined]
+        was_running = slot.ready is not None and slot.ready.is_set()
         if code is not None and code < 0 and was_running:
             # killed from outside after it ran fine (an OOM kill, an operator, a fault test): not a crash loop
             slot.quick_crashes = 0

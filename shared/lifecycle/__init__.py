@@ -32,7 +32,7 @@ from redis.commands.core import Script
 try:
     import hiredis
 except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py packing works too
-    hiredis = None  # type: ignore[assignment]
+    hiredis = None  # type: ignore[assignment]  # the module's name stays bound; None means 'not installed'
 from redis.connection import Connection
 
 from shared import job_metrics, keys, wire
@@ -133,9 +133,10 @@ class Timing:
 def _histogram_fields(task: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Per kind, (bucket field, sum field) by bucket index: job_metrics' names, computed once per task."""
     edges = [*job_metrics.BUCKETS_S, float("inf")]  # the bucket of each edge is the edge's own (le is inclusive)
-    return tuple(  # type: ignore[return-value]
+    run, wait = (
         [(job_metrics.bucket_field(kind, task, edge), job_metrics.sum_field(kind, task)) for edge in edges]
         for kind in ("run", "wait"))
+    return run, wait
 
 
 NO_TIMING = ["", "", 0, "", "", 0]

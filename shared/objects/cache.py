@@ -94,7 +94,7 @@ class NodeCache:
             shm = segments.attach(self.space.segment(object_id))
         except FileNotFoundError:
             return None
-        inode = os.fstat(shm._fd).st_ino  # type: ignore[attr-defined]
+        inode = os.fstat(segments.fd(shm)).st_ino
         header = bytes(segments.buffer(shm)[:HEADER_BYTES])
         return self._remember(object_id, shm, inode, ObjectRef.model_validate_json(header.rstrip(b" ")))
 
@@ -133,7 +133,7 @@ class NodeCache:
                 self.space.remove_partial(ref.id)  # never skipped: close() failing must not leak the segment
             raise
         log.debug("object %s: fetched %d bytes from Redis into shared memory", ref.id, ref.nbytes)
-        return self._remember(ref.id, shm, os.fstat(shm._fd).st_ino, stored.ref)  # type: ignore[attr-defined]
+        return self._remember(ref.id, shm, os.fstat(segments.fd(shm)).st_ino, stored.ref)
 
     def _size_within_budget(self, ref: ObjectRef) -> int:
         size = HEADER_BYTES + ref.nbytes
@@ -176,7 +176,7 @@ class NodeCache:
                 if isinstance(exc, ShmFull):
                     return
                 raise
-            self._remember(ref.id, shm, os.fstat(shm._fd).st_ino, ref)  # type: ignore[attr-defined]
+            self._remember(ref.id, shm, os.fstat(segments.fd(shm)).st_ino, ref)
 
     def _remember(self, object_id: str, shm: shared_memory.SharedMemory, inode: int, ref: ObjectRef) -> _Mapping:
         old = self._mapped.pop(object_id, None)

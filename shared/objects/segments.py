@@ -28,7 +28,8 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 
 def _open(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:
     if _TRACK_FLAG:
-        return shared_memory.SharedMemory(name=name, create=create, size=size, track=False)  # type: ignore[call-arg]
+        return shared_memory.SharedMemory(  # type: ignore[call-arg]  # `track` is new in 3.13; mypy checks as 3.11
+            name=name, create=create, size=size, track=False)
     # 3.11/3.12 register every handle with the tracker; registering then unregistering cost two pipe
     # writes and two liveness probes per segment (a quarter of a small object's fetch), so the
     # registration is skipped instead. Only this module opens segments, from one thread at a time.
@@ -112,7 +113,7 @@ class Reservation:
                 if self._stopped:
                     return
                 length = min(self.PIECE_BYTES, self.size - offset)
-                os.posix_fallocate(self.shm._fd, offset, length)  # type: ignore[attr-defined]
+                os.posix_fallocate(fd(self.shm), offset, length)
                 _libc_madvise(address + offset, length, MADV_POPULATE_WRITE)
                 with self._changed:
                     self.reserved = offset + length
@@ -141,6 +142,11 @@ def _full(shm_dir: Path, size: int, free: int) -> ShmFull:
 
 def _is_enospc(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ENOMEM)
+
+
+def fd(shm: shared_memory.SharedMemory) -> int:
+    """The segment's file descriptor (CPython keeps it in `_fd`; typeshed does not declare the attribute)."""
+    return shm._fd  # type: ignore[attr-defined]  # private, stable since 3.8; no public accessor
 
 
 def buffer(shm: shared_memory.SharedMemory) -> memoryview:

@@ -53,7 +53,7 @@ def deployment_id(conn: redis.Redis) -> str:
     if existing is None:
         conn.set(keys.DEPLOYMENT, secrets.token_hex(4), nx=True)
         existing = conn.get(keys.DEPLOYMENT)
-    return bytes(existing).decode()  # type: ignore[arg-type]
+    return bytes(existing).decode()  # type: ignore[arg-type]  # None only if deleted in between: TypeError, as ever
 
 
 def default_budget(shm_dir: Path) -> int:

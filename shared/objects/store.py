@@ -227,8 +227,8 @@ class ObjectStore:
                         b"\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl),
                     ]
                 last = batch.stop == len(chunk_keys) and publish is not None
-                if last:
-                    script_keys, script_args = publish()  # type: ignore[misc]
+                if last and publish is not None:
+                    script_keys, script_args = publish()
                     parts += connection.pack_command(
                         "EVALSHA", self._publish.sha, len(script_keys), *script_keys, *script_args
                     )
@@ -326,6 +326,7 @@ class ObjectStore:
                 raise redis.ConnectionError(f"no socket after connecting to {pool.connection_kwargs.get('host')}")
             reader = _BulkReader(sock)
             guess_bytes = known.chunk_bytes if known else self.chunk_bytes
+            # `claimed` is given whenever `known` is not (both callers); mypy cannot see that across the two arguments
             guess_chunks = known.chunks if known else self._chunk_count(claimed.nbytes)  # type: ignore[union-attr]
             per_trip = chunks_per_round_trip(guess_bytes)
             commands = [] if known else [("HGETALL", keys.object_meta(object_id))]
@@ -338,7 +339,7 @@ class ObjectStore:
                 stored = Stored(
                     self._ref_from_meta(object_id, fields), int(fields["chunks"]), int(fields["chunk_bytes"])
                 )
-                problem = mismatch(claimed, stored.ref)  # type: ignore[arg-type]
+                problem = mismatch(claimed, stored.ref)  # type: ignore[arg-type]  # given: see guess_chunks
                 if problem:
                     raise InvalidArgs(problem)
                 if (stored.chunk_bytes, stored.chunks) != (guess_bytes, guess_chunks):

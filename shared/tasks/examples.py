@@ -48,11 +48,11 @@ def word_count(text: str, top: Annotated[int, Field(ge=1, le=1000)] = 10) -> dic
 
 
 @task("array.stats")
-def array_stats(data: Array, start: int | None = None, stop: int | None = None) -> dict[str, float | int]:
+def array_stats(data: Array, start: int | None = None, stop: int | None = None) -> dict[str, float | int | None]:
     """Count, sum, min, max and mean of data[start:stop] (flattened), read zero-copy from the node's memory."""
     part = data.reshape(-1)[start:stop]
     if part.size == 0:
-        return {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None}  # type: ignore[dict-item]
+        return {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None}
     total = float(part.sum())
     return {"count": int(part.size), "sum": total, "min": float(part.min()), "max": float(part.max()),
             "mean": total / part.size}
