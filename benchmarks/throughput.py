@@ -114,7 +114,7 @@ def start_workers(system: str, url: str) -> Workers:
 def enqueue_bulk(system: str, url: str, conn: redis.Redis, n: int) -> list[str]:
     if system.startswith("ferry"):
         with Client(url) as client:
-            return [s.id for s in client.submit_many([{"task": "echo", "args": {"value": None}}] * n)]
+            return [s.id for s in client.submit_many([{"task": "echo", "args": {"value": None}, "allow_unserved": True}] * n)]
     queue = Queue(QUEUE, connection=conn)
     return [job.id for job in queue.enqueue_many([Queue.prepare_data(RQ_FUNC) for _ in range(n)])]
 
