@@ -149,7 +149,7 @@ class JobService:
         if outcome == "missing":
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
         if outcome == "already":
-            raise Conflict(f"job {job_id} is already {state}; only queued or running jobs can be cancelled")
+            raise Conflict(f"job {job_id} is already {state}; only queued or started jobs can be canceled")
         return self.status(job_id)
 
 

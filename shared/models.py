@@ -102,7 +102,7 @@ class JobInfo(BaseModel):
 
 
 class JobResult(BaseModel):
-    """A job's outcome: `ready` is false while it is still queued or running."""
+    """A job's outcome: `ready` is false while it is still queued or started."""
 
     id: str
     status: JobStatus

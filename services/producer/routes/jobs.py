@@ -52,8 +52,8 @@ RESULT_EXAMPLES = {
         "summary": "Done",
         "value": {"id": "4f1c...", "status": "finished", "ready": True, "value": {"sum": 499500.0}, "error": None},
     },
-    "pending": {
-        "summary": "Still running after wait_s",
+    "not_ready": {
+        "summary": "Still started (running) after wait_s",
         "value": {"id": "4f1c...", "status": "started", "ready": False, "value": None, "error": None},
     },
     "shm_full": {
@@ -144,7 +144,7 @@ async def status(job_id: JobId, client: AsyncClientDep) -> JobInfo:
         '`{"$ferry_ref": ObjectRef}`: fetch it from `GET /v1/objects/{id}`).\n'
         "- `ready: true, status: failed` or `canceled`: `error` says why. This includes a job whose input "
         "did not fit the node's shared memory (the error names /dev/shm and the fix); the request itself succeeded.\n"
-        "- `ready: false`: still queued or running after `wait_s`; ask again."
+        "- `ready: false`: still queued or started after `wait_s`; ask again."
     ),
     responses={200: {"content": {"application/json": {"examples": RESULT_EXAMPLES}}}, **errors(404, 422)},
 )
@@ -163,9 +163,9 @@ async def result(
     "/{job_id}",
     response_model=JobInfo,
     summary="Cancel a job",
-    description="A queued job is canceled at once; a running one is interrupted "
+    description="A queued job is canceled at once; a started (running) one is interrupted "
     "(its status may read `started` briefly).",
-    responses=errors(404, 409, notes={409: "The job already finished, failed or was cancelled"}),
+    responses=errors(404, 409, notes={409: "The job already finished, failed or was canceled"}),
 )
 async def cancel(job_id: JobId, client: AsyncClientDep) -> JobInfo:
     return await client.cancel(job_id)
