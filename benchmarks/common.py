@@ -221,3 +221,19 @@ def _is_tracker(proc: psutil.Process) -> bool:
         return "resource_tracker" in " ".join(proc.cmdline())
     except psutil.NoSuchProcess:
         return False
+
+
+def wait_rq(job: Any, deadline: float, workers: Workers) -> Any:
+    """An RQ job's return value, waiting until `deadline` (monotonic); raises if it failed or a worker died."""
+    from rq.results import Result
+
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("per-variant timeout")
+        latest = job.latest_result(timeout=max(1, int(min(remaining, 5))))
+        if latest is not None:
+            if latest.type != Result.Type.SUCCESSFUL:
+                raise RuntimeError(f"job {job.id} failed: {latest.exc_string}")
+            return latest.return_value
+        workers.check_alive()

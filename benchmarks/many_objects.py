@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 from rq import Queue
-from rq.results import Result
 
-from benchmarks.common import REPO, Workers, connect, json_line, machine, registered_workers, table, tool, wait_until
+from benchmarks.common import (REPO, Workers, connect, json_line, machine, registered_workers, table, tool, wait_rq,
+                               wait_until)
 from benchmarks.rq_tasks import stats
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
@@ -113,7 +113,7 @@ def rq_get(case: Case) -> Run:
                 for i in range(case.count)
             ]
         )
-        results = [_wait_rq(job, deadline, workers) for job in jobs]
+        results = [wait_rq(job, deadline, workers) for job in jobs]
         run.wall_s = time.perf_counter() - start
         case.check("rq-get", results)
     finally:
@@ -121,19 +121,6 @@ def rq_get(case: Case) -> Run:
         conn.flushall()
         conn.close()
     return run
-
-
-def _wait_rq(job: Any, deadline: float, workers: Workers) -> dict[str, Any]:
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("per-variant timeout")
-        latest = job.latest_result(timeout=max(1, int(min(remaining, 5))))
-        if latest is not None:
-            if latest.type != Result.Type.SUCCESSFUL:
-                raise RuntimeError(f"job {job.id} failed: {latest.exc_string}")
-            return latest.return_value
-        workers.check_alive()
 
 
 def ferry(case: Case) -> Run:

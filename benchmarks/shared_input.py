@@ -34,9 +34,9 @@ import numpy as np
 import psutil
 import redis
 from rq import Queue
-from rq.results import Result
 
 from benchmarks.common import (REPO, PeakPss, Workers, connect, json_line, machine, mb, net_output_bytes, pss_bytes,
+                               wait_rq,
                                registered_workers, table, tool, wait_until)
 from benchmarks import profiled_worker
 from benchmarks.rq_tasks import PIECE_BYTES, stats
@@ -125,19 +125,6 @@ def run_rq(case: Case, variant: str, store_and_enqueue: Callable[[Queue], list[A
         workers.stop()
         case.conn.flushall()
     return run
-
-
-def wait_rq(job: Any, deadline: float, workers: Workers) -> dict[str, Any]:
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("per-variant timeout")
-        latest = job.latest_result(timeout=max(1, int(min(remaining, 5))))
-        if latest is not None:
-            if latest.type != Result.Type.SUCCESSFUL:
-                raise RuntimeError(f"job {job.id} failed: {latest.exc_string}")
-            return latest.return_value
-        workers.check_alive()
 
 
 def rq_arg(case: Case) -> Run:
