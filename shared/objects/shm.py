@@ -152,6 +152,8 @@ class Ledger:
                 entries = {}  # a torn write cannot happen under the lock; a hand-edited file is rebuilt
             before = json.dumps(entries, sort_keys=True)
             yield entries
+            for key in [key for key, entry in entries.items() if not int(entry.get("bytes", 0))]:
+                del entries[key]  # an empty entry says nothing: without this, every node id ever killed stays
             after = json.dumps(entries, sort_keys=True)
             if after != before:
                 os.lseek(fd, 0, os.SEEK_SET)

@@ -44,3 +44,14 @@ def test_a_reservation_that_runs_out_of_space_raises_before_the_writer_touches_t
     written = int(lines[0].split()[1])
     assert lines[0].startswith("SHMFULL") and 0 < written <= 16 * 1024 * 1024
     assert "/dev/shm has only" in lines[0] and "shm_size" in lines[0]
+
+
+def test_the_host_ledger_forgets_nodes_that_hold_nothing(tmp_path) -> None:
+    """Killed nodes' ids would otherwise pile up in the host ledger, which every fetch reads and rewrites."""
+    from shared.objects.shm import Ledger
+
+    ledger = Ledger(tmp_path)
+    with ledger.edit() as entries:
+        entries["gone_0000aaaa"] = {"node": "gone", "deployment": "0000aaaa", "bytes": 0}
+        entries["live_0000aaaa"] = {"node": "live", "deployment": "0000aaaa", "bytes": 4096}
+    assert ledger.read() == {"live_0000aaaa": {"node": "live", "deployment": "0000aaaa", "bytes": 4096}}
