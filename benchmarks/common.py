@@ -237,3 +237,16 @@ def wait_rq(job: Any, deadline: float, workers: Workers) -> Any:
                 raise RuntimeError(f"job {job.id} failed: {latest.exc_string}")
             return latest.return_value
         workers.check_alive()
+
+
+def wait_ferry(client: Any, submitted: list[Any], deadline: float) -> list[Any]:
+    """Every submitted Ferry job's value, in order, waiting until `deadline` (monotonic); raises if one failed."""
+    results = []
+    for job in submitted:
+        result = client.result(job.id, wait_s=max(0.0, deadline - time.monotonic()))
+        if not result.ready:
+            raise TimeoutError("per-variant timeout")
+        if result.status != "finished":
+            raise RuntimeError(f"job {job.id} {result.status}: {result.error}")
+        results.append(result.value)
+    return results

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 from rq import Queue
 
-from benchmarks.common import (REPO, Workers, connect, json_line, machine, registered_workers, table, tool, wait_rq,
+from benchmarks.common import (REPO, Workers, connect, json_line, machine, registered_workers, table, tool, wait_ferry,
+                               wait_rq,
                                wait_until)
 from benchmarks.rq_tasks import stats
 from shared.client import Client
@@ -139,14 +140,7 @@ def ferry(case: Case) -> Run:
         start = time.perf_counter()
         refs = [client.put(case.obj(i)) for i in range(case.count)]
         submitted = client.submit_many([{"task": "array.stats", "args": {"data": ref}} for ref in refs])
-        results = []
-        for job in submitted:
-            result = client.result(job.id, wait_s=max(0.0, deadline - time.monotonic()))
-            if not result.ready:
-                raise TimeoutError("per-variant timeout")
-            if result.status != "finished":
-                raise RuntimeError(f"job {job.id} {result.status}: {result.error}")
-            results.append(result.value)
+        results = wait_ferry(client, submitted, deadline)
         run.wall_s = time.perf_counter() - start
         counters = conn.hgetall(f"ferry:node:{node_id}:stats")
         run.extra = {k.decode(): int(v) for k, v in counters.items()}

@@ -36,7 +36,7 @@ import redis
 from rq import Queue
 
 from benchmarks.common import (REPO, PeakPss, Workers, connect, json_line, machine, mb, net_output_bytes, pss_bytes,
-                               wait_rq,
+                               wait_ferry, wait_rq,
                                registered_workers, table, tool, wait_until)
 from benchmarks import profiled_worker
 from benchmarks.rq_tasks import PIECE_BYTES, stats
@@ -167,14 +167,7 @@ def ferry(case: Case) -> Run:
             ref = client.put(case.array)
             run.store_s = time.perf_counter() - start
             submitted = client.submit_many([{"task": "array.stats", "args": {"data": ref}}] * case.jobs)
-            results = []
-            for job in submitted:
-                result = client.result(job.id, wait_s=max(0.0, deadline - time.monotonic()))
-                if not result.ready:
-                    raise TimeoutError("per-variant timeout")
-                if result.status != "finished":
-                    raise RuntimeError(f"job {job.id} {result.status}: {result.error}")
-                results.append(result.value)
+            results = wait_ferry(client, submitted, deadline)
             run.wall_s = time.perf_counter() - start
             run.pss_end = pss_bytes(node.pids())
             helpers = node.uncounted_descendants()

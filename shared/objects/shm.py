@@ -143,13 +143,7 @@ class Ledger:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = b""
-            while chunk := os.read(fd, 1 << 16):
-                raw += chunk
-            try:
-                entries = json.loads(raw) if raw else {}
-            except ValueError:
-                entries = {}  # a torn write cannot happen under the lock; a hand-edited file is rebuilt
+            entries = _parse(_read_all(fd))
             before = json.dumps(entries, sort_keys=True)
             yield entries
             for key in [key for key, entry in entries.items() if not int(entry.get("bytes", 0))]:
@@ -167,15 +161,25 @@ class Ledger:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            raw = b""
-            while chunk := os.read(fd, 1 << 16):
-                raw += chunk
+            return _parse(_read_all(fd))
         finally:
             os.close(fd)
-        try:
-            return json.loads(raw) if raw else {}
-        except ValueError:
-            return {}
+
+
+def _read_all(fd: int) -> bytes:
+    raw = b""
+    while chunk := os.read(fd, 1 << 16):
+        raw += chunk
+    return raw
+
+
+def _parse(raw: bytes) -> dict[str, dict[str, int | str]]:
+    """The ledger's entries; an unreadable file counts as empty (a torn write cannot happen under the lock,
+    so only a hand-edited file is rebuilt)."""
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
 
 
 def _entry(entries: dict[str, dict[str, int | str]], node: str, deployment: str) -> dict[str, int | str]:
