@@ -76,10 +76,10 @@ def load_file(path: Path) -> np.ndarray | bytes:
 @app.command("list")
 @command
 def list_objects(
-    node: Annotated[
+    nodes_too: Annotated[
         bool,
         typer.Option(
-            "--node",
+            "--nodes",
             help="Also show each node's cache counters and this deployment's segments in this machine's /dev/shm.",
         ),
     ] = False,
@@ -88,14 +88,14 @@ def list_objects(
     """List stored objects: id, kind, dtype, shape, size, seconds to expiry (expired ones stay while jobs need them)."""
     with open_client() as client:
         objects = client.objects.list()
-        nodes = client.admin.nodes() if node else []
-        deployment = shm.deployment_id(client.conn) if node else ""
-    resident = [s for s in shm.scan(segments.SHM_DIR, deployment) if s.object_id] if node else []
+        nodes = client.admin.nodes() if nodes_too else []
+        deployment = shm.deployment_id(client.conn) if nodes_too else ""
+    resident = [s for s in shm.scan(segments.SHM_DIR, deployment) if s.object_id] if nodes_too else []
     if json_output:
         document: dict[str, object] = {
             "objects": [dict(r.model_dump(mode="json"), created_at=c, ttl_s=t) for r, c, t in objects]
         }
-        if node:
+        if nodes_too:
             document["nodes"] = [
                 {
                     "id": n.id,
@@ -125,7 +125,7 @@ def list_objects(
         console.print(t)
     else:
         console.print("no objects stored", highlight=False)
-    if not node:
+    if not nodes_too:
         return
     console.print()
     if nodes:

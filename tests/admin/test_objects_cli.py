@@ -81,13 +81,13 @@ def test_a_task_takes_an_object_by_id_and_list_node_shows_the_cache(cli, client:
     missing = cli("submit", "array.stats", "--arg", "data=@obj:0000000000000000000000000000dead")
     assert missing.exit_code == EXIT_NOT_FOUND and "object 0000000000000000000000000000dead does not exist" in missing.stderr
 
-    shown = json.loads(cli("objects", "list", "--node", "--json").stdout)
+    shown = json.loads(cli("objects", "list", "--nodes", "--json").stdout)
     [stats] = [n for n in shown["nodes"] if n["id"] == node.node_id]
     assert (stats["bytes_from_redis"], stats["misses"], stats["resident_bytes"]) == (data.nbytes, 1, HEADER_BYTES + data.nbytes)
     name = keys.segment(deployment_id(client.conn), node.node_id, object_id)
     assert {"name": name, "node": node.node_id, "object_id": object_id, "bytes": HEADER_BYTES + data.nbytes,
             "partial": False} in shown["segments"]
-    human = cli("objects", "list", "--node").stdout
+    human = cli("objects", "list", "--nodes").stdout
     assert name in human and "Node caches" in human
 
     scaled = cli("submit", "array.scale", "--arg", f"data=@obj:{object_id}", "--arg", "factor=2", "--wait-s", "30")
