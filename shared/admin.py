@@ -43,11 +43,12 @@ class Admin:
             pipe.zcard(keys.started(name))
             for registry in (keys.finished, keys.failed, keys.canceled):
                 pipe.zcount(registry(name), now, "+inf")  # entries score by expiry
+            pipe.zcard(keys.scheduled(name))  # delayed jobs and retries waiting out a back-off
         replies = pipe.execute()
-        counts = (replies[i : i + 5] for i in range(0, len(replies), 5))
+        counts = (replies[i : i + 6] for i in range(0, len(replies), 6))
         return [
-            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c)
-            for name, (q, s, f, x, c) in zip(names, counts, strict=True)
+            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c, scheduled=d)
+            for name, (q, s, f, x, c, d) in zip(names, counts, strict=True)
         ]
 
     def jobs(self, queue: str | None = None, state: JobStatus | None = None, limit: int = 50) -> list[JobInfo]:

@@ -1,0 +1,25 @@
+"""`ferry submit --delay-s/--run-at`: a scheduled job, and one red line for a bad due time."""
+
+from __future__ import annotations
+
+from shared.client import Client
+from shared.models import JobStatus
+from tests.admin.conftest import Ferry
+from tests.admin.helpers import one_line
+
+
+def test_submit_with_delay_s_prints_an_id_of_a_scheduled_job(ferry: Ferry, served: str, client: Client) -> None:
+    done = ferry("submit", "echo", "--arg", "value=1", "--delay-s", "30")
+    assert done.returncode == 0, done.stderr
+    info = client.status(one_line(done.stdout))
+    assert info.status == JobStatus.SCHEDULED and info.due_at is not None
+    shown = ferry("status", info.id)
+    assert "due" in shown.stdout and "scheduled" in shown.stdout
+
+
+def test_bad_run_at_is_one_line_and_exit_2(ferry: Ferry, served: str) -> None:
+    done = ferry("submit", "echo", "--run-at", "tomorrow")
+    assert done.returncode == 2
+    assert "run_at" in one_line(done.stderr) and "Traceback" not in done.stderr
+    both = ferry("submit", "echo", "--run-at", "2030-01-01T00:00:00Z", "--delay-s", "3")
+    assert both.returncode == 2 and "not both" in one_line(both.stderr)
