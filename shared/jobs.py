@@ -9,12 +9,12 @@ from typing import Any
 
 import redis
 
-from shared import delays, keys, wire
+from shared import backoff, delays, keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
 from shared.lifecycle import Lifecycle
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
+from shared.models import AttemptError, JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.lifetime import reference_job_objects
 from shared.replies import byte_fields, optional_bytes, text
 from shared.settings import Settings
@@ -154,7 +154,8 @@ class JobService:
 
 
 VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
-               "retries_left", "number_of_retries", "timeout", "ferry_task", delays.DUE_FIELD)
+               "retries_left", "number_of_retries", "timeout", "ferry_task", delays.DUE_FIELD,
+               backoff.ATTEMPT_ERRORS_FIELD)
 
 
 def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
@@ -238,7 +239,25 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         attempts=_attempts(status, int(field("number_of_retries") or 0), bool(field("started_at"))),
         timeout_s=int(float(timeout)) if timeout else None,
         due_at=delays.due_datetime(raw.get(delays.DUE_FIELD.encode())),
+        attempt_errors=attempt_errors(raw.get(backoff.ATTEMPT_ERRORS_FIELD.encode())),
     )
+
+
+def attempt_errors(raw: bytes | None) -> list[AttemptError]:
+    """The job's kept attempt errors, oldest first; [] when none or unreadable."""
+    if not raw:
+        return []
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return []
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            out.append(AttemptError(attempt=int(entry.get("attempt") or 0), error=str(entry.get("error") or ""),
+                                    started_at=rq_parse(entry.get("started_at") or None),
+                                    failed_at=rq_parse(entry.get("failed_at") or None)))
+    return out
 
 
 def _attempts(status: JobStatus, retries_used: int, ever_started: bool) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import delays, keys, wire
+from shared import backoff, delays, keys, wire
 from shared.catalog import Catalog
 from shared.errors import FerryError, TaskNotServed, UnknownTask
 from shared.models import JobRequest, JobStatus, Submitted
@@ -125,6 +125,7 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
     if due is not None:  # a 4th key: ENQUEUE puts the job in RQ's scheduled registry instead of on the queue
         fields.update(delays.scheduled_fields(due))
         script_keys.append(keys.scheduled(queue))
+    fields.update(backoff.job_fields(request))
     flat: list[Any] = [job_id, queue, settings.result_ttl_s]
     for name, value in fields.items():
         flat += [name, value]

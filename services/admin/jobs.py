@@ -221,6 +221,7 @@ def job_table(info: JobInfo) -> Table:
         ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
         ("ended", _when(info.ended_at)), ("worker process", info.worker), ("error", info.error),
         ("due", _when(info.due_at)),
+        *((f"attempt {e.attempt} error", f"{e.error} (at {_when(e.failed_at)})") for e in info.attempt_errors),
     ]
     for name, value in rows:
         if value not in (None, ""):

@@ -178,8 +178,10 @@ local function settle(a)
     redis.call('PUBLISH', DONE, a.id)
     return 'canceled'
   end
+  note_attempt_error(jkey, a)   -- lua_delays
   local left = tonumber(f[3] or '0') or 0
   if a.retryable == '1' and left > 0 then
+    if retry_later(a, jkey, left, task) then return 'retried' end   -- a back-off (lua_delays)
     redis.call('HSET', jkey, 'status', 'queued', 'retries_left', left - 1, 'ferry_error', a.short,
                'enqueued_at', a.now, 'worker_name', '')
     redis.call('HINCRBY', jkey, 'number_of_retries', 1)
@@ -246,7 +248,7 @@ end
 # Arguments of a settle, in ARGV order after any script-specific ones (see `lifecycle.Failure`).
 SETTLE_ARGS = ("id", "queue", "exec", "now", "now_unix", "short", "exc_string", "exc_info", "failure_ttl", "retryable",
                "worker", "task", "reason", "front", "run_field", "run_sum_field", "run_s", "wait_field",
-               "wait_sum_field", "wait_s")
+               "wait_sum_field", "wait_s", "retry_due")
 
 
 def _named(names: tuple[str, ...], first: int) -> str:

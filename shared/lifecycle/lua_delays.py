@@ -10,7 +10,7 @@ number would be formatted with 14 digits, a tenth of a millisecond off.
 
 from __future__ import annotations
 
-from shared import delays, keys
+from shared import backoff, delays, keys
 
 
 def _q(text: str) -> str:
@@ -51,6 +51,36 @@ local function cancel_scheduled(jkey, argv, origin)
   count(origin, task_of(jkey, ''), 'canceled')
   redis.call('PUBLISH', DONE, argv[1])
   return {{'canceled'}}
+end
+"""
+
+LUA += f"""
+local ATTEMPT_ERRORS = {_q(backoff.ATTEMPT_ERRORS_FIELD)}
+-- settle(): keep this attempt's error on the job (the last {ATTEMPT_ERRORS_KEPT}, each cut short), as JSON.
+local function note_attempt_error(jkey, a)
+  local f = redis.call('HMGET', jkey, ATTEMPT_ERRORS, 'number_of_retries', 'started_at')
+  local kept = {{}}
+  if f[1] then
+    local ok, decoded = pcall(cjson.decode, f[1])
+    if ok and type(decoded) == 'table' then kept = decoded end
+  end
+  kept[#kept + 1] = {{attempt = (tonumber(f[2] or '0') or 0) + 1, started_at = f[3] or '', failed_at = a.now,
+                     error = string.sub(a.short or '', 1, {ATTEMPT_ERROR_CHARS})}}
+  while #kept > {ATTEMPT_ERRORS_KEPT} do table.remove(kept, 1) end
+  redis.call('HSET', jkey, ATTEMPT_ERRORS, cjson.encode(kept))
+end
+
+-- settle()'s retry when the worker computed a back-off (a.retry_due: unix s): scheduled, not queued.
+local function retry_later(a, jkey, left, task)
+  if not a.retry_due or a.retry_due == '' then return false end
+  redis.call('HSET', jkey, 'status', 'scheduled', 'retries_left', left - 1, 'ferry_error', a.short,
+             'worker_name', '', DUE, a.retry_due)
+  redis.call('HINCRBY', jkey, 'number_of_retries', 1)
+  redis.call('ZADD', SCHEDULED .. a.queue, a.retry_due, a.id)
+  count(a.queue, task, 'retried')
+  if a.reason ~= '' then redis.call('HINCRBY', METRICS, requeued_field(a.queue, task, a.reason), 1) end
+  note_due(a.retry_due)
+  return true
 end
 """
 
