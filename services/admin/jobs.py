@@ -100,6 +100,24 @@ def submit(
         typer.Option("--run-at", metavar="ISO-8601",
             help="Run it no earlier than this moment, with a zone, e.g. 2026-11-29T21:00:00Z (not with --delay-s)."),
     ] = None,
+    retry_delay_s: Annotated[
+        float | None,
+        typer.Option("--retry-delay-s", min=0,
+            help="Wait this long before a retry (exponential: before the first one). Default: the task's, else 0."),
+    ] = None,
+    retry_backoff: Annotated[
+        str | None,
+        typer.Option("--retry-backoff", metavar="fixed|exponential",
+            help="fixed: every wait is --retry-delay-s; exponential: it doubles after each retry."),
+    ] = None,
+    retry_max_delay_s: Annotated[
+        float | None, typer.Option("--retry-max-delay-s", min=0, help="Cap on any one wait between attempts."),
+    ] = None,
+    retry_jitter: Annotated[
+        float | None,
+        typer.Option("--retry-jitter", min=0, max=1,
+            help="Fraction taken off each wait at random (0.5: a wait d becomes 0.5d to d)."),
+    ] = None,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
@@ -107,7 +125,9 @@ def submit(
         try:
             request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout_s, retries=retries,
                                  idempotency_key=idempotency_key, allow_unserved=allow_unserved, delay_s=delay_s,
-                                 run_at=run_at)  # type: ignore[arg-type]  # pydantic parses the ISO-8601 text
+                                 run_at=run_at,  # type: ignore[arg-type]  # pydantic parses the ISO-8601 text
+                                 retry_delay_s=retry_delay_s, retry_backoff=retry_backoff,  # type: ignore[arg-type]
+                                 retry_max_delay_s=retry_max_delay_s, retry_jitter=retry_jitter)
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)

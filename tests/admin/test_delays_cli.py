@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from shared.client import Client
 from shared.models import JobStatus
 from tests.admin.conftest import Ferry
@@ -23,3 +25,14 @@ def test_bad_run_at_is_one_line_and_exit_2(ferry: Ferry, served: str) -> None:
     assert "run_at" in one_line(done.stderr) and "Traceback" not in done.stderr
     both = ferry("submit", "echo", "--run-at", "2030-01-01T00:00:00Z", "--delay-s", "3")
     assert both.returncode == 2 and "not both" in one_line(both.stderr)
+
+
+def test_submit_stores_the_jobs_own_back_off(ferry: Ferry, served: str, conn) -> None:
+    done = ferry("submit", "echo", "--retry-delay-s", "0.5", "--retry-backoff", "exponential",
+                 "--retry-max-delay-s", "4", "--retry-jitter", "0.2")
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(conn.hget(f"rq:job:{one_line(done.stdout)}", "ferry_retry"))
+    assert stored == {"retry_delay_s": 0.5, "retry_backoff": "exponential", "retry_max_delay_s": 4.0,
+                      "retry_jitter": 0.2}
+    bad = ferry("submit", "echo", "--retry-backoff", "linear")
+    assert bad.returncode == 2 and "retry_backoff" in one_line(bad.stderr)
