@@ -193,7 +193,7 @@ function jobPage(jobId) {
     const key = JSON.stringify(d);
     if (key === shown) return; // keep the reader's scroll position and selection while nothing changes
     shown = key;
-    const running = j.status === "queued" || j.status === "started";
+    const running = j.status === "queued" || j.status === "started" || j.status === "scheduled";
     const progress = typeof d.progress === "number" ? `<div class="progress" title="${(d.progress * 100).toFixed(0)}%"><span style="width:${Math.min(100, d.progress * 100)}%"></span></div>`
       : d.progress != null ? `<pre>${json(d.progress)}</pre>` : "-";
     el("job").innerHTML = `<h2>Job <span class="mono">${esc(j.id)}</span> ${badge(j.status)}</h2>
@@ -207,6 +207,8 @@ function jobPage(jobId) {
         <dt>waited</dt><dd>${seconds(j.enqueued_at, j.started_at)}</dd><dt>ran</dt><dd>${seconds(j.started_at, j.ended_at)}</dd>
         <dt>progress</dt><dd>${progress}</dd>
         ${j.error ? `<dt>error</dt><dd class="error">${esc(j.error)}</dd>` : ""}
+        ${j.due_at ? `<dt>due</dt><dd data-testid="job-due">${esc(j.due_at)}</dd>` : ""}
+        ${(j.attempt_errors || []).map((e) => `<dt>attempt ${e.attempt}</dt><dd class="error">${esc(e.error)}</dd>`).join("")}
       </dl>
       <div class="actions">
         <button class="danger" id="cancel" data-testid="cancel" ${running ? "" : "disabled"}>Cancel</button>
