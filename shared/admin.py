@@ -21,6 +21,7 @@ STATE_REGISTRY = {
     JobStatus.FINISHED: keys.finished,
     JobStatus.FAILED: keys.failed,
     JobStatus.CANCELED: keys.canceled,
+    JobStatus.SCHEDULED: keys.scheduled,  # scored by due time: "newest first" lists the latest due first
 }
 
 

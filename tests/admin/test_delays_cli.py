@@ -36,3 +36,11 @@ def test_submit_stores_the_jobs_own_back_off(ferry: Ferry, served: str, conn) ->
                       "retry_jitter": 0.2}
     bad = ferry("submit", "echo", "--retry-backoff", "linear")
     assert bad.returncode == 2 and "retry_backoff" in one_line(bad.stderr)
+
+
+def test_jobs_lists_scheduled_jobs(ferry: Ferry, served: str, client: Client) -> None:
+    delayed = client.submit("echo", {"value": 1}, delay_s=30)
+    client.submit("echo", {"value": 2})
+    listed = ferry("jobs", "--status", "scheduled", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)] == [delayed.id]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -34,6 +33,19 @@ def test_delayed_job_starts_no_earlier_than_due_and_within_a_second_after(start_
     assert info.started_at >= info.due_at, (info.started_at, info.due_at)
     assert (info.started_at - info.due_at).total_seconds() < 1.0, (info.started_at, info.due_at)
     assert conn.zcard(keys.scheduled("default")) == 0
+
+
+def test_a_job_due_sooner_wakes_the_sleeping_promoter(start_node, client: Client, env: dict[str, str]) -> None:
+    # A 30 s poll and a 60 s lease (renewed every 20 s): only the enqueue's wake-up can start it in time.
+    start_node(processes=1, env={**env, "FERRY_SCHEDULED_POLL_S": "30", "FERRY_PROMOTER_LEASE_S": "60"})
+    far = client.submit("echo", {"value": "far"}, delay_s=25)
+    wait_for(lambda: client.conn.get(keys.DELAYS_WAKE_AT), what="the promoter to go to sleep")
+    soon = client.submit("echo", {"value": "soon"}, delay_s=1)
+    assert client.result(soon, wait_s=10).value == "soon"
+    info = client.status(soon)
+    assert info.started_at is not None and info.due_at is not None
+    assert 0 <= (info.started_at - info.due_at).total_seconds() < 1.0
+    assert client.status(far).status == JobStatus.SCHEDULED
 
 
 def test_run_at_in_the_client_takes_an_aware_datetime(start_node, client: Client) -> None:
@@ -67,7 +79,6 @@ def test_cancel_of_a_scheduled_job_takes_it_out_of_the_registry(served: str, cli
     assert client.result(submitted).status == JobStatus.CANCELED
 
 
-@pytest.mark.slow
 def test_promoter_failover_when_the_lease_holder_is_killed_moves_each_job_once(
         start_node, client: Client, conn: redis.Redis, env: dict[str, str]) -> None:
     fast = {**env, "FERRY_PROMOTER_LEASE_S": "1"}

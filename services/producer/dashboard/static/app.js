@@ -137,7 +137,7 @@ function lineChart(series, colors, stepS) {
 }
 
 // --- jobs ---
-const STATUSES = ["", "queued", "started", "finished", "failed", "canceled"];
+const STATUSES = ["", "queued", "started", "finished", "failed", "canceled", "scheduled"];
 function jobsPage(params) {
   const gen = generation;
   main.innerHTML = `
