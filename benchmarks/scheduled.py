@@ -11,7 +11,8 @@ own `started_at` (and `enqueued_at`: when it was moved from the scheduled regist
 - rq: two `rq worker --with-scheduler -w rq.worker.SimpleWorker` (one of them holds RQ's scheduler lock
   for the queue); jobs via `Queue.enqueue_at` in pipelines. RQ's registry scores are whole seconds.
 
-Start lateness = started_at - due time, per job: p50, p99 and max; "moved" = the last job's enqueued_at
+Start lateness = when the job's body started - due time, per job (Ferry: the result entry's
+`execution_started_at`; RQ: `started_at`): p50, p99 and max; "moved" = the last job's enqueued_at
 - due (how long the promotion of the whole batch took). Every job must be `finished` with exactly one
 result entry, or the run fails.
 """
@@ -79,15 +80,18 @@ def lateness(conn: redis.Redis, system: str, ids: list[str], due: float) -> tupl
     pipe = conn.pipeline(transaction=False)
     for job_id in ids:
         pipe.hmget(f"rq:job:{job_id}", "status", "started_at", "enqueued_at")
-        pipe.xlen(f"rq:results:{job_id}")
+        pipe.xrange(f"rq:results:{job_id}")
     replies = pipe.execute()
     late, moved, bad = [], [], []
     for job_id, (status, started_at, enqueued_at), results in zip(ids, replies[::2], replies[1::2], strict=True):
         started, queued = rq_parse(started_at), rq_parse(enqueued_at)
-        if status != b"finished" or results != 1 or started is None or queued is None:
-            bad.append((job_id, status, results))
+        if status != b"finished" or len(results) != 1 or started is None or queued is None:
+            bad.append((job_id, status, len(results)))
             continue
-        late.append(started.timestamp() - due)
+        # Ferry writes started_at when a worker claims the job (a prefetch may claim a few at once); its result
+        # entry has the moment the body started, which is what RQ's started_at is.
+        ran = results[0][1].get(b"execution_started_at")
+        late.append((float(ran) if system == "ferry" and ran else started.timestamp()) - due)
         moved.append(queued.timestamp() - due)
     if bad:
         raise RuntimeError(f"{system}: {len(bad)} of {len(ids)} jobs not finished exactly once, e.g. {bad[:3]}")

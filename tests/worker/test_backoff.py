@@ -6,9 +6,11 @@ import random
 
 import pytest
 import redis
+from rich.console import Console
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
+from services.admin.jobs import job_table
 from shared import keys
 from shared.backoff import RetryBackoff, rq_interval
 from shared.client import Client
@@ -77,6 +79,10 @@ def test_attempt_errors_are_bounded_and_cut(start_node, client: Client) -> None:
     info = wait_for(lambda: _failed(client, job.id), timeout=20, what="the job to fail for good")
     assert [e.attempt for e in info.attempt_errors] == list(range(4, 14))  # the last 10 of 13
     assert all(len(e.error) == 500 for e in info.attempt_errors)
+    console = Console(width=2000, record=True)
+    console.print(job_table(info))  # what `ferry status` prints
+    shown = console.export_text()
+    assert "attempt 13 error" in shown and "attempt 3 error" not in shown
 
 
 def test_jitter_stays_within_its_bounds_and_varies() -> None:
