@@ -105,11 +105,11 @@ function overviewPage() {
     const [queues, rate, nodes] = await Promise.all([api("/v1/queues"), api("/v1/views/throughput?window_s=300&step_s=10"), api("/v1/nodes")]);
     if (gen !== generation) return;
     el("queues").innerHTML = `<table data-testid="queues"><tr><th>queue</th><th class="num">queued</th><th class="num">started</th>
-      <th class="num">finished</th><th class="num">failed</th><th class="num">canceled</th></tr>
+      <th class="num">finished</th><th class="num">failed</th><th class="num">canceled</th><th class="num">scheduled</th></tr>
       ${queues.map((q) => `<tr data-queue="${esc(q.name)}"><td><a href="#/jobs?queue=${encodeURIComponent(q.name)}">${esc(q.name)}</a></td>
         <td class="num" data-field="queued">${q.queued}</td><td class="num" data-field="started">${q.started}</td>
         <td class="num" data-field="finished">${q.finished}</td><td class="num" data-field="failed">${q.failed}</td>
-        <td class="num" data-field="canceled">${q.canceled}</td></tr>`).join("")}</table>`;
+        <td class="num" data-field="canceled">${q.canceled}</td><td class="num" data-field="scheduled">${q.scheduled ?? 0}</td></tr>`).join("")}</table>`;
     el("throughput").innerHTML = lineChart([rate.finished, rate.failed], ["var(--green)", "var(--red)"], rate.step_s);
     el("node-health").innerHTML = nodes.length ? `<table><tr><th>node</th><th>alive</th><th class="num">processes</th>
       <th class="hide-narrow">queues</th><th>heartbeat</th></tr>
