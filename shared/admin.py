@@ -21,6 +21,7 @@ STATE_REGISTRY = {
     JobStatus.FINISHED: keys.finished,
     JobStatus.FAILED: keys.failed,
     JobStatus.CANCELED: keys.canceled,
+    JobStatus.SCHEDULED: keys.scheduled,  # scored by due time: "newest first" lists the latest due first
 }
 
 
@@ -43,11 +44,12 @@ class Admin:
             pipe.zcard(keys.started(name))
             for registry in (keys.finished, keys.failed, keys.canceled):
                 pipe.zcount(registry(name), now, "+inf")  # entries score by expiry
+            pipe.zcard(keys.scheduled(name))  # delayed jobs and retries waiting out a back-off
         replies = pipe.execute()
-        counts = (replies[i : i + 5] for i in range(0, len(replies), 5))
+        counts = (replies[i : i + 6] for i in range(0, len(replies), 6))
         return [
-            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c)
-            for name, (q, s, f, x, c) in zip(names, counts, strict=True)
+            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c, scheduled=d)
+            for name, (q, s, f, x, c, d) in zip(names, counts, strict=True)
         ]
 
     def jobs(self, queue: str | None = None, state: JobStatus | None = None, limit: int = 50) -> list[JobInfo]:

@@ -197,7 +197,8 @@ class AsyncClient:
 
     # --- jobs ---
     async def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> Submitted:
-        """Enqueue a job. Options: queue, timeout_s, retries, idempotency_key, allow_unserved."""
+        """Enqueue a job. Options: queue, timeout_s, retries, idempotency_key, allow_unserved,
+        delay_s or run_at (an aware datetime), retry_delay_s, retry_backoff, retry_max_delay_s, retry_jitter."""
         return await self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options))
 
     @_redis_errors

@@ -64,7 +64,8 @@ class Client:
     # --- jobs ---
     @_redis_errors
     def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> Submitted:
-        """Enqueue a job (its id is `.id`). Options: queue, timeout_s, retries, idempotency_key, allow_unserved.
+        """Enqueue a job (its id is `.id`). Options: queue, timeout_s, retries, idempotency_key, allow_unserved,
+        delay_s or run_at (an aware datetime), retry_delay_s, retry_backoff, retry_max_delay_s, retry_jitter.
 
         The args are checked against the task catalog the live nodes publish (no task code needed here);
         a task no live node serves on the queue is refused unless `allow_unserved=True`.

@@ -9,12 +9,12 @@ from typing import Any
 
 import redis
 
-from shared import keys, wire
+from shared import backoff, delays, keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
 from shared.lifecycle import Lifecycle
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
+from shared.models import AttemptError, JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.lifetime import reference_job_objects
 from shared.replies import byte_fields, optional_bytes, text
 from shared.settings import Settings
@@ -149,12 +149,13 @@ class JobService:
         if outcome == "missing":
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
         if outcome == "already":
-            raise Conflict(f"job {job_id} is already {state}; only queued or started jobs can be canceled")
+            raise Conflict(f"job {job_id} is already {state}; only scheduled, queued or started jobs can be canceled")
         return self.status(job_id)
 
 
 VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
-               "retries_left", "number_of_retries", "timeout", "ferry_task")
+               "retries_left", "number_of_retries", "timeout", "ferry_task", delays.DUE_FIELD,
+               backoff.ATTEMPT_ERRORS_FIELD)
 
 
 def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
@@ -237,11 +238,30 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         retries_left=int(retries_left) if retries_left else None,
         attempts=_attempts(status, int(field("number_of_retries") or 0), bool(field("started_at"))),
         timeout_s=int(float(timeout)) if timeout else None,
+        due_at=delays.due_datetime(raw.get(delays.DUE_FIELD.encode())),
+        attempt_errors=attempt_errors(raw.get(backoff.ATTEMPT_ERRORS_FIELD.encode())),
     )
+
+
+def attempt_errors(raw: bytes | None) -> list[AttemptError]:
+    """The job's kept attempt errors, oldest first; [] when none or unreadable."""
+    if not raw:
+        return []
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return []
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            out.append(AttemptError(attempt=int(entry.get("attempt") or 0), error=str(entry.get("error") or ""),
+                                    started_at=rq_parse(entry.get("started_at") or None),
+                                    failed_at=rq_parse(entry.get("failed_at") or None)))
+    return out
 
 
 def _attempts(status: JobStatus, retries_used: int, ever_started: bool) -> int:
     """Executions so far: one per retry consumed, plus the current or last one unless the job waits to run."""
-    if status == JobStatus.QUEUED or not ever_started:
+    if status in (JobStatus.QUEUED, JobStatus.SCHEDULED) or not ever_started:
         return retries_used
     return retries_used + 1

@@ -138,3 +138,14 @@ def partial_segment(deployment: str, node_id: str, object_id: str) -> str:
 
 def node_lock(deployment: str, node_id: str) -> str:
     return f"{SEGMENT_PREFIX}{node_id}_{deployment}{LOCK_SUFFIX}"
+
+
+# --- Delayed jobs (shared/delays.py, services/worker/promoter.py) ---
+PROMOTER_LEASE = "ferry:promoter"  # string: the node id allowed to promote due jobs (SET NX PX, renewed)
+DELAYS_WAKE_CHANNEL = "ferry:delays:wake"  # published when a job due before the promoter's next wake-up is scheduled
+DELAYS_WAKE_AT = "ferry:delays:wake_at"  # unix seconds the promoter sleeps until (an earlier due time publishes)
+
+
+def scheduled(queue_name: str) -> str:
+    """RQ's ScheduledJobRegistry: members job ids, score = due time in unix seconds (RQ's enqueue_at writes it)."""
+    return f"rq:scheduled:{queue_name}"

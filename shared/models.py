@@ -6,11 +6,13 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.backoff import MAX_RETRY_DELAY_S, Backoff
 from shared.objects.ref import ObjectRef
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_DELAY_S = 366 * 86_400  # how far ahead a job may be scheduled (delay_s, run_at)
 
 
 class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(status) ("queued", not "JobStatus.QUEUED")
@@ -64,6 +66,28 @@ class JobRequest(BaseModel):
     allow_unserved: bool = Field(
         False, description="queue the job even if no live node serves its task on its queue (it waits for one)"
     )
+    delay_s: float | None = Field(
+        None, ge=0, le=MAX_DELAY_S, examples=[30],
+        description="run the job no earlier than this many seconds from now (it waits as `scheduled`); not with run_at")
+    run_at: datetime | None = Field(
+        None, examples=["2026-11-29T21:00:00Z"],
+        description="run the job no earlier than this moment: ISO-8601 with a zone (UTC: `Z`); not with delay_s")
+    retry_delay_s: float | None = Field(
+        None, ge=0, le=MAX_RETRY_DELAY_S,
+        description="wait before a retry (exponential: before the first, doubled each time); default: the task's")
+    retry_backoff: Backoff | None = Field(None, description="`fixed` or `exponential`; default: the task's, else fixed")
+    retry_max_delay_s: float | None = Field(
+        None, ge=0, le=MAX_RETRY_DELAY_S, description="cap on any one wait between attempts; default: the task's")
+    retry_jitter: float | None = Field(
+        None, ge=0, le=1, description="fraction taken off each wait at random, 0-1 (0.5: a wait d is 0.5d to d)")
+
+    @model_validator(mode="after")
+    def _one_due_time(self) -> JobRequest:
+        if self.delay_s is not None and self.run_at is not None:
+            raise ValueError("give either delay_s or run_at, not both")
+        if self.run_at is not None and self.run_at.utcoffset() is None:
+            raise ValueError("run_at needs a time zone: write it in UTC with a trailing Z, e.g. 2026-11-29T21:00:00Z")
+        return self
 
 
 class Submitted(BaseModel):
@@ -83,6 +107,15 @@ class Submitted(BaseModel):
         return self.id
 
 
+class AttemptError(BaseModel):
+    """One failed attempt of a job: when it ran and what it raised."""
+
+    attempt: int
+    started_at: datetime | None = None
+    failed_at: datetime | None = None
+    error: str
+
+
 class JobInfo(BaseModel):
     """A job's state, as stored in Redis."""
 
@@ -99,6 +132,9 @@ class JobInfo(BaseModel):
     retries_left: int | None = None
     attempts: int = 0
     timeout_s: int | None = None
+    due_at: datetime | None = Field(None, description="when a delayed job (or a retry with back-off) is due to run")
+    attempt_errors: list[AttemptError] = Field(
+        default_factory=list, description="the errors of the last failed attempts (at most 10, each cut to 500 chars)")
 
 
 class JobResult(BaseModel):
@@ -126,6 +162,7 @@ class QueueInfo(BaseModel):
     finished: int
     failed: int
     canceled: int
+    scheduled: int = Field(0, description="delayed jobs (and retries waiting out a back-off) not yet due")
 
 
 class WorkerInfo(BaseModel):

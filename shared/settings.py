@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (shared/logs.py)
     access_log: bool = True  # the producer logs one line per request (method, path, status, duration)
+    # Delayed jobs: one node at a time holds the promoter lease (shared/delays.py); another takes over when it lapses.
+    promoter_lease_s: float = Field(3.0, gt=0, le=300)
+    scheduled_poll_s: float = Field(0.5, gt=0, le=60)  # the promoter looks this often at least (RQ never wakes it)
+    promote_batch_jobs: int = Field(1000, ge=1, le=10_000)  # due jobs moved per script call
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

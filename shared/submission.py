@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import keys, wire
+from shared import backoff, delays, keys, wire
 from shared.catalog import Catalog
 from shared.errors import FerryError, TaskNotServed, UnknownTask
 from shared.models import JobRequest, JobStatus, Submitted
 from shared.objects.ref import ObjectRef
 from shared.settings import Settings
 from shared.tasks import TaskRegistry
+from shared.timeutil import unix_now
 
 ScriptCall = tuple[list[str], list[Any]]
 
@@ -119,10 +120,16 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
         settings.failure_ttl_s,
     )
     idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
+    script_keys = [keys.job(job_id), keys.queue(queue), idem]
+    due = delays.due_unix(request, unix_now()) if request.delay_s is not None or request.run_at is not None else None
+    if due is not None:  # a 4th key: ENQUEUE puts the job in RQ's scheduled registry instead of on the queue
+        fields.update(delays.scheduled_fields(due))
+        script_keys.append(keys.scheduled(queue))
+    fields.update(backoff.job_fields(request))
     flat: list[Any] = [job_id, queue, settings.result_ttl_s]
     for name, value in fields.items():
         flat += [name, value]
-    return [keys.job(job_id), keys.queue(queue), idem], flat
+    return script_keys, flat
 
 
 def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings) -> Submitted:
@@ -131,7 +138,9 @@ def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings)
     queue = request.queue or settings.default_queue
     log.debug("job %s: submitted (%s on %s)", job_id, request.task, queue,
               extra={"job_id": job_id, "task": request.task, "queue": queue})  # hot path: DEBUG only
-    return Submitted(id=job_id, status=JobStatus.QUEUED, queue=queue)
+    delayed = request.delay_s is not None or request.run_at is not None
+    status = JobStatus.SCHEDULED if delayed and delays.due_unix(request, unix_now()) is not None else JobStatus.QUEUED
+    return Submitted(id=job_id, status=status, queue=queue)
 
 
 def indexed(exc: FerryError, index: int) -> FerryError:

@@ -30,7 +30,8 @@ from shared.timeutil import unix_now
 SCAN_PER_LIST = 2000  # entries read per queue and status when filtering by task (the task is inside the job data)
 FETCH_BATCH = 200  # job hashes per pipeline
 MAX_SHOWN_BYTES = 64 * 1024  # args or results larger than this are cut in the job view
-LIST_ORDER = (JobStatus.STARTED, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED)
+LIST_ORDER = (JobStatus.STARTED, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.FINISHED, JobStatus.CANCELED,
+              JobStatus.SCHEDULED)
 
 
 class JobDetail(BaseModel):

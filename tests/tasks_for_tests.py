@@ -88,3 +88,9 @@ def ledger(token: str, seconds: float = 0.0) -> str:
     time.sleep(seconds)
     _ledger_line("end", token)
     return token
+
+
+@task("test.fail_with_backoff", retry_delay_s=0.4)
+def fail_with_backoff(message: str = "boom") -> None:
+    """Always raise; the task's default back-off waits 0.4 s between attempts."""
+    raise RuntimeError(message)

@@ -90,13 +90,44 @@ def submit(
         typer.Option("--allow-unserved",
             help="Queue it even if no live node serves the task on that queue (it waits for one)."),
     ] = False,
+    delay_s: Annotated[
+        float | None,
+        typer.Option("--delay-s", min=0,
+            help="Run it no earlier than this many seconds from now (it waits as `scheduled`; see `ferry status`)."),
+    ] = None,
+    run_at: Annotated[
+        str | None,
+        typer.Option("--run-at", metavar="ISO-8601",
+            help="Run it no earlier than this moment, with a zone, e.g. 2026-11-29T21:00:00Z (not with --delay-s)."),
+    ] = None,
+    retry_delay_s: Annotated[
+        float | None,
+        typer.Option("--retry-delay-s", min=0,
+            help="Wait this long before a retry (exponential: before the first one). Default: the task's, else 0."),
+    ] = None,
+    retry_backoff: Annotated[
+        str | None,
+        typer.Option("--retry-backoff", metavar="fixed|exponential",
+            help="fixed: every wait is --retry-delay-s; exponential: it doubles after each retry."),
+    ] = None,
+    retry_max_delay_s: Annotated[
+        float | None, typer.Option("--retry-max-delay-s", min=0, help="Cap on any one wait between attempts."),
+    ] = None,
+    retry_jitter: Annotated[
+        float | None,
+        typer.Option("--retry-jitter", min=0, max=1,
+            help="Fraction taken off each wait at random (0.5: a wait d becomes 0.5d to d)."),
+    ] = None,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
         args = resolve_objects(client, parse_args(arg or [], args_json))
         try:
             request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout_s, retries=retries,
-                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved)
+                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved, delay_s=delay_s,
+                                 run_at=run_at,  # type: ignore[arg-type]  # pydantic parses the ISO-8601 text
+                                 retry_delay_s=retry_delay_s, retry_backoff=retry_backoff,  # type: ignore[arg-type]
+                                 retry_max_delay_s=retry_max_delay_s, retry_jitter=retry_jitter)
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)
@@ -209,6 +240,8 @@ def job_table(info: JobInfo) -> Table:
         ("timeout", f"{info.timeout_s}s" if info.timeout_s else "-"),
         ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
         ("ended", _when(info.ended_at)), ("worker process", info.worker), ("error", info.error),
+        ("due", _when(info.due_at)),
+        *((f"attempt {e.attempt} error", f"{e.error} (at {_when(e.failed_at)})") for e in info.attempt_errors),
     ]
     for name, value in rows:
         if value not in (None, ""):

@@ -58,10 +58,10 @@ def picture(client: Client) -> RenderableType:
     queues, nodes, workers = admin.queues(), admin.nodes(), admin.workers()
     rate = views.throughput(client.conn, client.settings, window_s=300, step_s=10)
     header = Text.from_markup(f"[bold]Ferry[/bold]  {esc(redact(client.url))}  [dim]{time.strftime('%H:%M:%S')}[/dim]")
-    queue_table = table("queue", "queued", "started", "finished", "failed", "canceled", title="Queues")
+    queue_table = table("queue", "queued", "started", "finished", "failed", "canceled", "scheduled", title="Queues")
     for q in queues:
         queue_table.add_row(esc(q.name), str(q.queued), str(q.started), str(q.finished),
-                            f"[red]{q.failed}[/red]" if q.failed else "0", str(q.canceled))
+                            f"[red]{q.failed}[/red]" if q.failed else "0", str(q.canceled), str(q.scheduled))
     parts: list[RenderableType] = [header, queue_table, _rate_line(rate)]
     if nodes:
         parts += [node_table(nodes), cache_table(nodes)]

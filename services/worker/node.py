@@ -25,6 +25,7 @@ import redis
 
 from services.worker import process as worker_process
 from services.worker.outage import Outage
+from services.worker.promoter import Promoter
 from services.worker.reaper import reap
 from shared import catalog, keys
 from shared.errors import ConfigError, RedisUnavailable
@@ -92,9 +93,12 @@ class Node:
         self._heartbeat()  # publishes the task catalog before any worker process is up
         for slot in self.slots:
             self._start(slot)
+        promoter = Promoter(self.settings, self.redis_url, self.node_id, self.queues)  # after the forks: delayed jobs
+        promoter.start()
         try:
             self._supervise()
         finally:
+            promoter.stop()
             self._shutdown()
         return 0
 

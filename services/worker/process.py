@@ -35,6 +35,7 @@ import rq
 from services.worker.execution import Executor
 from services.worker.outage import GaveUp, Outage
 from shared import keys
+from shared.backoff import with_backoff
 from shared.errors import PERMANENT_ERRORS, FerryError, JobCanceled, JobTimeout, ShmFull
 from shared.lifecycle import TIMEOUT, Claimed, Failure, Lifecycle, Timing, new_execution_id
 from shared.objects.cache import NodeCache
@@ -288,6 +289,9 @@ class WorkerProcess:
             self._log_finish(done, outcome.outcome)
             return claimed
         failure = done.failure
+        if failure.retryable:  # the back-off is fixed once, here: a re-sent settle carries the same wait
+            failure = self._retry(lambda: with_backoff(self.conn, job, failure, self.executor.tasks),
+                                  "reading the job's retry back-off")
         if done.stats:
             self._retry(lambda: self._flush_stats(done.stats or {}), "recording cache counters")
         settled = self._retry(lambda: self.lifecycle.settle(job, self.name, failure, done.timing),

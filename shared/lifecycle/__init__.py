@@ -113,6 +113,7 @@ class Failure:
     retryable: bool
     reason: str = ""  # a requeue reason (job_metrics.REQUEUE_REASONS) or ""
     front: bool = False  # requeue at the front of the queue (the job was interrupted, not at fault)
+    delay_s: float = 0.0  # retry back-off (shared/backoff.py): > 0 sends the retry to the scheduled registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +268,8 @@ class Lifecycle:
         return [job_id, queue, execution_id, rq_now(), unix_now(), failure.short[:1000], wire.exc_string(failure.text),
                 zlib.compress(failure.text.encode()), failure_ttl_s or self.settings.failure_ttl_s,
                 "1" if failure.retryable else "0", worker, task, failure.reason, "1" if failure.front else "0",
-                *(timing.args() if timing else NO_TIMING)]
+                *(timing.args() if timing else NO_TIMING),
+                repr(unix_now() + failure.delay_s) if failure.delay_s > 0 else ""]
 
 
 def _text(value: Any) -> str:

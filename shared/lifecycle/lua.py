@@ -10,6 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
+from shared.lifecycle import lua_delays
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -155,6 +156,7 @@ local function result_entry(id, ttl, ...)
   redis.call('EXPIRE', RESULTS .. id, ttl)
 end
 
+{lua_delays.LUA}
 -- A failed, timed-out, canceled or abandoned execution: requeue it while retries remain, else fail it.
 -- Gated on removing the execution's registry member: only the first caller (worker, supervisor, reaper,
 -- or a re-sent command) changes anything.
@@ -176,8 +178,10 @@ local function settle(a)
     redis.call('PUBLISH', DONE, a.id)
     return 'canceled'
   end
+  note_attempt_error(jkey, a)   -- lua_delays
   local left = tonumber(f[3] or '0') or 0
   if a.retryable == '1' and left > 0 then
+    if retry_later(a, jkey, left, task) then return 'retried' end   -- a back-off (lua_delays)
     redis.call('HSET', jkey, 'status', 'queued', 'retries_left', left - 1, 'ferry_error', a.short,
                'enqueued_at', a.now, 'worker_name', '')
     redis.call('HINCRBY', jkey, 'number_of_retries', 1)
@@ -244,7 +248,7 @@ end
 # Arguments of a settle, in ARGV order after any script-specific ones (see `lifecycle.Failure`).
 SETTLE_ARGS = ("id", "queue", "exec", "now", "now_unix", "short", "exc_string", "exc_info", "failure_ttl", "retryable",
                "worker", "task", "reason", "front", "run_field", "run_sum_field", "run_s", "wait_field",
-               "wait_sum_field", "wait_s")
+               "wait_sum_field", "wait_s", "retry_due")
 
 
 def _named(names: tuple[str, ...], first: int) -> str:
@@ -262,6 +266,7 @@ if KEYS[3] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if KEYS[4] then return schedule_new(KEYS, ARGV) end   -- a delayed job (lua_delays)
 redis.call('SADD', QUEUES, KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 wake(ARGV[2])
@@ -386,6 +391,7 @@ CANCEL = PRELUDE + """
 -- KEYS: job   ARGV: job id, now (RQ), failure ttl, now (unix)
 local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'worker_name')
 if not f[1] then return {'missing'} end
+if f[1] == 'scheduled' then return cancel_scheduled(KEYS[1], ARGV, f[2]) end
 if f[1] == 'queued' then
   local ttl = tonumber(ARGV[3])
   redis.call('LREM', QUEUE .. f[2], 0, ARGV[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -16,6 +17,7 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from shared.backoff import RetryBackoff
 from shared.errors import ConfigError, InvalidArgs, UnknownTask
 from shared.objects.ref import ObjectRef
 
@@ -41,6 +43,7 @@ class TaskSpec:
     array_params: frozenset[str]
     description: str
     version: str = ""  # a hash of the function's source: the catalog shows which code each node runs
+    retry_backoff: RetryBackoff | None = None  # the task's default back-off (shared/backoff.py); a job may override
 
     def validate(self, args: Any) -> BaseModel:
         """The validated input; InvalidArgs naming each bad field otherwise."""
@@ -107,11 +110,18 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
 
-    def task(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a function as a task; its signature, with type hints, becomes the input model."""
+    def task(self, name: str | None = None, **retry: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a function as a task; its signature, with type hints, becomes the input model.
+
+        `retry` is the task's default back-off between attempts (`retry_delay_s`, `retry_backoff`
+        "fixed" | "exponential", `retry_max_delay_s`, `retry_jitter`; see shared/backoff.py).
+        """
+        backoff = _backoff(name, retry)
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             spec = build_spec(name or f"{func.__module__}.{func.__qualname__}", func)
+            if backoff is not None:
+                spec = dataclasses.replace(spec, retry_backoff=backoff)
             existing = self._tasks.get(spec.name)
             if existing is not None and existing.func is not func:
                 if (existing.func.__module__, existing.func.__qualname__) != (func.__module__, func.__qualname__):
@@ -156,6 +166,16 @@ def build_spec(name: str, func: Callable[..., Any]) -> TaskSpec:
     model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
     description = inspect.getdoc(func) or ""
     return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0], source_version(func))
+
+
+def _backoff(name: str | None, retry: dict[str, Any]) -> RetryBackoff | None:
+    if not retry:
+        return None
+    try:
+        return RetryBackoff.model_validate(retry)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"@task({name!r}): bad retry back-off: {problems}") from exc
 
 
 def source_version(func: Callable[..., Any]) -> str:

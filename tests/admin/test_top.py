@@ -19,7 +19,7 @@ def test_top_refreshes_the_picture_the_number_of_times_asked(ferry, client: Clie
     assert len(frames) == 2
     for frame in frames:
         # queued, started, finished, failed, canceled
-        assert re.search(r"^default\s+0\s+0\s+3\s+0\s+0\s*$", frame, re.M), frame
+        assert re.search(r"^default\s+0\s+0\s+3\s+0\s+0\s+0\s*$", frame, re.M), frame  # ... canceled, scheduled
         assert "Last 5 min" in frame
         assert re.search(r"finished [ ▁▂▃▄▅▆▇█]{30} 3 ", frame)  # 30 marks of 10 s, then the sum
         assert node.node_id in frame and "Node caches" in frame

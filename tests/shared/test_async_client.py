@@ -60,3 +60,15 @@ def test_two_hundred_waiters_share_two_connections_and_are_all_woken(settings, s
             return values
 
     assert asyncio.run(scenario()) == list(range(200))
+
+
+def test_the_async_client_submits_delayed_jobs_through_the_same_code(settings, served: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(settings=settings) as client:
+            submitted = await client.submit("echo", {"value": 1}, delay_s=30, retry_delay_s=1)
+            assert submitted.status == "scheduled"
+            info = await client.status(submitted)
+            assert info.status == "scheduled" and info.due_at is not None
+            assert (await client.cancel(submitted)).status == "canceled"
+
+    asyncio.run(scenario())

@@ -78,7 +78,9 @@ RESULT_EXAMPLES = {
     description=(
         "Validate the task's args against its input schema (see `GET /v1/tasks`) and enqueue it. "
         "A repeated `idempotency_key` returns the first job with `duplicate: true` and enqueues nothing. "
-        "A task no live node serves on the job's queue is refused (409) unless `allow_unserved` is true."
+        "A task no live node serves on the job's queue is refused (409) unless `allow_unserved` is true. "
+        "`delay_s` or `run_at` (ISO-8601 with a zone) makes the job wait as `scheduled` until it is due; "
+        "`retry_delay_s`, `retry_backoff`, `retry_max_delay_s` and `retry_jitter` set the wait between attempts."
     ),
     responses=errors(
         400,

@@ -105,11 +105,11 @@ function overviewPage() {
     const [queues, rate, nodes] = await Promise.all([api("/v1/queues"), api("/v1/views/throughput?window_s=300&step_s=10"), api("/v1/nodes")]);
     if (gen !== generation) return;
     el("queues").innerHTML = `<table data-testid="queues"><tr><th>queue</th><th class="num">queued</th><th class="num">started</th>
-      <th class="num">finished</th><th class="num">failed</th><th class="num">canceled</th></tr>
+      <th class="num">finished</th><th class="num">failed</th><th class="num">canceled</th><th class="num">scheduled</th></tr>
       ${queues.map((q) => `<tr data-queue="${esc(q.name)}"><td><a href="#/jobs?queue=${encodeURIComponent(q.name)}">${esc(q.name)}</a></td>
         <td class="num" data-field="queued">${q.queued}</td><td class="num" data-field="started">${q.started}</td>
         <td class="num" data-field="finished">${q.finished}</td><td class="num" data-field="failed">${q.failed}</td>
-        <td class="num" data-field="canceled">${q.canceled}</td></tr>`).join("")}</table>`;
+        <td class="num" data-field="canceled">${q.canceled}</td><td class="num" data-field="scheduled">${q.scheduled ?? 0}</td></tr>`).join("")}</table>`;
     el("throughput").innerHTML = lineChart([rate.finished, rate.failed], ["var(--green)", "var(--red)"], rate.step_s);
     el("node-health").innerHTML = nodes.length ? `<table><tr><th>node</th><th>alive</th><th class="num">processes</th>
       <th class="hide-narrow">queues</th><th>heartbeat</th></tr>
@@ -137,7 +137,7 @@ function lineChart(series, colors, stepS) {
 }
 
 // --- jobs ---
-const STATUSES = ["", "queued", "started", "finished", "failed", "canceled"];
+const STATUSES = ["", "queued", "started", "finished", "failed", "canceled", "scheduled"];
 function jobsPage(params) {
   const gen = generation;
   main.innerHTML = `
@@ -193,7 +193,7 @@ function jobPage(jobId) {
     const key = JSON.stringify(d);
     if (key === shown) return; // keep the reader's scroll position and selection while nothing changes
     shown = key;
-    const running = j.status === "queued" || j.status === "started";
+    const running = j.status === "queued" || j.status === "started" || j.status === "scheduled";
     const progress = typeof d.progress === "number" ? `<div class="progress" title="${(d.progress * 100).toFixed(0)}%"><span style="width:${Math.min(100, d.progress * 100)}%"></span></div>`
       : d.progress != null ? `<pre>${json(d.progress)}</pre>` : "-";
     el("job").innerHTML = `<h2>Job <span class="mono">${esc(j.id)}</span> ${badge(j.status)}</h2>
@@ -207,6 +207,8 @@ function jobPage(jobId) {
         <dt>waited</dt><dd>${seconds(j.enqueued_at, j.started_at)}</dd><dt>ran</dt><dd>${seconds(j.started_at, j.ended_at)}</dd>
         <dt>progress</dt><dd>${progress}</dd>
         ${j.error ? `<dt>error</dt><dd class="error">${esc(j.error)}</dd>` : ""}
+        ${j.due_at ? `<dt>due</dt><dd data-testid="job-due">${esc(j.due_at)}</dd>` : ""}
+        ${(j.attempt_errors || []).map((e) => `<dt>attempt ${e.attempt}</dt><dd class="error">${esc(e.error)}</dd>`).join("")}
       </dl>
       <div class="actions">
         <button class="danger" id="cancel" data-testid="cancel" ${running ? "" : "disabled"}>Cancel</button>
