@@ -138,3 +138,18 @@ def partial_segment(deployment: str, node_id: str, object_id: str) -> str:
 
 def node_lock(deployment: str, node_id: str) -> str:
     return f"{SEGMENT_PREFIX}{node_id}_{deployment}{LOCK_SUFFIX}"
+
+
+# --- Periodic jobs (shared/schedules.py) ---
+SCHEDULES = "ferry:schedules"  # hash: schedule name -> JSON (the ones added at run time)
+SCHEDULES_PAUSED = "ferry:schedules:paused"  # set of paused schedule names (run-time or code-declared)
+
+
+def schedule_state(name: str) -> str:
+    """Hash {since, last_tick, last_job, fired, skipped}: a schedule's progress, moved only forward."""
+    return f"ferry:schedule:{name}"
+
+
+def schedules_code(node_id: str) -> str:
+    """The node's code-declared schedules (JSON list); expires with the node's liveness."""
+    return f"ferry:schedules:code:{node_id}"

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (shared/logs.py)
     access_log: bool = True  # the producer logs one line per request (method, path, status, duration)
+    # periodic jobs (shared/schedules.py): a tick not fired this long after its time is "missed" (catch_up policy)
+    cron_grace_s: float = Field(10.0, gt=0)
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 
