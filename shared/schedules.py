@@ -46,9 +46,12 @@ from croniter import croniter  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import keys
+from shared.catalog import read as read_catalog
 from shared.errors import Conflict, InvalidArgs, NotFound
-from shared.models import QUEUE_PATTERN
+from shared.models import QUEUE_PATTERN, JobRequest
 from shared.replies import text, texts
+from shared.settings import Settings
+from shared.submission import checked_args
 from shared.tasks import TaskRegistry
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # part of the tick's job id, so RQ's job id alphabet
@@ -57,7 +60,6 @@ MAX_EVERY_S = 366 * 86_400
 MAX_CATCH_UP = 1000
 CatchUp = Literal["latest", "skip", "all"]
 CATCH_UP_HELP = (
-    "what to do with ticks missed while no node ran (not fired within FERRY_CRON_GRACE_S): "
     "latest = run once, for the most recent missed tick (default); skip = run none; "
     "all = run each missed tick, at most catch_up_max (the most recent)"
 )
@@ -81,7 +83,8 @@ class Schedule(BaseModel):
     tz: str = Field("UTC", max_length=64, examples=["Europe/Paris"],
                     description="IANA time zone the cron expression is read in")
     enabled: bool = Field(True, description="false: declared but never fires (see also pause/resume)")
-    catch_up: CatchUp = Field("latest", description=CATCH_UP_HELP)
+    catch_up: CatchUp = Field("latest", description="ticks missed while no node ran (not fired within "
+                              f"FERRY_CRON_GRACE_S of their time): {CATCH_UP_HELP}")
     catch_up_max: int = Field(10, ge=1, le=MAX_CATCH_UP, description="for catch_up=all: the most missed ticks run")
 
     def check(self) -> Schedule:
@@ -310,6 +313,27 @@ def add(conn: redis.Redis, schedule: Schedule, replace: bool = False) -> bool:
     return created
 
 
+def create(conn: redis.Redis, schedule: Schedule, settings: Settings, local: TaskRegistry | None,
+           replace: bool = False) -> ScheduleInfo:
+    """Check a run-time schedule as a submit checks a job (the task is served, the args fit), then store it.
+
+    UnknownTask / TaskNotServed / InvalidArgs as for a job; Conflict for a taken name.
+    """
+    schedule.check()
+    request = JobRequest(task=schedule.task, args=schedule.args, queue=schedule.queue)
+    args = checked_args(request, read_catalog(conn), local, settings)
+    add(conn, schedule.model_copy(update={"args": args}), replace)
+    return info(conn, schedule.name)
+
+
+def info(conn: redis.Redis, name: str) -> ScheduleInfo:
+    """One schedule's view; NotFound if there is none by that name."""
+    for item in listing(conn):
+        if item.schedule.name == name:
+            return item
+    raise NotFound(f"no schedule {name!r}; `ferry schedules` lists them")
+
+
 def delete(conn: redis.Redis, name: str) -> None:
     """Remove a run-time schedule and its state; NotFound if there is none, Conflict if it is declared in code."""
     if not conn.hdel(keys.SCHEDULES, name):
@@ -411,5 +435,5 @@ def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
 
 
-__all__ = ["Schedule", "ScheduleInfo", "State", "add", "declared", "delete", "listing", "parse", "schedule",
-           "set_paused", "zone"]
+__all__ = ["Schedule", "ScheduleInfo", "State", "add", "create", "declared", "delete", "info", "listing", "parse",
+           "schedule", "set_paused", "zone"]
