@@ -17,10 +17,9 @@ from shared import keys, schedules
 from shared.errors import Conflict, InvalidArgs, NotFound
 from shared.schedules import Schedule
 from shared.settings import Settings
-from shared.tasks import load_tasks
+from shared.tasks import TaskRegistry
 
 PARIS = ZoneInfo("Europe/Paris")
-CRON_MODULES = ["tests.tasks_for_tests", "tests.cron_tasks_for_tests"]
 
 
 def at(*parts: int, tz: ZoneInfo = PARIS, fold: int = 0) -> float:
@@ -112,9 +111,23 @@ def test_add_list_pause_delete(conn: redis.Redis, settings: Settings) -> None:
 
 
 # --- the cron loop with explicit clocks ---
+# A registry of this module's own (not the process-wide one, so other tests' task lists stay as they are).
+local_tasks = TaskRegistry()
+
+
+@local_tasks.task("test.cron_mark")
+def cron_mark(label: str = "") -> int:
+    return 0
+
+
+@schedules.schedule("code-every-second", cron="* * * * * *", args={"label": "code"})
+@local_tasks.task("test.cron_code")
+def cron_code(label: str = "") -> int:
+    return 0
+
+
 def loop(conn: redis.Redis, settings: Settings, node: str, grace_s: float = 10.0) -> CronLoop:
-    tuned = settings.model_copy(update={"cron_grace_s": grace_s, "task_modules": CRON_MODULES})
-    return CronLoop(conn, tuned, node, load_tasks(CRON_MODULES))
+    return CronLoop(conn, settings.model_copy(update={"cron_grace_s": grace_s}), node, local_tasks)
 
 
 def tick_jobs(conn: redis.Redis, name: str) -> list[int]:
