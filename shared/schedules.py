@@ -34,7 +34,6 @@ minutes whatever the clock does".
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -308,7 +307,7 @@ def add(conn: redis.Redis, schedule: Schedule, replace: bool = False) -> bool:
     pipe = conn.pipeline(transaction=True)
     if created:
         pipe.delete(keys.schedule_state(schedule.name))  # a new schedule counts from now, whatever an old one did
-    pipe.hset(keys.schedule_state(schedule.name), "since", time.time())
+    pipe.hset(keys.schedule_state(schedule.name), "since", clock(conn))
     pipe.execute()
     return created
 
@@ -355,13 +354,24 @@ def set_paused(conn: redis.Redis, name: str, paused: bool) -> None:
         pipe.sadd(keys.SCHEDULES_PAUSED, name)
     else:
         pipe.srem(keys.SCHEDULES_PAUSED, name)
-        pipe.hset(keys.schedule_state(name), "since", time.time())
+        pipe.hset(keys.schedule_state(name), "since", clock(conn))
     pipe.execute()
 
 
+def clock(conn: redis.Redis) -> float:
+    """Redis's clock (unix seconds): every node and client reads ticks and `since` on the same clock."""
+    seconds, micros = conn.time()
+    return seconds + micros / 1e6
+
+
 def runtime_schedules(conn: redis.Redis) -> dict[str, Schedule]:
+    return parse_stored(conn.hgetall(keys.SCHEDULES))
+
+
+def parse_stored(stored: dict[Any, Any]) -> dict[str, Schedule]:
+    """The `ferry:schedules` hash's entries as Schedules (an unreadable entry is skipped, not fatal)."""
     found = {}
-    for name, raw in conn.hgetall(keys.SCHEDULES).items():
+    for name, raw in stored.items():
         try:
             found[text(name)] = Schedule.model_validate_json(raw)
         except ValueError:
@@ -404,7 +414,7 @@ def states(conn: redis.Redis, names: list[str]) -> list[State]:
 
 def listing(conn: redis.Redis, now: float | None = None) -> list[ScheduleInfo]:
     """Every schedule (run-time and code-declared by live nodes) with its next run and its last tick's job."""
-    now = time.time() if now is None else now
+    now = clock(conn) if now is None else now
     runtime, code, paused = runtime_schedules(conn), code_schedules(conn), paused_names(conn)
     entries: dict[str, tuple[Schedule, Literal["api", "code"], list[str]]] = {
         name: (item, "code", nodes) for name, (item, nodes) in code.items()}

@@ -26,6 +26,7 @@ from shared.tasks import TaskRegistry
 
 log = logging.getLogger("ferry.cron")
 
+NEXT_TICK_CACHE = 10_000  # entries before the next-tick cache is emptied
 ON_TIME_MAX = 1000  # ticks within the grace fired in one pass (a 1-second schedule and a long grace)
 
 
@@ -43,36 +44,50 @@ class CronLoop:
         self.next_due = 0.0  # unix time of the earliest next tick seen by the last poll
         self.next_publish = 0.0
         self.failed: set[tuple[str, float]] = set()  # ticks whose fire raised: logged once
+        self.clock_offset_s = 0.0  # Redis's clock minus this machine's, at the last poll
+        # (name, cron, every_s, tz, baseline) -> the next tick after it: nothing to compute before then
+        self._next_tick: dict[tuple[str, str | None, int | None, str, float], float] = {}
 
     def wait_s(self, default: float) -> float:
         """How long the supervisor may wait before the next poll."""
-        return max(0.005, min(default, self.next_due - time.time()))
+        return max(0.005, min(default, self.next_due - (time.time() + self.clock_offset_s)))
 
     def poll(self, now: float | None = None) -> None:
-        """Fire what is due at `now` (the clock; tests pass one); publish this node's code-declared schedules once
-        per heartbeat interval."""
+        """Fire what is due at `now` (Redis's clock; tests pass one); publish this node's code-declared schedules
+        once per heartbeat interval. One round trip when nothing is due."""
         if time.monotonic() >= self.next_publish:
             schedules.publish(self.conn, self.node_id, self.declared, self.settings.abandoned_after_s)
             self.next_publish = time.monotonic() + self.settings.heartbeat_interval_s
+        pipe = self.conn.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(keys.SCHEDULES)
+        pipe.smembers(keys.SCHEDULES_PAUSED)
+        (seconds, micros), stored, paused = pipe.execute()
+        clock = seconds + micros / 1e6  # every node reads ticks on Redis's clock: no skew between machines
+        self.clock_offset_s = clock - time.time()
+        now = clock if now is None else now
         active = {s.name: s for s in self.declared}
-        active.update(schedules.runtime_schedules(self.conn))  # a run-time schedule wins a name clash
-        paused = schedules.paused_names(self.conn) if active else set()
-        live = [s for s in active.values() if s.enabled and s.name not in paused]
-        now = time.time() if now is None else now
+        active.update(schedules.parse_stored(stored))  # a run-time schedule wins a name clash
+        live = [s for s in active.values() if s.enabled and s.name.encode() not in paused]
         next_due = now + 60.0
+        if len(self._next_tick) > NEXT_TICK_CACHE:
+            self._next_tick.clear()
         for item, state in zip(live, schedules.states(self.conn, [s.name for s in live]), strict=True):
             baseline = state.baseline()
             if baseline is None:  # first sight of a code-declared schedule: it counts from now
                 self.conn.hsetnx(keys.schedule_state(item.name), "since", now)
                 baseline = now
-            else:
+            key = (item.name, item.cron, item.every_s, item.tz, baseline)
+            next_tick = self._next_tick.get(key)
+            if next_tick is None or now >= next_tick:  # something may be due: the tick times are computed
                 try:
                     self._fire_due(item, state, baseline, now)
                 except redis.RedisError:
                     raise  # the supervisor's outage handling
                 except Exception:  # a bug must not stop the supervisor (or the other schedules)
                     log.exception("schedule %s: could not fire its due ticks", item.name)
-            next_due = min(next_due, item.next_after(max(now, baseline)))
+                next_tick = self._next_tick[key] = item.next_after(max(now, baseline))
+            next_due = min(next_due, next_tick)
         self.next_due = next_due
 
     def _fire_due(self, item: Schedule, state: State, baseline: float, now: float) -> None:
