@@ -91,9 +91,14 @@ class Schedule(BaseModel):
         if (self.cron is None) == (self.every_s is None):
             raise InvalidArgs(f"schedule {self.name!r}: give exactly one of cron (e.g. '0 3 * * *') or every_s "
                               f"(e.g. 60)", field="cron")
-        zone(self.tz)
-        if self.cron is not None:
-            _check_cron(self.cron)
+        try:
+            zone(self.tz)
+            if self.cron is not None:
+                _check_cron(self.cron)
+        except InvalidArgs as exc:
+            exc.message = f"schedule {self.name!r}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
         return self
 
     def expression(self) -> str:
