@@ -130,12 +130,13 @@ class Client:
     # --- periodic jobs (shared/schedules.py) ---
     @_redis_errors
     def add_schedule(self, name: str, task: str, args: dict[str, Any] | None = None, *, replace: bool = False,
-                     **options: Any) -> ScheduleInfo:
+                     allow_unserved: bool = False, **options: Any) -> ScheduleInfo:
         """Run `task` periodically: `cron="0 3 * * *"` (5 fields, or 6 with seconds first) or `every_s=60`; options
         tz (IANA, default UTC), queue, enabled, catch_up (latest | skip | all), catch_up_max. Checked like a
-        submit (the task is served, the args fit); `replace=True` overwrites a schedule of that name."""
+        submit (the task is served, the args fit, unless `allow_unserved=True`); `replace=True` overwrites a
+        schedule of that name."""
         schedule = schedules.parse({"name": name, "task": task, "args": _jsonify(args or {}), **options})
-        return schedules.create(self.conn, schedule, self.settings, self.tasks, replace)
+        return schedules.create(self.conn, schedule, self.settings, self.tasks, replace, allow_unserved)
 
     @_redis_errors
     def schedules(self) -> list[ScheduleInfo]:

@@ -256,6 +256,12 @@ def declared(registry: TaskRegistry) -> list[Schedule]:
     return [found[name] for name in sorted(found)]
 
 
+def orphans(registry: TaskRegistry) -> list[str]:
+    """Schedules declared on functions that are not registered tasks (they never run: the node warns)."""
+    tasks = {spec.func for spec in registry.specs()}
+    return sorted({item.fields["name"] for item in _declared if item.func not in tasks})
+
+
 # --- the views ---
 class ScheduleInfo(BaseModel):
     """A schedule as `ferry schedules` and `GET /v1/schedules` show it."""
@@ -318,13 +324,14 @@ def add(conn: redis.Redis, schedule: Schedule, replace: bool = False) -> bool:
 
 
 def create(conn: redis.Redis, schedule: Schedule, settings: Settings, local: TaskRegistry | None,
-           replace: bool = False) -> ScheduleInfo:
+           replace: bool = False, allow_unserved: bool = False) -> ScheduleInfo:
     """Check a run-time schedule as a submit checks a job (the task is served, the args fit), then store it.
 
-    UnknownTask / TaskNotServed / InvalidArgs as for a job; Conflict for a taken name.
+    UnknownTask / TaskNotServed / InvalidArgs as for a job (`allow_unserved`: store it even if no live node
+    serves the task on its queue; its jobs wait for one); Conflict for a taken name.
     """
     schedule.check()
-    request = JobRequest(task=schedule.task, args=schedule.args, queue=schedule.queue)
+    request = JobRequest(task=schedule.task, args=schedule.args, queue=schedule.queue, allow_unserved=allow_unserved)
     args = checked_args(request, read_catalog(conn), local, settings)
     add(conn, schedule.model_copy(update={"args": args}), replace)
     return info(conn, schedule.name)

@@ -116,13 +116,18 @@ def add(
         bool, typer.Option("--disabled", help="Store it, but fire no tick (see pause/resume).")
     ] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a schedule of that name.")] = False,
+    allow_unserved: Annotated[
+        bool,
+        typer.Option("--allow-unserved",
+                     help="Store it even if no live node serves the task on that queue (its jobs wait for one)."),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Add a periodic job; its args are checked like a submit's. Prints the schedule and its next run."""
     with open_client() as client:
         item = client.add_schedule(name, task, parse_args(arg or [], args_json), cron=cron, every_s=every_s, tz=tz,
                                    queue=queue, catch_up=catch_up, catch_up_max=catch_up_max, enabled=not disabled,
-                                   replace=replace)
+                                   replace=replace, allow_unserved=allow_unserved)
     if json_output:
         print_json(item)
         return

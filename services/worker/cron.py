@@ -39,6 +39,9 @@ class CronLoop:
         self.node_id = node_id
         self.registry = registry
         self.declared = schedules.declared(registry)
+        for name in schedules.orphans(registry):
+            log.warning("schedule %s is declared on a function that is not a registered task: it never runs "
+                        "(put @schedule on a function that also has @task)", name)
         self._fire = conn.register_script(lua_cron.FIRE)
         self._skip = conn.register_script(lua_cron.SKIP)
         self.next_due = 0.0  # unix time of the earliest next tick seen by the last poll

@@ -14,7 +14,8 @@ import redis
 
 from services.worker.cron import CronLoop
 from shared import keys, schedules
-from shared.errors import Conflict, InvalidArgs, NotFound
+from shared.client import Client
+from shared.errors import Conflict, InvalidArgs, NotFound, TaskNotServed
 from shared.schedules import Schedule
 from shared.settings import Settings
 from shared.tasks import TaskRegistry
@@ -200,3 +201,22 @@ def test_a_tick_whose_args_no_longer_fit_is_recorded_not_retried(conn: redis.Red
     node.poll(1012)
     assert tick_jobs(conn, "bad") == []
     assert conn.hget(keys.schedule_state("bad"), "last_tick") == b"1010"
+
+
+def test_the_client_checks_a_schedule_like_a_submit(client: Client, conn: redis.Redis) -> None:
+    with pytest.raises(TaskNotServed, match="no live worker node serves task 'echo'"):
+        client.add_schedule("later", "echo", {"value": 1}, every_s=60)  # no node runs
+    added = client.add_schedule("later", "echo", {"value": 1}, every_s=60, allow_unserved=True)
+    assert (added.schedule.args, added.source, added.fired) == ({"value": 1}, "api", 0)
+    assert [s.schedule.name for s in client.schedules()] == ["later"]
+    assert client.pause_schedule("later").paused
+    client.delete_schedule("later")
+    assert client.schedules() == []
+
+
+def test_a_schedule_on_a_function_that_is_not_a_task_is_reported() -> None:
+    @schedules.schedule("orphan", every_s=5)
+    def not_a_task() -> None: ...
+
+    assert "orphan" in schedules.orphans(local_tasks)
+    assert "orphan" not in [s.name for s in schedules.declared(local_tasks)]

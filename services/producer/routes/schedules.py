@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
+from pydantic import Field
 
 from services.producer.deps import ClientDep
 from services.producer.schemas import errors
@@ -23,7 +24,9 @@ ScheduleName = Annotated[str, Path(pattern=NAME_PATTERN, description="the schedu
 class ScheduleRequest(Schedule):
     """A schedule to add; `replace` overwrites an existing run-time schedule of that name."""
 
-    replace: bool = False
+    replace: bool = Field(False, description="overwrite a run-time schedule of that name")
+    allow_unserved: bool = Field(
+        False, description="store it even if no live node serves the task on its queue (its jobs wait for one)")
 
 
 @router.post(
@@ -42,8 +45,8 @@ class ScheduleRequest(Schedule):
     responses=errors(404, 409, 422),
 )
 def add_schedule(body: ScheduleRequest, client: ClientDep) -> ScheduleInfo:
-    schedule = Schedule.model_validate(body.model_dump(exclude={"replace"}))
-    return schedules.create(client.conn, schedule, client.settings, client.tasks, body.replace)
+    schedule = Schedule.model_validate(body.model_dump(exclude={"replace", "allow_unserved"}))
+    return schedules.create(client.conn, schedule, client.settings, client.tasks, body.replace, body.allow_unserved)
 
 
 @router.get(
