@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from services.admin.common import command, console, empty, esc, note, open_client, print_json, styled_status, table
 from services.admin.jobs import parse_args
@@ -53,14 +54,19 @@ def list_schedules(
     if not found:
         empty("schedules", "(add one with `ferry schedules add NAME TASK --cron '0 3 * * *'`)")
         return
-    t = table("schedule", "task", "when", "next run", "last tick", "last job", "status", "source")
+    console.print(schedule_table(found))
+
+
+def schedule_table(found: list[ScheduleInfo], title: str | None = None) -> Table:
+    """One row per schedule: when it runs, next, its last tick and that tick's job (also in `ferry top`)."""
+    t = table("schedule", "task", "when", "next run", "last tick", "last job", "status", "source", title=title)
     for item in found:
         s = item.schedule
         when = s.expression() + (f" ({s.tz})" if s.cron is not None and s.tz != "UTC" else "")
         t.add_row(esc(s.name), esc(s.task), esc(when), next_text(item), stamp(item.last_tick),
                   esc(item.last_job_id or "-"), styled_status(item.last_status) if item.last_status else "-",
                   esc(item.source if item.source == "api" else f"code ({', '.join(item.nodes)})"))
-    console.print(t)
+    return t
 
 
 def next_text(item: ScheduleInfo) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import redis
 
 from shared import keys
+from shared.client import Client
 from tests.admin.conftest import Cli, Ferry
 from tests.admin.helpers import one_line, parse_json
 
@@ -49,3 +52,13 @@ def test_schedule_mistakes_are_one_line_and_an_exit_code(ferry: Ferry, cli: Cli,
     assert unknown.exit_code == 4 and "no task named 'nope'" in one_line(unknown.stderr)
     missing = cli("schedules", "delete", "nope")
     assert missing.exit_code == 4 and "no schedule 'nope'" in one_line(missing.stderr)
+
+
+def test_top_shows_the_schedules_when_there_are_any(ferry: Ferry, client: Client, served: str) -> None:
+    client.add_schedule("every-minute", "echo", cron="* * * * *")
+
+    done = ferry("top", "-n", "1", env_overrides={"COLUMNS": "160"})
+
+    assert done.returncode == 0, done.stderr
+    assert "Schedules" in done.stdout
+    assert re.search(r"^every-minute\s+echo\s+\* \* \* \* \*\s+\d{4}-\d\d-\d\dT\d\d:\d\d:00Z", done.stdout, re.M)
