@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import redis
 
+from shared import schedules
 from shared.admin import Admin
 from shared.catalog import Catalog
 from shared.catalog import read as read_catalog
@@ -18,6 +19,7 @@ from shared.models import JobInfo, JobRequest, JobResult, Submitted
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import connect, unavailable
+from shared.schedules import ScheduleInfo
 from shared.settings import Settings, get_settings
 from shared.tasks import load_tasks
 
@@ -125,6 +127,37 @@ class Client:
             raise FerryError(f"job {job_id} {result.status}: {result.error}")
         ref = result.object_ref()
         return self.get(ref) if ref else result.value
+
+    # --- periodic jobs (shared/schedules.py) ---
+    @_redis_errors
+    def add_schedule(self, name: str, task: str, args: dict[str, Any] | None = None, *, replace: bool = False,
+                     allow_unserved: bool = False, **options: Any) -> ScheduleInfo:
+        """Run `task` periodically: `cron="0 3 * * *"` (5 fields, or 6 with seconds first) or `every_s=60`; options
+        tz (IANA, default UTC), queue, enabled, catch_up (latest | skip | all), catch_up_max. Checked like a
+        submit (the task is served, the args fit, unless `allow_unserved=True`); `replace=True` overwrites a
+        schedule of that name."""
+        schedule = schedules.parse({"name": name, "task": task, "args": _jsonify(args or {}), **options})
+        return schedules.create(self.conn, schedule, self.settings, self.tasks, replace, allow_unserved)
+
+    @_redis_errors
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule (added at run time, or declared in code by a live node) with its next and last run."""
+        return schedules.listing(self.conn)
+
+    @_redis_errors
+    def schedule(self, name: str) -> ScheduleInfo:
+        return schedules.info(self.conn, name)
+
+    @_redis_errors
+    def delete_schedule(self, name: str) -> None:
+        """Remove a schedule added at run time (one declared in code can only be paused)."""
+        schedules.delete(self.conn, name)
+
+    @_redis_errors
+    def pause_schedule(self, name: str, paused: bool = True) -> ScheduleInfo:
+        """Pause (no tick runs) or, with paused=False, resume (from now on; ticks in the pause are not caught up)."""
+        schedules.set_paused(self.conn, name, paused)
+        return schedules.info(self.conn, name)
 
     def close(self) -> None:
         self.conn.close()

@@ -149,3 +149,16 @@ DELAYS_WAKE_AT = "ferry:delays:wake_at"  # unix seconds the promoter sleeps unti
 def scheduled(queue_name: str) -> str:
     """RQ's ScheduledJobRegistry: members job ids, score = due time in unix seconds (RQ's enqueue_at writes it)."""
     return f"rq:scheduled:{queue_name}"
+# --- Periodic jobs (shared/schedules.py) ---
+SCHEDULES = "ferry:schedules"  # hash: schedule name -> JSON (the ones added at run time)
+SCHEDULES_PAUSED = "ferry:schedules:paused"  # set of paused schedule names (run-time or code-declared)
+
+
+def schedule_state(name: str) -> str:
+    """Hash {since, last_tick, last_job, fired, skipped}: a schedule's progress, moved only forward."""
+    return f"ferry:schedule:{name}"
+
+
+def schedules_code(node_id: str) -> str:
+    """The node's code-declared schedules (JSON list); expires with the node's liveness."""
+    return f"ferry:schedules:code:{node_id}"

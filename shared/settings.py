@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     promoter_lease_s: float = Field(3.0, gt=0, le=300)
     scheduled_poll_s: float = Field(0.5, gt=0, le=60)  # the promoter looks this often at least (RQ never wakes it)
     promote_batch_jobs: int = Field(1000, ge=1, le=10_000)  # due jobs moved per script call
+    # periodic jobs (shared/schedules.py): a tick not fired this long after its time is "missed" (catch_up policy)
+    cron_grace_s: float = Field(10.0, gt=0)
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

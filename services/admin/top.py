@@ -13,6 +13,7 @@ from rich.text import Text
 
 from services.admin.common import ago, command, console, esc, open_client, styled_status, table
 from services.admin.queues import cache_table, node_table
+from services.admin.schedules import schedule_table
 from shared import views
 from shared.client import Client
 from shared.redis_conn import redact
@@ -73,6 +74,9 @@ def picture(client: Client) -> RenderableType:
         worker_table.add_row(esc(w.name), esc(w.node or "-"), styled_status(w.state), esc(w.current_job or "-"),
                              str(w.successful), str(w.failed), ago(w.last_heartbeat))
     parts.append(worker_table)
+    found = client.schedules()
+    if found:  # periodic jobs, when there are any
+        parts.append(schedule_table(found, title="Schedules"))
     return Group(*parts)
 
 

@@ -24,6 +24,7 @@ from types import FrameType
 import redis
 
 from services.worker import process as worker_process
+from services.worker.cron import CronLoop
 from services.worker.outage import Outage
 from services.worker.promoter import Promoter
 from services.worker.reaper import reap
@@ -91,6 +92,7 @@ class Node:
         segments.share_tracker_with_children()
         gc.freeze()
         self._heartbeat()  # publishes the task catalog before any worker process is up
+        self.cron = CronLoop(self.conn, self.settings, self.node_id, load_tasks(self.settings.task_modules))
         for slot in self.slots:
             self._start(slot)
         promoter = Promoter(self.settings, self.redis_url, self.node_id, self.queues)  # after the forks: delayed jobs
@@ -123,7 +125,7 @@ class Node:
         next_beat = next_reap = 0.0
         while self.stop_requests == 0:
             sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
-            wait(sentinels, timeout=0.5)
+            wait(sentinels, timeout=self.cron.wait_s(0.5))
             now = time.monotonic()
             for slot in self.slots:
                 if slot.process is not None and not slot.process.is_alive():
@@ -137,6 +139,7 @@ class Node:
                 if now >= next_reap:
                     reap(self.lifecycle, self.settings)
                     next_reap = now + self.settings.reap_interval_s
+                self.cron.poll()
                 self.outage.ok()
             except redis.RedisError as exc:
                 self.outage.failed(exc, "supervising")
@@ -264,6 +267,7 @@ class Node:
             pipe.hset(keys.node(self.node_id), mapping={"state": "stopped", "last_heartbeat": unix_now()})
             pipe.expire(keys.node(self.node_id), 3600)
             pipe.delete(keys.catalog(self.node_id))  # its tasks stop being served now, not when the entry expires
+            pipe.delete(keys.schedules_code(self.node_id))  # its code-declared schedules too (others still fire them)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("node %s: could not record its stop (%s)", self.node_id, exc)

@@ -1,0 +1,28 @@
+"""Tasks (and one code-declared schedule) only the periodic-job tests load, through FERRY_TASK_MODULES."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+from shared.schedules import schedule
+from shared.tasks import task
+
+
+@task("test.cron_mark")
+def cron_mark(label: str = "") -> int:
+    """Record one run in the test's Redis list `test:cron:<label>` (periodic-job tests count runs per tick)."""
+    conn = redis.Redis.from_url(os.environ["FERRY_REDIS_URL"])
+    try:
+        return int(conn.rpush(f"test:cron:{label}", time.time()))
+    finally:
+        conn.close()
+
+
+@schedule("code-every-second", cron="* * * * * *", args={"label": "code"})
+@task("test.cron_code")
+def cron_code(label: str = "") -> int:
+    """The same, fired by a schedule declared in code (every second)."""
+    return cron_mark(label)
