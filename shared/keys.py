@@ -149,6 +149,8 @@ DELAYS_WAKE_AT = "ferry:delays:wake_at"  # unix seconds the promoter sleeps unti
 def scheduled(queue_name: str) -> str:
     """RQ's ScheduledJobRegistry: members job ids, score = due time in unix seconds (RQ's enqueue_at writes it)."""
     return f"rq:scheduled:{queue_name}"
+
+
 # --- Periodic jobs (shared/schedules.py) ---
 SCHEDULES = "ferry:schedules"  # hash: schedule name -> JSON (the ones added at run time)
 SCHEDULES_PAUSED = "ferry:schedules:paused"  # set of paused schedule names (run-time or code-declared)
