@@ -138,3 +138,27 @@ def partial_segment(deployment: str, node_id: str, object_id: str) -> str:
 
 def node_lock(deployment: str, node_id: str) -> str:
     return f"{SEGMENT_PREFIX}{node_id}_{deployment}{LOCK_SUFFIX}"
+
+
+# --- Locality-aware placement (shared/locality.py) ---
+HOLDING_NODES = "ferry:holding"  # set of node ids that have published holdings (so dead ones are found cheaply)
+
+
+def holders(object_id: str) -> str:
+    """Set of node ids whose shared memory holds the object (published on fetch and adopt, dropped on eviction)."""
+    return f"ferry:holders:{object_id}"
+
+
+def node_holds(node_id: str) -> str:
+    """Set of object ids the node holds: how its entries in every `holders` set are dropped when it stops or dies."""
+    return f"ferry:node:{node_id}:holds"
+
+
+def offers(queue_name: str) -> str:
+    """Zset of the queue's jobs offered to one node first: job id -> end of the offer (unix s)."""
+    return f"ferry:offers:{queue_name}"
+
+
+def preferred(node_id: str) -> str:
+    """List of job ids offered to the node first; its claims take them before anything else."""
+    return f"ferry:prefer:{node_id}"

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (shared/logs.py)
     access_log: bool = True  # the producer logs one line per request (method, path, status, duration)
+    # A job whose input objects some node holds is offered to that node first, for this long; then to any
+    # node. Read where jobs are submitted (client, producer); 0 turns placement off.
+    placement_delay_s: float = Field(0.2, ge=0, le=60)
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

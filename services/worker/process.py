@@ -37,6 +37,7 @@ from services.worker.outage import GaveUp, Outage
 from shared import keys
 from shared.errors import PERMANENT_ERRORS, FerryError, JobCanceled, JobTimeout, ShmFull
 from shared.lifecycle import TIMEOUT, Claimed, Failure, Lifecycle, Timing, new_execution_id
+from shared.locality import idle_wait_s
 from shared.objects.cache import NodeCache
 from shared.objects.segments import SHM_DIR
 from shared.objects.store import ObjectStore
@@ -177,7 +178,8 @@ class WorkerProcess:
                     done = None
                     if not claimed:
                         self.last_run_s = 1.0  # after idling, claim one job at a time until jobs prove short
-                        self.wake.wait(self.settings.idle_poll_s)  # a wake-up, or the poll that catches plain RQ's jobs
+                        # a wake-up, or the poll that catches plain RQ's jobs (sooner when another node's offer ends)
+                        self.wake.wait(idle_wait_s(self.conn, self.queues, self.settings.idle_poll_s))
                         continue
                     with self.held_lock:
                         self.held.extend(claimed[1:])

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import InvalidArgs, ShmFull
+from shared.locality import Holdings
 from shared.objects import segments
 from shared.objects.ref import ObjectRef, mismatch, view
 from shared.objects.shm import DEFAULT_BUDGET_FRACTION, NodeSpace, default_budget, deployment_id
@@ -62,6 +63,7 @@ class NodeCache:
         self._mapped: dict[str, _Mapping] = {}
         self._stale: list[shared_memory.SharedMemory] = []  # evicted, still exported to a live view
         self._generation = self.space.evictions()
+        self.holdings = Holdings(store.conn, node_id)  # which objects this node holds, for placement
 
     # --- reading ---
     def array(self, ref: ObjectRef) -> np.ndarray:
@@ -81,6 +83,7 @@ class NodeCache:
         if problem:
             raise InvalidArgs(problem)
         if fetched:
+            self._publish_holdings(ref.id)
             self.counters["misses"] += 1
             self.counters["bytes_from_redis"] += ref.nbytes
         else:
@@ -177,6 +180,12 @@ class NodeCache:
                     return
                 raise
             self._remember(ref.id, shm, os.fstat(segments.fd(shm)).st_ino, ref)
+        self._publish_holdings(ref.id)
+
+    def _publish_holdings(self, object_id: str) -> None:
+        """Tell placement this node now holds `object_id` (and no longer holds what was evicted for it)."""
+        evicted, self.space.evicted_ids = self.space.evicted_ids, []
+        self.holdings.publish([object_id], evicted)
 
     def _remember(self, object_id: str, shm: shared_memory.SharedMemory, inode: int, ref: ObjectRef) -> _Mapping:
         old = self._mapped.pop(object_id, None)
