@@ -162,3 +162,12 @@ def offers(queue_name: str) -> str:
 def preferred(node_id: str) -> str:
     """List of job ids offered to the node first; its claims take them before anything else."""
     return f"ferry:prefer:{node_id}"
+
+
+# --- Results written behind (shared/handoff.py) ---
+PENDING_OBJECTS = "ferry:objects:pending"  # zset: result object id -> when its write to Redis began (unix s)
+
+
+def object_pending(object_id: str) -> str:
+    """Hash {job, queue, worker, node, kind, dtype, shape, nbytes}: a result still being written to Redis."""
+    return f"ferry:obj:{object_id}:pending"

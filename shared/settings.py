@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # A job whose input objects some node holds is offered to that node first, for this long; then to any
     # node. Read where jobs are submitted (client, producer); 0 turns placement off.
     placement_delay_s: float = Field(0.2, ge=0, le=60)
+    # Large array results reach the node's memory (and the job reports done) before their write to Redis ends;
+    # readers elsewhere wait for it (shared/handoff.py). False: written to Redis before the job reports done.
+    result_write_behind: bool = True
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
+
 from shared.tasks import Array, task
 
 
@@ -88,3 +90,9 @@ def ledger(token: str, seconds: float = 0.0) -> str:
     time.sleep(seconds)
     _ledger_line("end", token)
     return token
+
+
+@task("test.make")
+def make(n: int, value: float = 1.0) -> np.ndarray:
+    """A new float64 array of `n` elements equal to `value` (a large result: the first step of a pipeline)."""
+    return np.full(n, value, dtype=np.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from shared.handoff import recover_lost_results
 from shared.lifecycle import NODE_DIED, Failure, Lifecycle
 from shared.locality import forget_dead_nodes
 from shared.objects.lifetime import sweep_expired
@@ -28,4 +29,5 @@ def reap(lifecycle: Lifecycle, settings: Settings) -> list[str]:
         reaped.append(outcome.job_id)
     sweep_expired(lifecycle.conn)  # objects past their expiry that no job still needs
     forget_dead_nodes(lifecycle.conn, settings)  # a killed node's object holdings, for placement
+    recover_lost_results(lifecycle.conn, settings)  # results whose write behind died with its worker: run again
     return reaped

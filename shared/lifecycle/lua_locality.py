@@ -146,3 +146,44 @@ for _, node in ipairs(redis.call('SMEMBERS', {_q(keys.HOLDING_NODES)})) do
 end
 return out
 """
+
+# Results written behind (shared/handoff.py) whose writer died before they reached Redis: their job finished,
+# but nobody off its node can read the result, so it runs again (same result ids: readers keep waiting).
+# Appended to the lifecycle PRELUDE by handoff.py. ARGV: cutoff (unix s: older node heartbeats are dead), now (RQ)
+RECOVER_BODY = f"""
+local PENDING, OBJ, NODES = {_q(keys.PENDING_OBJECTS)}, {_q(keys.object_meta(''))}, {_q(keys.NODES)}
+local out = {{}}
+for _, oid in ipairs(redis.call('ZRANGE', PENDING, 0, 199)) do
+  local pkey = OBJ .. oid .. ':pending'
+  local p = redis.call('HMGET', pkey, 'job', 'queue', 'worker', 'node')
+  if not p[1] or redis.call('EXISTS', OBJ .. oid) == 1 then
+    redis.call('ZREM', PENDING, oid)
+    redis.call('DEL', pkey)
+  else
+    local state = redis.call('HGET', WORKER .. p[3], 'state')
+    local node_dead = tonumber(redis.call('ZSCORE', NODES, p[4]) or '0') < tonumber(ARGV[1])
+    if node_dead or not state or state == 'dead' then
+      local jkey = JOB .. p[1]
+      local f = redis.call('HMGET', jkey, 'status', 'ferry_task')
+      if f[1] == 'finished' then
+        redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', ARGV[2], 'ended_at', '', 'worker_name', '',
+                   'ferry_error', 'its result was lost with its worker before it reached Redis; running it again')
+        redis.call('HINCRBY', jkey, 'number_of_retries', 1)   -- another attempt, though no retry is used up
+        redis.call('PERSIST', jkey)
+        redis.call('ZREM', FINISHED .. p[2], p[1])
+        redis.call('LPUSH', QUEUE .. p[2], p[1])
+        redis.call('HSET', pkey, 'worker', '')
+        local reason = 'worker_died'
+        if node_dead then reason = 'node_died' end
+        redis.call('HINCRBY', METRICS, requeued_field(p[2], f[2] or 'unknown', reason), 1)
+        wake(p[2])
+        out[#out + 1] = p[1]
+      elseif f[1] ~= 'queued' and f[1] ~= 'started' then   -- failed, canceled or gone: readers stop waiting
+        redis.call('ZREM', PENDING, oid)
+        redis.call('DEL', pkey)
+      end   -- queued or started: a run is coming, and it writes the marker again
+    end
+  end
+end
+return out
+"""
