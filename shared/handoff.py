@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -46,6 +47,7 @@ log = logging.getLogger("ferry.handoff")
 
 RECOVER = PRELUDE + RECOVER_BODY
 WRITE_ATTEMPTS = 5
+WRITER_NICENESS = 10  # the writer thread's scheduling priority, relative to the worker (Linux: per thread)
 
 
 def result_id(job_id: str, index: int) -> str:
@@ -96,6 +98,10 @@ class WriteBehind:
             self._queue.join()
 
     def _run(self) -> None:
+        try:  # below the worker's own jobs: the next step on this node runs first, the write fills idle time
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+        except OSError:
+            pass
         while True:
             ref, array = self._queue.get()
             try:

@@ -164,16 +164,13 @@ class NodeCache:
             except ShmFull as exc:
                 log.info("object %s: result not kept in shared memory (%s)", ref.id, exc.message)
                 return
+            reservation = segments.Reservation(shm, name, size, self.shm_dir)
             try:
-                reservation = segments.Reservation(shm, name, size, self.shm_dir)
-                reservation.run()
-                reservation.wait_through(size)
-                buf = segments.buffer(shm)
-                buf[:HEADER_BYTES] = _header(ref)
-                buf[HEADER_BYTES : HEADER_BYTES + ref.nbytes] = array.data.cast("B") if ref.nbytes else b""
+                _copy_reserving(reservation, segments.buffer(shm), _header(ref), array)
                 self.space.publish(ref.id)
             except BaseException as exc:
                 traceback.clear_frames(exc.__traceback__)
+                reservation.stop()
                 self._release(shm)
                 self.space.remove_partial(ref.id)
                 if isinstance(exc, ShmFull):
@@ -245,6 +242,24 @@ class NodeCache:
             os.utime(self.shm_dir / self.space.segment(object_id))  # the LRU clock, read only when evicting
         except FileNotFoundError:
             pass  # evicted meanwhile; our mapping stays valid
+
+
+def _copy_reserving(reservation: segments.Reservation, buf: memoryview, header: bytes, array: np.ndarray) -> None:
+    """Write header and data into a new segment while a thread reserves its pages just ahead of the copy."""
+    if reservation.size <= reservation.PIECE_BYTES:
+        reservation.run()  # one piece: a thread would cost more than the overlap saves
+    else:
+        reservation.start()
+    try:
+        reservation.wait_through(HEADER_BYTES)
+        buf[:HEADER_BYTES] = header
+        data = array.data.cast("B") if array.nbytes else memoryview(b"")
+        for start in range(0, len(data), reservation.PIECE_BYTES):
+            end = min(start + reservation.PIECE_BYTES, len(data))
+            reservation.wait_through(HEADER_BYTES + end)
+            buf[HEADER_BYTES + start : HEADER_BYTES + end] = data[start:end]
+    finally:
+        reservation.stop()
 
 
 def _header(ref: ObjectRef) -> bytes:

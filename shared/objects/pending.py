@@ -17,7 +17,7 @@ def wait_written(conn: redis.Redis, object_id: str, timeout_s: float = WAIT_WRIT
     deadline = time.monotonic() + timeout_s
     pause = 0.002
     while time.monotonic() < deadline:
-        pipe = conn.pipeline(transaction=False)
+        pipe = conn.pipeline(transaction=True)  # one atomic look: the writer publishes the meta, then drops the marker
         pipe.hgetall(keys.object_meta(object_id))
         pipe.exists(keys.object_pending(object_id))
         meta, pending = pipe.execute()
