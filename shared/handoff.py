@@ -74,10 +74,14 @@ class WriteBehind:
     def keep(self, job: Claimed, index: int, kind: ObjectKind, array: np.ndarray) -> ObjectRef:
         """The reference to return for this result; in shared memory now, in Redis soon (or now, if it did not fit)."""
         ref = result_ref(job.id, index, kind, array)
+        segment = self.cache.shm_dir / self.cache.space.segment(ref.id)
+        rerun = segment.exists()  # a run again on a node that kept the first run's copy
         self.cache.adopt(ref, array)
-        if not (self.cache.shm_dir / self.cache.space.segment(ref.id)).exists():
+        if not segment.exists():
             self.store.put_prepared(ref, array)  # not kept in memory: nobody could read it before it is written
             return ref
+        if rerun:
+            array = self.cache.array(ref)  # Redis gets the very bytes this node's readers see
         marker = keys.object_pending(ref.id)
         pipe = self.conn.pipeline(transaction=True)
         pipe.delete(marker)
