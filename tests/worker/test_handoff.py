@@ -34,8 +34,8 @@ def test_a_chained_step_reads_the_previous_steps_large_result_from_the_same_node
     assert summed.status == "finished" and summed.value["sum"] == 2_000_000.0
     counters = _counters(conn, node.node_id)
     assert counters["bytes_from_redis"] == 0 and counters["bytes_from_shm"] == ref.nbytes
-    wait_for(lambda: conn.exists(keys.object_meta(ref.id)), what="the result to be written behind")
-    assert not conn.exists(keys.object_pending(ref.id)) and conn.zcard(keys.PENDING_OBJECTS) == 0
+    wait_for(lambda: not conn.exists(keys.object_pending(ref.id)), what="the result to be written behind")
+    assert conn.exists(keys.object_meta(ref.id)) and conn.zcard(keys.PENDING_OBJECTS) == 0
     assert np.array_equal(client.get(ref), np.full(1_000_000, 2.0))
 
 
@@ -52,7 +52,7 @@ def test_a_result_lost_before_it_reached_redis_is_recomputed_and_readers_wait_fo
     node = start_node(processes=1)
     job = client.submit("test.make", {"n": 200_000, "value": 3.0})
     ref = _result_ref(client, job)
-    wait_for(lambda: conn.exists(keys.object_meta(ref.id)), what="the result to be written behind")
+    wait_for(lambda: not conn.exists(keys.object_pending(ref.id)), what="the result to be written behind")
     # As if the write had not happened yet: no meta, no chunks, a marker naming the (live) writer.
     conn.delete(keys.object_meta(ref.id), *conn.keys(keys.object_chunk(ref.id, 0)[:-1] + "*"))
     [worker] = node.workers(conn)
