@@ -106,6 +106,7 @@ def test_a_busy_holder_does_not_keep_the_other_node_idle(
     jobs = [client.submit("test.where", {"data": ref}) for ref in refs]
     assert all(conn.hget(keys.job(job.id), "ferry_offer") == holder.node_id.encode() for job in jobs)
     assert {_ran_on(client, job.id, pids) for job in jobs} == {other.node_id}
+    assert all(conn.xlen(keys.results(job.id)) == 1 for job in jobs)  # each ran once
     assert conn.hget(keys.job(busy.id), "status") == b"started"  # the holder was busy all along
     client.cancel(busy)
     client.close()
@@ -126,6 +127,7 @@ def test_a_killed_nodes_offered_jobs_run_elsewhere_and_its_holdings_are_dropped(
     jobs = [client.submit("test.where", {"data": ref}) for _ in range(3)]
     assert conn.hget(keys.job(jobs[0].id), "ferry_offer") == doomed.node_id.encode()  # its heartbeat is recent
     assert {_ran_on(client, job.id, pids) for job in jobs} == {survivor.node_id}
+    assert all(conn.xlen(keys.results(job.id)) == 1 for job in jobs)  # each ran once
     wait_for(lambda: _holders(conn, ref.id) == {survivor.node_id}, timeout=20,
              what="the killed node's holdings to be dropped by a reaper")
     assert not conn.exists(keys.preferred(doomed.node_id))
