@@ -165,7 +165,7 @@ for _, oid in ipairs(redis.call('ZRANGE', PENDING, 0, 199)) do
     if node_dead or not state or state == 'dead' then
       local jkey = JOB .. p[1]
       local f = redis.call('HMGET', jkey, 'status', 'ferry_task')
-      if f[1] == 'finished' then
+      if f[1] == 'finished' and p[3] ~= '' then   -- ('' : it ran again and wrote no such result: give up)
         redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', ARGV[2], 'ended_at', '', 'worker_name', '',
                    'ferry_error', 'its result was lost with its worker before it reached Redis; running it again')
         redis.call('HINCRBY', jkey, 'number_of_retries', 1)   -- another attempt, though no retry is used up

@@ -295,7 +295,7 @@ class ObjectStore:
         try:
             return self._receive(ref.id, place, claimed=ref)
         except _Missing:  # it was being written behind its job and `stored` waited for it: read it now
-            return self._receive(ref.id, place, claimed=ref)
+            return self.fetch(ref, place)
         except _Mispredicted as guess:  # stored with another chunk size: read it the plain way
             self._receive(ref.id, place, known=guess.stored)
             return guess.stored
