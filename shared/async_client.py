@@ -33,6 +33,7 @@ from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import JobService, job_info, result_from_entry
 from shared.lifecycle.lua import ENQUEUE
+from shared.locality import placement_fields
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
 from shared.objects.ref import ObjectRef
@@ -236,6 +237,7 @@ class AsyncClient:
             missing = missing_object(named, reply)
             tombstone = optional_bytes(await self.conn.get(keys.object_tombstone(missing))) if missing else None
             raise_for_reference(named, reply, tombstone)
+        call[1].extend(placement_fields(named, self.settings))  # offered first to the node holding them
         return call
 
     async def catalog(self) -> Catalog:

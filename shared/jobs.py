@@ -14,6 +14,7 @@ from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
 from shared.lifecycle import Lifecycle
+from shared.locality import placement_fields
 from shared.models import AttemptError, JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.lifetime import reference_job_objects
 from shared.replies import byte_fields, optional_bytes, text
@@ -52,7 +53,9 @@ class JobService:
         call = enqueue_call(request, args, self.settings)
         job_id = call[1][0]
         # Every referenced object exists and matches its stored metadata, and is kept while this job needs it.
-        reference_job_objects(self.conn, job_id, object_references(request.task, args, catalog, self.tasks))
+        named = object_references(request.task, args, catalog, self.tasks)
+        reference_job_objects(self.conn, job_id, named)
+        call[1].extend(placement_fields(named, self.settings))  # offered first to the node holding them
         return call
 
     def _catalog(self, request: JobRequest) -> Catalog:

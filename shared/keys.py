@@ -164,3 +164,36 @@ def schedule_state(name: str) -> str:
 def schedules_code(node_id: str) -> str:
     """The node's code-declared schedules (JSON list); expires with the node's liveness."""
     return f"ferry:schedules:code:{node_id}"
+
+
+# --- Locality-aware placement (shared/locality.py) ---
+HOLDING_NODES = "ferry:holding"  # set of node ids that have published holdings (so dead ones are found cheaply)
+
+
+def holders(object_id: str) -> str:
+    """Set of node ids whose shared memory holds the object (published on fetch and adopt, dropped on eviction)."""
+    return f"ferry:holders:{object_id}"
+
+
+def node_holds(node_id: str) -> str:
+    """Set of object ids the node holds: how its entries in every `holders` set are dropped when it stops or dies."""
+    return f"ferry:node:{node_id}:holds"
+
+
+def offers(queue_name: str) -> str:
+    """Zset of the queue's jobs offered to one node first: job id -> end of the offer (unix s)."""
+    return f"ferry:offers:{queue_name}"
+
+
+def preferred(node_id: str) -> str:
+    """List of job ids offered to the node first; its claims take them before anything else."""
+    return f"ferry:prefer:{node_id}"
+
+
+# --- Results written behind (shared/handoff.py) ---
+PENDING_OBJECTS = "ferry:objects:pending"  # zset: result object id -> when its write to Redis began (unix s)
+
+
+def object_pending(object_id: str) -> str:
+    """Hash {job, queue, worker, node, kind, dtype, shape, nbytes}: a result still being written to Redis."""
+    return f"ferry:obj:{object_id}:pending"

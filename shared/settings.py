@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     promote_batch_jobs: int = Field(1000, ge=1, le=10_000)  # due jobs moved per script call
     # periodic jobs (shared/schedules.py): a tick not fired this long after its time is "missed" (catch_up policy)
     cron_grace_s: float = Field(10.0, gt=0)
+    # A job whose input objects some node holds is offered to that node first, for this long; then to any
+    # node. Read where jobs are submitted (client, producer); 0 turns placement off.
+    placement_delay_s: float = Field(0.2, ge=0, le=60)
+    # Large array results reach the node's memory (and the job reports done) before their write to Redis ends;
+    # readers elsewhere wait for it (shared/handoff.py). False: written to Redis before the job reports done.
+    result_write_behind: bool = True
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
+
 from shared.tasks import Array, task
 
 
@@ -94,3 +96,9 @@ def ledger(token: str, seconds: float = 0.0) -> str:
 def fail_with_backoff(message: str = "boom") -> None:
     """Always raise; the task's default back-off waits 0.4 s between attempts."""
     raise RuntimeError(message)
+
+
+@task("test.make")
+def make(n: int, value: float = 1.0) -> np.ndarray:
+    """A new float64 array of `n` elements equal to `value` (a large result: the first step of a pipeline)."""
+    return np.full(n, value, dtype=np.float64)

@@ -10,6 +10,7 @@ import numpy as np
 from services.worker.interrupts import Interrupts
 from shared import wire
 from shared.errors import InvalidRequest
+from shared.handoff import WriteBehind
 from shared.lifecycle import Claimed
 from shared.objects.cache import NodeCache
 from shared.objects.ref import normalize, ref_for
@@ -23,7 +24,7 @@ class Executor:
     """Runs jobs in this process. Only tasks in the registry can run: the job names one by string."""
 
     def __init__(self, tasks: TaskRegistry, cache: NodeCache, store: ObjectStore, threshold_bytes: int,
-                 max_data_bytes: int, default_timeout_s: float) -> None:
+                 max_data_bytes: int, default_timeout_s: float, write_behind: WriteBehind | None = None) -> None:
         self.tasks = tasks
         self.default_timeout_s = default_timeout_s
         self.max_data_bytes = max_data_bytes
@@ -31,6 +32,9 @@ class Executor:
         self.store = store
         self.threshold_bytes = threshold_bytes
         self.interrupts = Interrupts()
+        self.write_behind = write_behind  # large results: in memory before the finish, in Redis right after
+        self._job: Claimed | None = None
+        self._objects = 0
 
     def run(self, job: Claimed) -> tuple[str, bytes]:
         """(task name, the job's result as JSON bytes); raises the task's error (or a FerryError) on failure.
@@ -52,6 +56,7 @@ class Executor:
         finally:
             self.interrupts.disarm()
         del arrays
+        self._job, self._objects = job, 0
         payload = wire.dumps_value(self._objectify(value))
         if len(payload) > self.max_data_bytes:
             raise wire.too_large("the job's result", len(payload), self.max_data_bytes)
@@ -65,6 +70,9 @@ class Executor:
             isinstance(value, np.ndarray) and value.nbytes > self.threshold_bytes and value.dtype.kind in "biufc"
         ):
             kind, array = normalize(value)
+            if self.write_behind is not None and self._job is not None:
+                self._objects += 1
+                return self.write_behind.keep(self._job, self._objects, kind, array).as_result()
             ref = ref_for(kind, array)
             self.store.put_prepared(ref, array)
             self.cache.adopt(ref, array)

@@ -31,6 +31,7 @@ from services.worker.reaper import reap
 from shared import catalog, keys
 from shared.errors import ConfigError, RedisUnavailable
 from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
+from shared.locality import forget_node
 from shared.objects import segments
 from shared.objects.segments import SHM_DIR
 from shared.objects.shm import default_budget, start_node
@@ -82,6 +83,7 @@ class Node:
         self.budget = self.settings.shm_budget_bytes or default_budget(SHM_DIR)
         self.shm = start_node(self.conn, SHM_DIR, self.node_id, self.budget)  # its files here; swept; marked alive
         self._register()
+        forget_node(self.conn, self.node_id)  # its shared memory was just swept: it holds nothing yet
         self._forget_dead_workers()
         reap(self.lifecycle, self.settings)
         log.info("node %s: starting %d worker processes on queues %s (shm budget %d bytes)",
@@ -269,6 +271,7 @@ class Node:
             pipe.delete(keys.catalog(self.node_id))  # its tasks stop being served now, not when the entry expires
             pipe.delete(keys.schedules_code(self.node_id))  # its code-declared schedules too (others still fire them)
             pipe.execute()
+            forget_node(self.conn, self.node_id)  # its objects and offers, for placement
         except redis.RedisError as exc:
             log.warning("node %s: could not record its stop (%s)", self.node_id, exc)
         log.info("node %s: stopped; freed %d bytes of shared memory", self.node_id, freed)

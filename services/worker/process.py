@@ -37,7 +37,9 @@ from services.worker.outage import GaveUp, Outage
 from shared import keys
 from shared.backoff import with_backoff
 from shared.errors import PERMANENT_ERRORS, FerryError, JobCanceled, JobTimeout, ShmFull
+from shared.handoff import WriteBehind
 from shared.lifecycle import TIMEOUT, Claimed, Failure, Lifecycle, Timing, new_execution_id
+from shared.locality import idle_wait_s
 from shared.objects.cache import NodeCache
 from shared.objects.segments import SHM_DIR
 from shared.objects.store import ObjectStore
@@ -118,9 +120,11 @@ class WorkerProcess:
         self.pipe = self.conn.connection_pool.get_connection()  # for pipelined finishes (see _send_finish)
         store = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s)
         self.cache = NodeCache(self.settings.node_id, SHM_DIR, self.budget_bytes, store)
+        write_behind = WriteBehind(store, self.cache, self.name, self.settings.node_id) \
+            if self.settings.result_write_behind else None
         self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store,
                                  self.settings.result_object_threshold_bytes, self.settings.max_job_data_bytes,
-                                 self.settings.job_timeout_s)
+                                 self.settings.job_timeout_s, write_behind)
         self._retry(self._register_birth, "registering")
         self._pubsub = self._retry(self._subscribe, "subscribing")
         side = threading.Thread(target=self._side_loop, name="ferry-heartbeat", daemon=True)
@@ -131,6 +135,8 @@ class WorkerProcess:
         try:
             self._work_loop()
         finally:
+            if write_behind is not None:
+                write_behind.drain()  # every result written behind is in Redis before this worker says it is gone
             self.pipe.disconnect()
             self.cache.close()
             self._register_death()
@@ -178,7 +184,8 @@ class WorkerProcess:
                     done = None
                     if not claimed:
                         self.last_run_s = 1.0  # after idling, claim one job at a time until jobs prove short
-                        self.wake.wait(self.settings.idle_poll_s)  # a wake-up, or the poll that catches plain RQ's jobs
+                        # a wake-up, or the poll that catches plain RQ's jobs (sooner when another node's offer ends)
+                        self.wake.wait(idle_wait_s(self.conn, self.queues, self.settings.idle_poll_s))
                         continue
                     with self.held_lock:
                         self.held.extend(claimed[1:])

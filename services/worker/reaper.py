@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from shared.handoff import recover_lost_results
 from shared.lifecycle import NODE_DIED, Failure, Lifecycle
+from shared.locality import forget_dead_nodes
 from shared.objects.lifetime import sweep_expired
 from shared.settings import Settings
 
@@ -26,4 +28,6 @@ def reap(lifecycle: Lifecycle, settings: Settings) -> list[str]:
         log.info("job %s: %s; %s", outcome.job_id, reason, outcome.outcome, extra={"job_id": outcome.job_id})
         reaped.append(outcome.job_id)
     sweep_expired(lifecycle.conn)  # objects past their expiry that no job still needs
+    forget_dead_nodes(lifecycle.conn, settings)  # a killed node's object holdings, for placement
+    recover_lost_results(lifecycle.conn, settings)  # results whose write behind died with its worker: run again
     return reaped

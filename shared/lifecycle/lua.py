@@ -10,7 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
-from shared.lifecycle import lua_delays
+from shared.lifecycle import lua_delays, lua_locality
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -91,6 +91,7 @@ local function entries(text)
   return out
 end
 
+{lua_locality.LUA}
 -- Claim up to `n` jobs for execution `exec`. A repeat with the same execution id (a re-sent command)
 -- returns what the first run claimed, from the worker's claim record, and pops nothing.
 local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, current)
@@ -109,10 +110,12 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
     if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
   end
   local claimed = 0
+  promote_preferred(worker, n, qnames)   -- locality: this node's offered jobs first (lua_locality.py)
   for _, qname in ipairs(qnames) do
     local qkey = QUEUE .. qname
+    local offered = has_offers(qname)
     while claimed < n do
-      local id = redis.call('LPOP', qkey)
+      local id = next_job(qkey, qname, worker, offered)
       if not id then break end
       local jkey = JOB .. id
       if redis.call('HGET', jkey, 'status') == 'queued' then   -- canceled or deleted jobs are skipped
@@ -269,6 +272,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if KEYS[4] then return schedule_new(KEYS, ARGV) end   -- a delayed job (lua_delays)
 redis.call('SADD', QUEUES, KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
+offer(KEYS[1], ARGV[1], ARGV[2])
 wake(ARGV[2])
 return {1, ARGV[1]}
 """

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import InvalidArgs, ShmFull
+from shared.locality import Holdings
 from shared.objects import segments
 from shared.objects.ref import ObjectRef, mismatch, view
 from shared.objects.shm import DEFAULT_BUDGET_FRACTION, NodeSpace, default_budget, deployment_id
@@ -62,6 +63,7 @@ class NodeCache:
         self._mapped: dict[str, _Mapping] = {}
         self._stale: list[shared_memory.SharedMemory] = []  # evicted, still exported to a live view
         self._generation = self.space.evictions()
+        self.holdings = Holdings(store.conn, node_id)  # which objects this node holds, for placement
 
     # --- reading ---
     def array(self, ref: ObjectRef) -> np.ndarray:
@@ -81,6 +83,7 @@ class NodeCache:
         if problem:
             raise InvalidArgs(problem)
         if fetched:
+            self._publish_holdings(ref.id)
             self.counters["misses"] += 1
             self.counters["bytes_from_redis"] += ref.nbytes
         else:
@@ -161,22 +164,25 @@ class NodeCache:
             except ShmFull as exc:
                 log.info("object %s: result not kept in shared memory (%s)", ref.id, exc.message)
                 return
+            reservation = segments.Reservation(shm, name, size, self.shm_dir)
             try:
-                reservation = segments.Reservation(shm, name, size, self.shm_dir)
-                reservation.run()
-                reservation.wait_through(size)
-                buf = segments.buffer(shm)
-                buf[:HEADER_BYTES] = _header(ref)
-                buf[HEADER_BYTES : HEADER_BYTES + ref.nbytes] = array.data.cast("B") if ref.nbytes else b""
+                _copy_reserving(reservation, segments.buffer(shm), _header(ref), array)
                 self.space.publish(ref.id)
             except BaseException as exc:
                 traceback.clear_frames(exc.__traceback__)
+                reservation.stop()
                 self._release(shm)
                 self.space.remove_partial(ref.id)
                 if isinstance(exc, ShmFull):
                     return
                 raise
             self._remember(ref.id, shm, os.fstat(segments.fd(shm)).st_ino, ref)
+        self._publish_holdings(ref.id)
+
+    def _publish_holdings(self, object_id: str) -> None:
+        """Tell placement this node now holds `object_id` (and no longer holds what was evicted for it)."""
+        evicted, self.space.evicted_ids = self.space.evicted_ids, []
+        self.holdings.publish([object_id], evicted)
 
     def _remember(self, object_id: str, shm: shared_memory.SharedMemory, inode: int, ref: ObjectRef) -> _Mapping:
         old = self._mapped.pop(object_id, None)
@@ -236,6 +242,24 @@ class NodeCache:
             os.utime(self.shm_dir / self.space.segment(object_id))  # the LRU clock, read only when evicting
         except FileNotFoundError:
             pass  # evicted meanwhile; our mapping stays valid
+
+
+def _copy_reserving(reservation: segments.Reservation, buf: memoryview, header: bytes, array: np.ndarray) -> None:
+    """Write header and data into a new segment while a thread reserves its pages just ahead of the copy."""
+    if reservation.size <= reservation.PIECE_BYTES:
+        reservation.run()  # one piece: a thread would cost more than the overlap saves
+    else:
+        reservation.start()
+    try:
+        reservation.wait_through(HEADER_BYTES)
+        buf[:HEADER_BYTES] = header
+        data = array.data.cast("B") if array.nbytes else memoryview(b"")
+        for start in range(0, len(data), reservation.PIECE_BYTES):
+            end = min(start + reservation.PIECE_BYTES, len(data))
+            reservation.wait_through(HEADER_BYTES + end)
+            buf[HEADER_BYTES + start : HEADER_BYTES + end] = data[start:end]
+    finally:
+        reservation.stop()
 
 
 def _header(ref: ObjectRef) -> bytes:

@@ -66,6 +66,7 @@ REFERENCE = """
 for i = 3, #KEYS, 2 do
   local n = (i - 3) / 2
   local f = redis.call('HMGET', KEYS[i], 'kind', 'dtype', 'shape', 'nbytes')
+  if not f[1] then f = redis.call('HMGET', KEYS[i] .. ':pending', 'kind', 'dtype', 'shape', 'nbytes') end  -- handoff.py
   if not f[1] then return {n, 'missing'} end
   if f[1] ~= ARGV[3 + 4 * n] or f[2] ~= ARGV[4 + 4 * n] or f[3] ~= ARGV[5 + 4 * n] or f[4] ~= ARGV[6 + 4 * n] then
     return {n, 'mismatch', f[1], f[2], f[3], f[4]}

@@ -212,6 +212,7 @@ class NodeSpace:
         self.lock_path = shm_dir / keys.node_lock(deployment, node_id)
         self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)  # its own open: its own locks
         self.evicted = 0  # objects this process evicted, for the node's counters
+        self.evicted_ids: list[str] = []  # objects this process evicted, for the node's published holdings
 
     def close(self) -> None:
         os.close(self._fd)
@@ -308,6 +309,7 @@ class NodeSpace:
                 if segments.unlink(victim.name, self.shm_dir):
                     entry["bytes"] = max(0, int(entry["bytes"]) - victim.size)
                     evicted += 1
+                    self.evicted_ids.append(str(victim.object_id))
                     log.info(
                         "object %s: evicted from node %s (%d bytes, least recently used)",
                         victim.object_id,

@@ -26,6 +26,7 @@ import redis
 from shared import keys
 from shared.errors import InvalidArgs, ObjectNotFound, RedisFull
 from shared.objects.lifetime import Lifetime, missing_message, parse_shape_field, shape_field
+from shared.objects.pending import wait_written
 from shared.objects.ref import ObjectKind, ObjectRef, mismatch, normalize, ref_for
 from shared.replies import optional_text, text, texts
 from shared.timeutil import unix_now
@@ -258,6 +259,8 @@ class ObjectStore:
         """The stored metadata; ObjectNotFound naming the id and what to do when the object is gone."""
         raw = self.conn.hgetall(keys.object_meta(object_id))
         if not raw:
+            raw = wait_written(self.conn, object_id)  # a result still being written behind its job (handoff.py)
+        if not raw:
             tombstone = self.conn.get(keys.object_tombstone(object_id))
             raise ObjectNotFound(missing_message(object_id, optional_text(tombstone) if tombstone else None))
         meta = {text(k): text(v) for k, v in raw.items()}
@@ -291,6 +294,8 @@ class ObjectStore:
         """
         try:
             return self._receive(ref.id, place, claimed=ref)
+        except _Missing:  # it was being written behind its job and `stored` waited for it: read it now
+            return self.fetch(ref, place)
         except _Mispredicted as guess:  # stored with another chunk size: read it the plain way
             self._receive(ref.id, place, known=guess.stored)
             return guess.stored
