@@ -60,3 +60,18 @@ def test_two_hundred_waiters_share_two_connections_and_are_all_woken(settings, s
             return values
 
     assert asyncio.run(scenario()) == list(range(200))
+
+
+def test_the_async_client_manages_schedules(settings, served: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(settings=settings) as client:
+            added = await client.add_schedule("nightly", "echo", {"value": 1}, cron="0 3 * * *", tz="Europe/Paris")
+            assert added.next_run is not None and added.schedule.tz == "Europe/Paris"
+            assert [s.schedule.name for s in await client.schedules()] == ["nightly"]
+            assert (await client.pause_schedule("nightly")).paused
+            await client.delete_schedule("nightly")
+            with pytest.raises(InvalidArgs, match="bad cron expression"):
+                await client.add_schedule("bad", "echo", cron="61 * * * *")
+            assert await client.schedules() == []
+
+    asyncio.run(scenario())
