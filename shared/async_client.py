@@ -25,7 +25,7 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import keys
+from shared import keys, schedules
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
 from shared.client import _jsonify, job_id_of
@@ -40,6 +40,7 @@ from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
 from shared.replies import byte_fields, optional_bytes
+from shared.schedules import ScheduleInfo
 from shared.settings import Settings, get_settings
 from shared.submission import (
     ScriptCall,
@@ -340,6 +341,33 @@ class AsyncClient:
             raise FerryError(f"job {job_id} {result.status}: {result.error}")
         ref = result.object_ref()
         return await self.get(ref) if ref else result.value
+
+    # --- periodic jobs (shared/schedules.py): rare operator calls, the sync code in a thread ---
+    @_redis_errors
+    async def add_schedule(self, name: str, task: str, args: dict[str, Any] | None = None, *, replace: bool = False,
+                           allow_unserved: bool = False, **options: Any) -> ScheduleInfo:
+        """As `Client.add_schedule`: `cron=` or `every_s=`, tz, queue, enabled, catch_up, catch_up_max."""
+        schedule = schedules.parse({"name": name, "task": task, "args": _jsonify(args or {}), **options})
+        return await asyncio.to_thread(schedules.create, self._sync()[0].conn, schedule, self.settings, self.tasks,
+                                       replace, allow_unserved)
+
+    @_redis_errors
+    async def schedules(self) -> list[ScheduleInfo]:
+        return await asyncio.to_thread(schedules.listing, self._sync()[0].conn)
+
+    @_redis_errors
+    async def schedule(self, name: str) -> ScheduleInfo:
+        return await asyncio.to_thread(schedules.info, self._sync()[0].conn, name)
+
+    @_redis_errors
+    async def delete_schedule(self, name: str) -> None:
+        await asyncio.to_thread(schedules.delete, self._sync()[0].conn, name)
+
+    @_redis_errors
+    async def pause_schedule(self, name: str, paused: bool = True) -> ScheduleInfo:
+        conn = self._sync()[0].conn
+        await asyncio.to_thread(schedules.set_paused, conn, name, paused)
+        return await asyncio.to_thread(schedules.info, conn, name)
 
     async def close(self) -> None:
         await self.done.close()

@@ -275,7 +275,8 @@ class ScheduleInfo(BaseModel):
     last_job_id: str | None = None
     last_status: str | None = Field(None, description="the last tick's job status (null once it expired)")
     fired: int = Field(0, description="ticks this schedule has run")
-    skipped: int = Field(0, description="missed ticks its catch_up policy did not run")
+    skipped: int = Field(0, description="times a due tick was passed over without a job (catch_up=skip, or its "
+                         "args no longer fit the task: see the node's log)")
 
 
 @dataclass

@@ -72,3 +72,18 @@ def test_the_async_client_submits_delayed_jobs_through_the_same_code(settings, s
             assert (await client.cancel(submitted)).status == "canceled"
 
     asyncio.run(scenario())
+
+
+def test_the_async_client_manages_schedules(settings, served: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(settings=settings) as client:
+            added = await client.add_schedule("nightly", "echo", {"value": 1}, cron="0 3 * * *", tz="Europe/Paris")
+            assert added.next_run is not None and added.schedule.tz == "Europe/Paris"
+            assert [s.schedule.name for s in await client.schedules()] == ["nightly"]
+            assert (await client.pause_schedule("nightly")).paused
+            await client.delete_schedule("nightly")
+            with pytest.raises(InvalidArgs, match="bad cron expression"):
+                await client.add_schedule("bad", "echo", cron="61 * * * *")
+            assert await client.schedules() == []
+
+    asyncio.run(scenario())
