@@ -141,7 +141,8 @@ def report(results: dict[str, dict[str, object]], args: argparse.Namespace) -> d
             ratios[f"rq_over_ferry_{key}"] = round(rq[key] / ferry[key], 2) if ferry[key] > 0 else None  # type: ignore[index]
         print(f"\nRQ's lateness / Ferry's: p50 {ratios['rq_over_ferry_p50']}x, p99 {ratios['rq_over_ferry_p99']}x")
     return {"benchmark": "scheduled", "jobs": args.jobs, "workers": 2, "lead_s": args.lead_s,
-            "method": "all jobs due at one whole second; lateness = each job's started_at - due",
+            "method": "all jobs due at one whole second; lateness = each job's body start - due "
+                      "(Ferry: result entry's execution_started_at; RQ: started_at)",
             "machine": machine(), "systems": results, "ratios": ratios}
 
 

@@ -25,6 +25,8 @@ def test_bad_run_at_is_one_line_and_exit_2(ferry: Ferry, served: str) -> None:
     assert "run_at" in one_line(done.stderr) and "Traceback" not in done.stderr
     both = ferry("submit", "echo", "--run-at", "2030-01-01T00:00:00Z", "--delay-s", "3")
     assert both.returncode == 2 and "not both" in one_line(both.stderr)
+    negative = ferry("submit", "echo", "--delay-s", "-1")
+    assert negative.returncode == 2 and "--delay-s" in negative.stderr and "Traceback" not in negative.stderr
 
 
 def test_submit_stores_the_jobs_own_back_off(ferry: Ferry, served: str, conn) -> None:

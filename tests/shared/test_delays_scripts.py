@@ -5,6 +5,10 @@ from __future__ import annotations
 import time
 
 import redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+from rq.serializers import JSONSerializer
 
 from shared import keys
 from shared.client import Client
@@ -94,3 +98,13 @@ def test_a_scheduled_job_publishes_a_wake_up_only_when_due_before_the_promoter_l
             messages.append(message)
     pubsub.close()
     assert len(messages) == 1
+
+
+def test_rq_reads_a_ferry_delayed_job_as_scheduled(conn: redis.Redis, client: Client, served: str) -> None:
+    submitted = client.submit("echo", {"value": 1}, delay_s=30)
+    queue = Queue("default", connection=conn, serializer=JSONSerializer)
+    job = Job.fetch(submitted.id, connection=conn, serializer=JSONSerializer)
+    assert job.get_status() == "scheduled" and job.func_name == "echo" and job.kwargs == {"value": 1}
+    registry = ScheduledJobRegistry(queue=queue)
+    assert registry.get_job_ids() == [submitted.id]
+    assert abs((registry.get_scheduled_time(submitted.id) - client.status(submitted).due_at).total_seconds()) < 1e-3
