@@ -18,6 +18,7 @@ page-aligned.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import traceback
@@ -39,6 +40,7 @@ from shared.objects.store import ObjectStore, Stored
 log = logging.getLogger("ferry.cache")
 
 HEADER_BYTES = 4096  # one page: the data stays page-aligned
+WRITE_PIECE_BYTES = 8 * 1024 * 1024  # per pwrite when a result is kept
 
 __all__ = ["DEFAULT_BUDGET_FRACTION", "HEADER_BYTES", "NodeCache", "default_budget"]
 
@@ -164,13 +166,11 @@ class NodeCache:
             except ShmFull as exc:
                 log.info("object %s: result not kept in shared memory (%s)", ref.id, exc.message)
                 return
-            reservation = segments.Reservation(shm, name, size, self.shm_dir)
             try:
-                _copy_reserving(reservation, segments.buffer(shm), _header(ref), array)
+                _write_into(shm, self.shm_dir, _header(ref), array)
                 self.space.publish(ref.id)
             except BaseException as exc:
                 traceback.clear_frames(exc.__traceback__)
-                reservation.stop()
                 self._release(shm)
                 self.space.remove_partial(ref.id)
                 if isinstance(exc, ShmFull):
@@ -244,22 +244,24 @@ class NodeCache:
             pass  # evicted meanwhile; our mapping stays valid
 
 
-def _copy_reserving(reservation: segments.Reservation, buf: memoryview, header: bytes, array: np.ndarray) -> None:
-    """Write header and data into a new segment while a thread reserves its pages just ahead of the copy."""
-    if reservation.size <= reservation.PIECE_BYTES:
-        reservation.run()  # one piece: a thread would cost more than the overlap saves
-    else:
-        reservation.start()
+def _write_into(shm: shared_memory.SharedMemory, shm_dir: Path, header: bytes, array: np.ndarray) -> None:
+    """Write header and data into a new segment through its file descriptor.
+
+    `pwrite` into tmpfs allocates each page as it fills it: no zeroing pass (posix_fallocate), no page
+    faults through the mapping, and a full /dev/shm is ENOSPC here (ShmFull), never a SIGBUS later.
+    """
+    descriptor = segments.fd(shm)
+    data = array.data.cast("B") if array.nbytes else memoryview(b"")
     try:
-        reservation.wait_through(HEADER_BYTES)
-        buf[:HEADER_BYTES] = header
-        data = array.data.cast("B") if array.nbytes else memoryview(b"")
-        for start in range(0, len(data), reservation.PIECE_BYTES):
-            end = min(start + reservation.PIECE_BYTES, len(data))
-            reservation.wait_through(HEADER_BYTES + end)
-            buf[HEADER_BYTES + start : HEADER_BYTES + end] = data[start:end]
-    finally:
-        reservation.stop()
+        os.pwrite(descriptor, header, 0)
+        offset = 0
+        while offset < len(data):
+            with data[offset : offset + WRITE_PIECE_BYTES] as piece:
+                offset += os.pwrite(descriptor, piece, HEADER_BYTES + offset)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ShmFull(f"{shm_dir} is full: a result of {len(data)} bytes does not fit") from exc
+        raise
 
 
 def _header(ref: ObjectRef) -> bytes:
