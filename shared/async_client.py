@@ -50,6 +50,7 @@ from shared.submission import (
     object_references,
 )
 from shared.tasks import load_tasks
+from shared.workflows import no_dependencies
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -221,6 +222,7 @@ class AsyncClient:
 
     async def _prepared(self, request: JobRequest) -> ScriptCall:
         """Validate the job and check (and record) the objects it takes; ENQUEUE's keys and args."""
+        no_dependencies(request)
         catalog = self.catalog_cache.fresh()
         if catalog is None or (
             needs_fresher_catalog(request, catalog, self.settings) and not self.catalog_cache.fresh(for_miss=True)

@@ -138,3 +138,24 @@ def partial_segment(deployment: str, node_id: str, object_id: str) -> str:
 
 def node_lock(deployment: str, node_id: str) -> str:
     return f"{SEGMENT_PREFIX}{node_id}_{deployment}{LOCK_SUFFIX}"
+
+
+# --- Workflows: RQ 3's dependency keys (rq/job.py, rq/registry.py), spelled as RQ spells them ---
+def dependents(job_id: str) -> str:
+    """Set of the jobs waiting for this one (RQ's `Job.dependents_key`)."""
+    return f"{JOB_PREFIX}{job_id}:dependents"
+
+
+def dependencies(job_id: str) -> str:
+    """Set of the jobs this one waits for. RQ 3 spells it with two colons (`rq:job::<id>:dependencies`)."""
+    return f"{JOB_PREFIX}:{job_id}:dependencies"
+
+
+def deferred(queue_name: str) -> str:
+    """RQ's DeferredJobRegistry: jobs waiting for their dependencies, scored by when they were deferred."""
+    return f"rq:deferred:{queue_name}"
+
+
+def workflow(workflow_id: str) -> str:
+    """Hash {jobs, spec, created_at}: a workflow's job ids and its tree (shared/workflows.py)."""
+    return f"ferry:wf:{workflow_id}"

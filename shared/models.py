@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.objects.ref import ObjectRef
 
@@ -47,6 +47,15 @@ class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(status) ("
 FINAL_STATUSES = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value})
 
 
+class Dependency(BaseModel):
+    """A job to wait for, and what to do if it fails or is canceled: fail at once (`fail`) or run anyway (`run`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    on_failure: Literal["fail", "run"] = "fail"
+
+
 class JobRequest(BaseModel):
     """A job to run: a registered task, its JSON args, and optional routing and limits."""
 
@@ -64,6 +73,18 @@ class JobRequest(BaseModel):
     allow_unserved: bool = Field(
         False, description="queue the job even if no live node serves its task on its queue (it waits for one)"
     )
+    depends_on: list[str | Dependency] = Field(
+        default_factory=list, max_length=1000,
+        description="jobs (ids, or {id, on_failure}) this one waits for; it is `deferred` until they end, then "
+        "queued; if one fails or is canceled it fails at once naming it, unless its on_failure is \"run\"")
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _dependency_ids(cls, value: Any) -> Any:
+        """`Submitted` answers (anything with an `id`) stand for their ids, as elsewhere in the client."""
+        if isinstance(value, (list, tuple)):
+            return [getattr(v, "id", v) if not isinstance(v, (str, dict, Dependency)) else v for v in value]
+        return value
 
 
 class Submitted(BaseModel):

@@ -125,13 +125,14 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
     return [keys.job(job_id), keys.queue(queue), idem], flat
 
 
-def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings) -> Submitted:
+def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings,
+                   status: JobStatus = JobStatus.QUEUED) -> Submitted:
     """The answer for a job the script created (a duplicate needs its status read: see the clients)."""
     job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
     queue = request.queue or settings.default_queue
     log.debug("job %s: submitted (%s on %s)", job_id, request.task, queue,
               extra={"job_id": job_id, "task": request.task, "queue": queue})  # hot path: DEBUG only
-    return Submitted(id=job_id, status=JobStatus.QUEUED, queue=queue)
+    return Submitted(id=job_id, status=status, queue=queue)
 
 
 def indexed(exc: FerryError, index: int) -> FerryError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from shared.tasks import Array, task
 
@@ -88,3 +89,12 @@ def ledger(token: str, seconds: float = 0.0) -> str:
     time.sleep(seconds)
     _ledger_line("end", token)
     return token
+
+
+@task("test.collect")
+def collect(input: list[Any], token: str = "callback") -> dict:  # noqa: A002 - a workflow step's input
+    """A fan-in callback: records that it ran (ledger) and returns what it got (arrays as their sums) and where."""
+    _ledger_line("start", token)
+    got = [float(v.sum()) if hasattr(v, "sum") else v for v in input]
+    _ledger_line("end", token)
+    return {"input": got, "pid": os.getpid()}
