@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from services.admin import demo, health, jobs, objects, queues, tasks, top, up
+from services.admin import demo, health, jobs, objects, queues, tasks, top, up, workflows
 from services.admin.common import console, err_console
 from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
@@ -50,6 +50,7 @@ app.command("requeue")(queues.requeue)
 app.command("purge")(queues.purge)
 app.command("tasks")(tasks.tasks)
 app.add_typer(objects.app, name="objects")
+app.add_typer(workflows.app, name="workflow")
 app.command("health")(health.health)
 # Running Ferry.
 app.command("up")(up.up)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from services.producer.deps import AsyncClientDep
 from services.producer.schemas import MAX_BATCH, BatchRequest, BatchSubmitted, errors
@@ -96,10 +97,13 @@ RESULT_EXAMPLES = {
     ),
 )
 async def submit(
-    job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep
+    job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep, request: Request
 ) -> Response:
     try:
-        submitted = await client.submit_request(job)
+        if job.depends_on:  # deferred: the sync client's workflow path (shared/workflows.py), off the event loop
+            submitted = await run_in_threadpool(request.app.state.client.submit_request, job)
+        else:
+            submitted = await client.submit_request(job)
     except InvalidArgs as exc:
         raise _located(exc, "body.args") from exc
     # Serialized here: the hot path skips FastAPI's second validation of a model we just built.
