@@ -131,7 +131,7 @@ class Client:
             info = self.jobs.workflows.info(workflow_id)
             if info.ready or time.monotonic() >= deadline:
                 return info
-            pending = next(job.id for job in info.jobs if not job.status.is_final)
+            pending = next(job.id for job in reversed(info.jobs) if not job.status.is_final)  # the last step first
             self.jobs.result(pending, min(2.0, max(0.01, deadline - time.monotonic())))
 
     @_redis_errors
