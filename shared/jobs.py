@@ -69,6 +69,8 @@ class JobService:
         """Validate and enqueue one job; a repeated idempotency key returns the first job instead."""
         if request.depends_on:  # deferred until its dependencies end (shared/workflows.py)
             job_id, status = self.workflows.submit_job(request)
+            if status == JobStatus.UNKNOWN:
+                return self._submitted(request, 0, job_id)
             return new_submission(request, job_id, self.settings, status)
         script_keys, script_args = self._enqueue_args(request)
         created, job_id = self.lifecycle.enqueue_script()(keys=script_keys, args=script_args)

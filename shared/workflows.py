@@ -270,17 +270,21 @@ class Workflows:
         workflow_id = uuid.uuid4().hex
         spec = json.dumps({"output": shape, "jobs": [j.id for j in jobs]}, separators=(",", ":"))
         ttl = max(self.settings.failure_ttl_s, self.settings.result_ttl_s)
-        self._run([keys.workflow(workflow_id)], ["spec", spec, "created_at", rq_now()], ttl, prepared)
+        self._run([keys.workflow(workflow_id), ""], ["spec", spec, "created_at", rq_now()], ttl, prepared)
         return WorkflowSubmitted(id=workflow_id, jobs=[j.id for j in jobs])
 
     def submit_job(self, request: JobRequest) -> tuple[str, JobStatus]:
-        """One job with `depends_on` (deferred until they end); its id and status (deferred, queued or failed)."""
+        """One job with `depends_on` (deferred until they end); its id and status (deferred, queued or failed),
+        or an earlier job's id and `unknown` when the idempotency key matched it."""
         deps = [d if isinstance(d, Dependency) else Dependency(id=str(d)) for d in request.depends_on]
         step_ = Step(task=request.task, args=request.args, queue=request.queue, timeout_s=request.timeout_s,
                      retries=request.retries)
         planned = Planned(wire.new_job_id(), step_, "job", [d.id for d in deps])
         prepared = self._prepare(planned, request.allow_unserved, run_on=[d.id for d in deps if d.on_failure == "run"])
-        reply = self._run([""], [], 0, [prepared])
+        idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
+        reply = self._run(["", idem], [], self.settings.result_ttl_s, [prepared])
+        if not reply[0]:  # the idempotency key matched an earlier job: nothing was enqueued
+            return text(reply[1]), JobStatus.UNKNOWN
         return planned.id, JobStatus.parse(reply[1])
 
     def _prepare(self, job: Planned, allow_unserved: bool, run_on: list[str] | None = None) -> list[Any]:

@@ -128,9 +128,15 @@ end
 # One job of a workflow, in WF_SUBMIT's ARGV: id, queue, wants results ('1'/''), front ('1'/''),
 # number of dependencies, the dependencies..., number of 'run' dependencies, those..., number of fields, k, v...
 WF_SUBMIT_BODY = """
--- KEYS: the workflow's key ('' for a single job)   ARGV: now (RQ), now (unix), workflow ttl, workflow fields
--- count, field, value..., job count, then each job (see lua_workflows.WF_SUBMIT_BODY's comment).
+-- KEYS: the workflow's key ('' for a single job), an idempotency key ('' for none)
+-- ARGV: now (RQ), now (unix), ttl (of the workflow record, or of the idempotency key), workflow fields count,
+-- field, value..., job count, then each job (see lua_workflows.WF_SUBMIT_BODY's comment).
 if KEYS[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then return {0} end   -- a re-sent submit
+if KEYS[2] and KEYS[2] ~= '' then   -- a single job's idempotency key: the first job's id, or nothing is done
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return {0, existing} end
+  redis.call('SET', KEYS[2], ARGV[6 + 2 * tonumber(ARGV[4])], 'EX', ARGV[3])
+end
 local now, now_unix = ARGV[1], tonumber(ARGV[2])
 local p = 4
 local nwf = tonumber(ARGV[p]); p = p + 1

@@ -75,3 +75,10 @@ def test_plain_rq_depends_on_runs_under_ferry(conn, node) -> None:
         wait_for(lambda job=job: job.get_status(refresh=True) == "finished", timeout=30, what=f"{job.id} finished")
         assert job.latest_result().return_value == value
     assert DeferredJobRegistry("default", connection=conn).get_job_ids() == []
+
+
+def test_depends_on_with_an_idempotency_key(client, served) -> None:
+    first = client.submit("echo", {"value": 1})
+    one = client.submit("echo", {"value": 2}, depends_on=[first], idempotency_key="dep-1")
+    again = client.submit("echo", {"value": 2}, depends_on=[first], idempotency_key="dep-1")
+    assert again.duplicate and again.id == one.id and again.status == JobStatus.DEFERRED
