@@ -96,6 +96,8 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         # the dashboard's views and the metrics (issue 10)
         ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/details"), ("POST", "/v1/jobs/{job_id}/requeue"),
         ("GET", "/v1/workers"), ("GET", "/v1/views/throughput"), ("GET", "/v1/views/objects"), ("GET", "/metrics"),
+        # workflows (issue 8)
+        ("POST", "/v1/workflows"), ("GET", "/v1/workflows/{workflow_id}"), ("DELETE", "/v1/workflows/{workflow_id}"),
     }
     for path, ops in spec["paths"].items():
         for method, op in ops.items():

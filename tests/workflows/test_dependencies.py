@@ -82,3 +82,12 @@ def test_depends_on_with_an_idempotency_key(client, served) -> None:
     one = client.submit("echo", {"value": 2}, depends_on=[first], idempotency_key="dep-1")
     again = client.submit("echo", {"value": 2}, depends_on=[first], idempotency_key="dep-1")
     assert again.duplicate and again.id == one.id and again.status == JobStatus.DEFERRED
+
+
+def test_dependency_already_failed_at_submit(client, node) -> None:
+    bad = client.submit("test.fail", {"message": "early"}, retries=0)
+    assert client.result(bad, wait_s=10).status == JobStatus.FAILED
+    failed = client.submit("echo", {"value": 1}, depends_on=[bad])
+    assert failed.status == JobStatus.FAILED and bad.id in (client.status(failed).error or "")
+    anyway = client.submit("echo", {"value": 2}, depends_on=[Dependency(id=bad.id, on_failure="run")])
+    assert anyway.status == JobStatus.QUEUED and client.result(anyway, wait_s=10).value == 2
