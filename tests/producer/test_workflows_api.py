@@ -35,3 +35,10 @@ def test_job_with_depends_on_over_http(api, served) -> None:
     first = api.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}}).json()
     second = api.post("/v1/jobs", json={"task": "echo", "depends_on": [first["id"]]})
     assert second.status_code == 202 and second.json()["status"] == "deferred"
+
+
+def test_wait_for_a_workflow_over_http(api, start_node) -> None:
+    start_node(processes=1)
+    submitted = api.post("/v1/workflows", json=WORKFLOW).json()
+    info = api.get(f"/v1/workflows/{submitted['id']}", params={"wait_s": 20}).json()
+    assert info["status"] == "finished" and info["result"] == [1, 2]

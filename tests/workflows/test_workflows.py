@@ -76,3 +76,19 @@ def test_cancel_a_workflow(client, served) -> None:
     info = client.cancel_workflow(wf)
     assert info.ready and info.status == JobStatus.CANCELED and info.counts == {"canceled": 4}
     assert client.workflow(wf.id).status == JobStatus.CANCELED
+
+
+def test_async_client_submits_waits_and_depends(settings, node) -> None:
+    import asyncio
+
+    from shared.async_client import AsyncClient
+
+    async def scenario() -> None:
+        async with AsyncClient(settings=settings) as client:
+            wf = await client.submit_workflow(chain(step("echo", {"value": 5}), step("echo", input="value")))
+            info = await client.workflow(wf, wait_s=20)
+            assert info.status == JobStatus.FINISHED and info.result == 5
+            after = await client.submit("echo", {"value": 6}, depends_on=[wf.jobs[-1]])
+            assert (await client.result(after, wait_s=10)).value == 6
+
+    asyncio.run(scenario())

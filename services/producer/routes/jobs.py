@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from services.producer.deps import AsyncClientDep
 from services.producer.schemas import MAX_BATCH, BatchRequest, BatchSubmitted, errors
@@ -97,13 +96,10 @@ RESULT_EXAMPLES = {
     ),
 )
 async def submit(
-    job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep, request: Request
+    job: Annotated[JobRequest, Body(openapi_examples=SUBMIT_EXAMPLES)], client: AsyncClientDep
 ) -> Response:
     try:
-        if job.depends_on:  # deferred: the sync client's workflow path (shared/workflows.py), off the event loop
-            submitted = await run_in_threadpool(request.app.state.client.submit_request, job)
-        else:
-            submitted = await client.submit_request(job)
+        submitted = await client.submit_request(job)
     except InvalidArgs as exc:
         raise _located(exc, "body.args") from exc
     # Serialized here: the hot path skips FastAPI's second validation of a model we just built.

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
-from services.producer.deps import ClientDep
+from services.producer.deps import AsyncClientDep
 from services.producer.schemas import errors
 from shared.workflows import WorkflowInfo, WorkflowRequest, WorkflowSubmitted
 
@@ -45,23 +45,24 @@ EXAMPLES = {
     ),
     responses=errors(400, 404, 409, 422),
 )
-def submit(request: Annotated[WorkflowRequest, Body(openapi_examples=EXAMPLES)],
-           client: ClientDep) -> WorkflowSubmitted:
-    return client.submit_workflow(request)
+async def submit(request: Annotated[WorkflowRequest, Body(openapi_examples=EXAMPLES)],
+                 client: AsyncClientDep) -> WorkflowSubmitted:
+    return await client.submit_workflow(request)
 
 
 @router.get("/{workflow_id}", response_model=WorkflowInfo, summary="A workflow's status and every result",
             responses=errors(404))
-def status(
+async def status(
     workflow_id: WorkflowId,
-    client: ClientDep,
+    client: AsyncClientDep,
     wait_s: Annotated[float, Query(ge=0, le=300, description="seconds to wait for every job to end")] = 0,
 ) -> WorkflowInfo:
-    return client.workflow(workflow_id, wait_s=wait_s)
+    # Between two reads the wait holds no thread and no connection: it waits on the last pending job's end.
+    return await client.workflow(workflow_id, wait_s=wait_s)
 
 
 @router.delete("/{workflow_id}", response_model=WorkflowInfo, summary="Cancel a workflow",
                description="Cancels every job not yet ended; running ones are interrupted.",
                responses=errors(404, 409))
-def cancel(workflow_id: WorkflowId, client: ClientDep) -> WorkflowInfo:
-    return client.cancel_workflow(workflow_id)
+async def cancel(workflow_id: WorkflowId, client: AsyncClientDep) -> WorkflowInfo:
+    return await client.cancel_workflow(workflow_id)
