@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ from shared.submission import (
     object_references,
 )
 from shared.tasks import load_tasks
+from shared.workflows import Node, WorkflowInfo, WorkflowRequest, WorkflowSubmitted, no_dependencies
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -205,6 +207,8 @@ class AsyncClient:
 
     @_redis_errors
     async def submit_request(self, request: JobRequest) -> Submitted:
+        if request.depends_on:  # deferred: the workflows' script (shared/workflows.py), on the sync pool
+            return await asyncio.to_thread(self._sync()[0].submit, request)
         script_keys, script_args = await self._prepared(request)
         created, job_id = await self._enqueue(script_keys, script_args)
         return await self._submitted(request, created, job_id)
@@ -224,6 +228,7 @@ class AsyncClient:
 
     async def _prepared(self, request: JobRequest) -> ScriptCall:
         """Validate the job and check (and record) the objects it takes; ENQUEUE's keys and args."""
+        no_dependencies(request)
         catalog = self.catalog_cache.fresh()
         if catalog is None or (
             needs_fresher_catalog(request, catalog, self.settings) and not self.catalog_cache.fresh(for_miss=True)
@@ -294,6 +299,37 @@ class AsyncClient:
     async def cancel(self, job: Submitted | str) -> JobInfo:
         """Cancel a queued job, or interrupt a running one; Conflict if it already ended (sync code, in a thread)."""
         return await asyncio.to_thread(self._sync()[0].cancel, job_id_of(job))
+
+    # --- workflows (shared/workflows.py): the sync service in a thread; waiting holds no connection ---
+    @_redis_errors
+    async def submit_workflow(self, workflow: Node | WorkflowRequest | dict[str, Any],
+                              allow_unserved: bool = False) -> WorkflowSubmitted:
+        """Validate every job of a workflow, then enqueue it all at once (see `Client.submit_workflow`)."""
+        if isinstance(workflow, dict):
+            request = WorkflowRequest.model_validate(_jsonify(workflow))
+        elif isinstance(workflow, WorkflowRequest):
+            request = workflow
+        else:
+            request = WorkflowRequest(workflow=workflow, allow_unserved=allow_unserved)
+        return await asyncio.to_thread(self._sync()[0].workflows.submit, request)
+
+    @_redis_errors
+    async def workflow(self, workflow: WorkflowSubmitted | str, wait_s: float = 0) -> WorkflowInfo:
+        """Every job's status and result in one call; with wait_s, wait up to that long for all to end."""
+        workflow_id = workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
+        deadline = time.monotonic() + wait_s
+        while True:
+            info = await asyncio.to_thread(self._sync()[0].workflows.info, workflow_id)
+            if info.ready or time.monotonic() >= deadline:
+                return info
+            pending = next(job.id for job in reversed(info.jobs) if not job.status.is_final)
+            await self.result(pending, min(2.0, max(0.01, deadline - time.monotonic())))
+
+    @_redis_errors
+    async def cancel_workflow(self, workflow: WorkflowSubmitted | str) -> WorkflowInfo:
+        """Cancel every job of the workflow that has not ended (running ones are interrupted)."""
+        workflow_id = workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
+        return await asyncio.to_thread(self._sync()[0].workflows.cancel, workflow_id)
 
     # --- objects: the sync store in a thread, on a small pool of its own ---
     def _sync(self) -> tuple[JobService, ObjectStore]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,6 +23,7 @@ from shared.redis_conn import connect, unavailable
 from shared.schedules import ScheduleInfo
 from shared.settings import Settings, get_settings
 from shared.tasks import load_tasks
+from shared.workflows import Node, WorkflowInfo, WorkflowRequest, WorkflowSubmitted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -102,6 +104,43 @@ class Client:
     @_redis_errors
     def cancel(self, job: Submitted | str) -> JobInfo:
         return self.jobs.cancel(job_id_of(job))
+
+    # --- workflows (shared/workflows.py) ---
+    @_redis_errors
+    def submit_workflow(self, workflow: Node | WorkflowRequest | dict[str, Any],
+                        allow_unserved: bool = False) -> WorkflowSubmitted:
+        """Validate every job of a workflow (`chain`, `group`, `step`, or its JSON), then enqueue it all at once.
+
+        >>> from shared.workflows import chain, group, step
+        >>> wf = client.submit_workflow(chain(group(step("echo", {"value": 1}), step("echo", {"value": 2})),
+        ...                                   step("echo", input="value")))
+        >>> client.workflow(wf.id, wait_s=10).result
+        [1, 2]
+        """
+        if isinstance(workflow, dict):
+            request = WorkflowRequest.model_validate(_jsonify(workflow))
+        elif isinstance(workflow, WorkflowRequest):
+            request = workflow
+        else:
+            request = WorkflowRequest(workflow=workflow, allow_unserved=allow_unserved)
+        return self.jobs.workflows.submit(request)
+
+    @_redis_errors
+    def workflow(self, workflow: WorkflowSubmitted | str, wait_s: float = 0) -> WorkflowInfo:
+        """Every job's status and result in one call; with wait_s, wait up to that long for all to end."""
+        workflow_id = workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
+        deadline = time.monotonic() + wait_s
+        while True:
+            info = self.jobs.workflows.info(workflow_id)
+            if info.ready or time.monotonic() >= deadline:
+                return info
+            pending = next(job.id for job in reversed(info.jobs) if not job.status.is_final)  # the last step first
+            self.jobs.result(pending, min(2.0, max(0.01, deadline - time.monotonic())))
+
+    @_redis_errors
+    def cancel_workflow(self, workflow: WorkflowSubmitted | str) -> WorkflowInfo:
+        """Cancel every job of the workflow that has not ended (running ones are interrupted)."""
+        return self.jobs.workflows.cancel(workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow)
 
     # --- objects ---
     @_redis_errors

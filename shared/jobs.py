@@ -30,6 +30,7 @@ from shared.submission import (
 )
 from shared.tasks import TaskRegistry
 from shared.timeutil import rq_parse
+from shared.workflows import Workflows, no_dependencies
 
 RESULT_TYPE_STATUS = {b"1": JobStatus.FINISHED, b"2": JobStatus.FAILED, b"3": JobStatus.CANCELED}
 WAIT_SLICE_S = 2.0  # blocking reads are sliced so no single command outlives the socket time-out
@@ -45,6 +46,7 @@ class JobService:
         self.tasks = tasks
         self.lifecycle = Lifecycle(conn, settings)
         self.catalog_cache = CatalogCache()
+        self.workflows = Workflows(conn, settings, tasks, self._catalog)
 
     # --- submit (validation and the script's arguments: shared.submission, as in the async client) ---
     def _enqueue_args(self, request: JobRequest) -> ScriptCall:
@@ -68,6 +70,11 @@ class JobService:
 
     def submit(self, request: JobRequest) -> Submitted:
         """Validate and enqueue one job; a repeated idempotency key returns the first job instead."""
+        if request.depends_on:  # deferred until its dependencies end (shared/workflows.py)
+            job_id, status = self.workflows.submit_job(request)
+            if status == JobStatus.UNKNOWN:
+                return self._submitted(request, 0, job_id)
+            return new_submission(request, job_id, self.settings, status)
         script_keys, script_args = self._enqueue_args(request)
         created, job_id = self.lifecycle.enqueue_script()(keys=script_keys, args=script_args)
         return self._submitted(request, created, job_id)
@@ -77,6 +84,7 @@ class JobService:
         prepared = []
         for index, request in enumerate(requests):
             try:
+                no_dependencies(request)
                 prepared.append(self._enqueue_args(request))
             except FerryError as exc:
                 raise indexed(exc, index)  # noqa: B904 - the same error, re-raised with its index

@@ -197,3 +197,24 @@ PENDING_OBJECTS = "ferry:objects:pending"  # zset: result object id -> when its 
 def object_pending(object_id: str) -> str:
     """Hash {job, queue, worker, node, kind, dtype, shape, nbytes}: a result still being written to Redis."""
     return f"ferry:obj:{object_id}:pending"
+
+
+# --- Workflows: RQ 3's dependency keys (rq/job.py, rq/registry.py), spelled as RQ spells them ---
+def dependents(job_id: str) -> str:
+    """Set of the jobs waiting for this one (RQ's `Job.dependents_key`)."""
+    return f"{JOB_PREFIX}{job_id}:dependents"
+
+
+def dependencies(job_id: str) -> str:
+    """Set of the jobs this one waits for. RQ 3 spells it with two colons (`rq:job::<id>:dependencies`)."""
+    return f"{JOB_PREFIX}:{job_id}:dependencies"
+
+
+def deferred(queue_name: str) -> str:
+    """RQ's DeferredJobRegistry: jobs waiting for their dependencies, scored by when they were deferred."""
+    return f"rq:deferred:{queue_name}"
+
+
+def workflow(workflow_id: str) -> str:
+    """Hash {jobs, spec, created_at}: a workflow's job ids and its tree (shared/workflows.py)."""
+    return f"ferry:wf:{workflow_id}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.backoff import MAX_RETRY_DELAY_S, Backoff
 from shared.objects.ref import ObjectRef
@@ -49,6 +49,15 @@ class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(status) ("
 FINAL_STATUSES = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value})
 
 
+class Dependency(BaseModel):
+    """A job to wait for, and what to do if it fails or is canceled: fail at once (`fail`) or run anyway (`run`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    on_failure: Literal["fail", "run"] = "fail"
+
+
 class JobRequest(BaseModel):
     """A job to run: a registered task, its JSON args, and optional routing and limits."""
 
@@ -87,7 +96,23 @@ class JobRequest(BaseModel):
             raise ValueError("give either delay_s or run_at, not both")
         if self.run_at is not None and self.run_at.utcoffset() is None:
             raise ValueError("run_at needs a time zone: write it in UTC with a trailing Z, e.g. 2026-11-29T21:00:00Z")
+        if self.depends_on and (self.delay_s is not None or self.run_at is not None):
+            raise ValueError("a job with depends_on starts when its dependencies end: it cannot also have delay_s or "
+                             "run_at (delay the first job of the chain instead)")
         return self
+
+    depends_on: list[str | Dependency] = Field(
+        default_factory=list, max_length=1000,
+        description="jobs (ids, or {id, on_failure}) this one waits for; it is `deferred` until they end, then "
+        "queued; if one fails or is canceled it fails at once naming it, unless its on_failure is \"run\"")
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _dependency_ids(cls, value: Any) -> Any:
+        """`Submitted` answers (anything with an `id`) stand for their ids, as elsewhere in the client."""
+        if isinstance(value, (list, tuple)):
+            return [getattr(v, "id", v) if not isinstance(v, (str, dict, Dependency)) else v for v in value]
+        return value
 
 
 class Submitted(BaseModel):

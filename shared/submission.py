@@ -132,14 +132,16 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
     return script_keys, flat
 
 
-def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings) -> Submitted:
+def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings,
+                   status: JobStatus = JobStatus.QUEUED) -> Submitted:
     """The answer for a job the script created (a duplicate needs its status read: see the clients)."""
     job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
     queue = request.queue or settings.default_queue
     log.debug("job %s: submitted (%s on %s)", job_id, request.task, queue,
               extra={"job_id": job_id, "task": request.task, "queue": queue})  # hot path: DEBUG only
-    delayed = request.delay_s is not None or request.run_at is not None
-    status = JobStatus.SCHEDULED if delayed and delays.due_unix(request, unix_now()) is not None else JobStatus.QUEUED
+    if status == JobStatus.QUEUED and (request.delay_s is not None or request.run_at is not None):
+        if delays.due_unix(request, unix_now()) is not None:
+            status = JobStatus.SCHEDULED
     return Submitted(id=job_id, status=status, queue=queue)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 
@@ -102,3 +103,12 @@ def fail_with_backoff(message: str = "boom") -> None:
 def make(n: int, value: float = 1.0) -> np.ndarray:
     """A new float64 array of `n` elements equal to `value` (a large result: the first step of a pipeline)."""
     return np.full(n, value, dtype=np.float64)
+
+
+@task("test.collect")
+def collect(input: list[Any], token: str = "callback") -> dict:  # noqa: A002 - a workflow step's input
+    """A fan-in callback: records that it ran (ledger) and returns what it got (arrays as their sums) and where."""
+    _ledger_line("start", token)
+    got = [float(v.sum()) if hasattr(v, "sum") else v for v in input]
+    _ledger_line("end", token)
+    return {"input": got, "pid": os.getpid()}

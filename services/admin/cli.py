@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from services.admin import demo, health, jobs, objects, queues, schedules, tasks, top, up
+from services.admin import demo, health, jobs, objects, queues, schedules, tasks, top, up, workflows
 from services.admin.common import console, err_console
 from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
@@ -51,6 +51,7 @@ app.command("purge")(queues.purge)
 app.command("tasks")(tasks.tasks)
 app.add_typer(objects.app, name="objects")
 app.add_typer(schedules.app, name="schedules")
+app.add_typer(workflows.app, name="workflow")
 app.command("health")(health.health)
 # Running Ferry.
 app.command("up")(up.up)

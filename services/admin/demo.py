@@ -1,4 +1,4 @@
-"""`ferry demo` (also run by `ferry up`): small tasks, then one large array put once and read by many jobs.
+"""`ferry demo` (also run by `ferry up`): small tasks, then a map-reduce workflow over one large array put once.
 
 Everything shown is measured: results are checked against numpy here, and the cache numbers are the
 node counters the workers write to Redis (their change over the demo), not estimates.
@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from services.admin.common import NO_NODE, command, console, esc, human_bytes, open_client, short, table
 from shared.client import Client
 from shared.errors import EXIT_FAILED, EXIT_NOT_READY, EXIT_OK, FerryError
-from shared.models import JobRequest, JobResult, JobStatus, NodeInfo
+from shared.models import JobResult, JobStatus, NodeInfo
+from shared.workflows import WorkflowInfo, WorkflowJob, chain, group, step
 
 DEFAULT_SIZE_MB = 100
 DEFAULT_JOBS = 64
@@ -61,7 +62,7 @@ def demo(
         typer.Option("--wait-s", min=1, help="Give up waiting for results after this many seconds."),
     ] = DEFAULT_WAIT_S,
 ) -> None:
-    """Run Ferry's demo against the running nodes: example tasks, then one large array shared by many jobs.
+    """Run Ferry's demo against the running nodes: example tasks, then a map-reduce workflow over one large array.
 
     Checks every result against numpy (exit 1 on a mismatch) and reports jobs/s and how many bytes the
     nodes fetched from Redis versus read from their shared memory. Needs a worker node (`ferry up` runs one).
@@ -78,7 +79,7 @@ def run_demo(client: Client, size_mb: int = DEFAULT_SIZE_MB, jobs: int = DEFAULT
         deadline = time.monotonic() + wait_s
         console.print("\n[bold]1. Small tasks[/bold]")
         run_examples(client, deadline, check)
-        console.print("\n[bold]2. One large array, many jobs[/bold]")
+        console.print("\n[bold]2. Map-reduce over one large array[/bold]")
         summary = run_fan_out(client, nodes, size_mb, jobs, deadline, check)
         console.print("\n[bold]3. Summary[/bold]")
         show_summary(client, summary)
@@ -131,7 +132,8 @@ def run_examples(client: Client, deadline: float, check: Callable[[], None] | No
 # --- 2. fan-out over one large array ---
 def run_fan_out(client: Client, nodes: list[NodeInfo], size_mb: int, jobs: int, deadline: float,
                 check: Callable[[], None] | None) -> dict[str, Any]:
-    """Put one array once, run `jobs` array.stats jobs over its slices, and check each against numpy."""
+    """Put one array once; a workflow maps array.stats over `jobs` slices and reduces them with array.combine_stats
+    (a group and its callback); every slice and the reduce are checked against numpy."""
     nbytes = size_mb * 1024 * 1024
     budget = min(n.shm_budget_bytes for n in nodes)
     if nbytes > budget:
@@ -152,41 +154,70 @@ def run_fan_out(client: Client, nodes: list[NodeInfo], size_mb: int, jobs: int, 
 
     bounds = np.linspace(0, count, jobs + 1).astype(int)
     slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    requests = [JobRequest(task="array.stats", args={"data": ref.model_dump(mode="json"), "start": a, "stop": b})
-                for a, b in slices]
+    mapped = [step("array.stats", {"data": ref, "start": a, "stop": b}) for a, b in slices]
     started = time.monotonic()
-    submitted = client.submit_many(requests)
+    workflow = client.submit_workflow(chain(group(mapped), step("array.combine_stats")))
     submit_s = time.monotonic() - started
-    console.print(f"submitted {jobs} array.stats jobs over slices of it in {submit_s * 1000:.0f} ms "
-                  f"(each job carries the {len(ref.model_dump_json())}-byte reference, not the data)", highlight=False)
+    console.print(f"submitted a map-reduce workflow in one call ({submit_s * 1000:.0f} ms): a group of {jobs} "
+                  f"array.stats jobs over slices (each carries the {len(ref.model_dump_json())}-byte reference, not "
+                  "the data), then an array.combine_stats callback that gets their results in order", highlight=False)
 
-    mismatches: list[str] = []
-    totals = {"count": 0, "sum": 0.0, "min": math.inf, "max": -math.inf}
-    columns = (TextColumn("gathering results"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("results", total=jobs)
-        for job, (a, b) in zip(submitted, slices, strict=True):
-            value = wait_result(client, job.id, deadline, check).value
-            part = data[a:b]
-            expected = {"count": b - a, "sum": float(part.sum()), "min": float(part.min()), "max": float(part.max())}
-            if not matches(value, expected):
-                mismatches.append(f"job {job.id} over [{a}:{b}] returned {short(value, 120)}, numpy says {expected}")
-            else:
-                totals["count"] += value["count"]
-                totals["sum"] += value["sum"]
-                totals["min"] = min(totals["min"], value["min"])
-                totals["max"] = max(totals["max"], value["max"])
-            progress.advance(bar)
+    info = wait_workflow(client, workflow.id, jobs + 1, deadline, check)
     elapsed = time.monotonic() - started
+    if info.status != JobStatus.FINISHED:
+        failed = next((j for j in info.jobs if j.status != JobStatus.FINISHED), None)
+        what = f"{failed.task} {failed.id}: {failed.error}" if failed else ""
+        raise DemoFailed(f"workflow {workflow.id} {info.status.value}: {what}")
+    mismatches: list[str] = []
+    for job, (a, b) in zip(info.jobs[:jobs], slices, strict=True):
+        part = data[a:b]
+        expected = {"count": b - a, "sum": float(part.sum()), "min": float(part.min()), "max": float(part.max())}
+        if not matches(info.results.get(job.id), expected):
+            mismatches.append(f"job {job.id} over [{a}:{b}] returned {short(info.results.get(job.id), 120)}, "
+                              f"numpy says {expected}")
     if mismatches:
         raise DemoFailed(f"{len(mismatches)} of {jobs} results disagree with numpy; first: {mismatches[0]}")
+    totals = info.result
     whole = {"count": count, "sum": float(data.sum()), "min": float(data.min()), "max": float(data.max())}
     if not matches(totals, whole):
-        raise DemoFailed(f"the slices add up to {totals}, numpy over the whole array says {whole}")
+        raise DemoFailed(f"the reduce step says {totals}, numpy over the whole array says {whole}")
     console.print(f"[green]results check: {jobs}/{jobs} slices match numpy[/green] (count, sum, min, max); "
-                  f"together: {totals['count']:,} values, sum {totals['sum']:.6g} (numpy: {whole['sum']:.6g}), "
+                  f"the reduce step: {totals['count']:,} values, sum {totals['sum']:.6g} (numpy: {whole['sum']:.6g}), "
                   f"min {totals['min']:.6g}, max {totals['max']:.6g}", highlight=False)
+    show_placement(info.jobs[:jobs], info.jobs[jobs])
     return {"jobs": jobs, "elapsed_s": elapsed, "ref": ref, "before": before, "after": counters(client)}
+
+
+def wait_workflow(client: Client, workflow_id: str, total: int, deadline: float,
+                  check: Callable[[], None] | None) -> WorkflowInfo:
+    """The workflow once every job ended (one read per look), with a progress bar; DemoFailed past `deadline`."""
+    columns = (TextColumn("map-reduce"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("jobs", total=total)
+        while True:
+            remaining = deadline - time.monotonic()
+            info = client.workflow(workflow_id, wait_s=max(0.0, min(RESULT_POLL_S, remaining)))
+            progress.update(bar, completed=sum(1 for j in info.jobs if j.status.is_final))
+            if info.ready:
+                return info
+            if check is not None:
+                check()
+            if remaining <= 0:
+                raise DemoFailed(f"workflow {workflow_id} is still {info.status.value} after the demo's time limit "
+                                 f"({short(info.counts, 80)}); is a worker node serving the default queue? "
+                                 "(`ferry info`)", EXIT_NOT_READY)
+
+
+def show_placement(mapped: list[WorkflowJob], reduce: WorkflowJob) -> None:
+    """Where each step ran: slices per worker process (node.slot.pid), and the reduce step's."""
+    per_worker: dict[str, int] = {}
+    for job in mapped:
+        per_worker[job.worker or "?"] = per_worker.get(job.worker or "?", 0) + 1
+    t = table("node", "worker process", "map (slices)", "reduce", title="Where each step ran")
+    for worker in sorted(set(per_worker) | {reduce.worker or "?"}):
+        t.add_row(esc(worker.split(".")[0]), esc(worker), str(per_worker.get(worker, 0)),
+                  "1" if worker == (reduce.worker or "?") else "")
+    console.print(t)
 
 
 def matches(value: Any, expected: dict[str, Any]) -> bool:
@@ -226,8 +257,9 @@ def counters(client: Client) -> dict[str, dict[str, int]]:
 def show_summary(client: Client, summary: dict[str, Any]) -> None:
     """Throughput, and per node the object bytes fetched from Redis versus read from shared memory."""
     jobs, elapsed, ref = summary["jobs"], summary["elapsed_s"], summary["ref"]
-    console.print(f"{jobs} jobs in {elapsed:.2f}s: [bold]{jobs / elapsed:.1f} jobs/s[/bold] "
-                  f"(submit to last result; {human_bytes(ref.nbytes / elapsed)}/s of array scanned)", highlight=False)
+    console.print(f"{jobs} map jobs + 1 reduce in {elapsed:.2f}s: [bold]{(jobs + 1) / elapsed:.1f} jobs/s[/bold] "
+                  f"(submit to the reduce's result; {human_bytes(ref.nbytes / elapsed)}/s of array scanned)",
+                  highlight=False)
     before, after = summary["before"], summary["after"]
     delta = {node: {k: v - before.get(node, {}).get(k, 0) for k, v in stats.items() if k != "resident_bytes"}
              for node, stats in after.items()}

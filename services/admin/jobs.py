@@ -12,7 +12,7 @@ from rich.table import Table
 from services.admin.common import command, console, esc, fail, invalid, note, open_client, print_json, styled_status
 from shared.client import Client
 from shared.errors import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_READY, EXIT_OK, InvalidRequest
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus
+from shared.models import Dependency, JobInfo, JobRequest, JobResult, JobStatus
 
 OBJECT_ARG_PREFIX = "@obj:"  # `--arg data=@obj:<id>` passes a stored object by id
 
@@ -118,6 +118,12 @@ def submit(
         typer.Option("--retry-jitter", min=0, max=1,
             help="Fraction taken off each wait at random (0.5: a wait d becomes 0.5d to d)."),
     ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option("--depends-on", metavar="JOB_ID[:run]",
+            help=("Wait for this job to end first (repeatable). If it fails, this one fails at once; "
+                  "with the suffix :run it runs anyway.")),
+    ] = None,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
@@ -127,7 +133,8 @@ def submit(
                                  idempotency_key=idempotency_key, allow_unserved=allow_unserved, delay_s=delay_s,
                                  run_at=run_at,  # type: ignore[arg-type]  # pydantic parses the ISO-8601 text
                                  retry_delay_s=retry_delay_s, retry_backoff=retry_backoff,  # type: ignore[arg-type]
-                                 retry_max_delay_s=retry_max_delay_s, retry_jitter=retry_jitter)
+                                 retry_max_delay_s=retry_max_delay_s, retry_jitter=retry_jitter,
+                                 depends_on=[_dependency(d) for d in depends_on or []])
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)
@@ -247,6 +254,11 @@ def job_table(info: JobInfo) -> Table:
         if value not in (None, ""):
             grid.add_row(name, value if name == "status" else esc(value))
     return grid
+
+
+def _dependency(text: str) -> Dependency:
+    job_id, _, policy = text.partition(":")
+    return Dependency(id=job_id, on_failure="run" if policy == "run" else "fail")
 
 
 def _status_text(status: JobStatus | str) -> str:

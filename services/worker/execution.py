@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from services.worker.interrupts import Interrupts
-from shared import wire
+from shared import wire, workflows
 from shared.errors import InvalidRequest
 from shared.handoff import WriteBehind
 from shared.lifecycle import Claimed
@@ -48,10 +48,14 @@ class Executor:
         spec = self.tasks.get(task_name)  # the allow-list: nothing outside the registry is imported or run
         if positional:
             raise InvalidRequest(f"task {task_name!r} takes named args only; this job passes positional ones")
+        lists: set[str] = set()
+        if workflows.has_inputs(args):  # a workflow step: the results of the jobs it waited for
+            args, lists = workflows.resolve_inputs(self.store.conn, job.id, args)
         validated = spec.validate(args)
         self.interrupts.arm(job.id, job.timeout_s or self.default_timeout_s)
         try:
             arrays = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
+            arrays.update({name: workflows.arrays_in(getattr(validated, name), self.cache.array) for name in lists})
             value = spec.call(validated, arrays)
         finally:
             self.interrupts.disarm()

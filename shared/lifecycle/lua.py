@@ -10,7 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
-from shared.lifecycle import lua_delays, lua_locality
+from shared.lifecycle import lua_delays, lua_locality, lua_workflows
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -69,6 +69,7 @@ local function task_of(jkey, given)
   if given and given ~= '' then return given end
   return redis.call('HGET', jkey, 'ferry_task') or 'unknown'
 end
+{lua_workflows.LUA}
 
 -- One claimed job, in CLAIM_FIELDS order. Data over the bound is not sent: the worker fails the job.
 local function item(id, qname, maxdata)
@@ -179,6 +180,7 @@ local function settle(a)
     result_entry(a.id, ttl, 'type', '3', 'worker_name', a.worker)
     count(a.queue, task, 'canceled')
     redis.call('PUBLISH', DONE, a.id)
+    wf_final(a.id, a.now, a.now_unix, '')
     return 'canceled'
   end
   note_attempt_error(jkey, a)   -- lua_delays
@@ -201,6 +203,7 @@ local function settle(a)
   result_entry(a.id, ttl, 'type', '2', 'worker_name', a.worker, 'exc_string', a.exc_string)
   count(a.queue, task, 'failed')
   redis.call('PUBLISH', DONE, a.id)
+  wf_final(a.id, a.now, a.now_unix, '')
   return 'failed'
 end
 
@@ -320,6 +323,7 @@ else
     end
   end
   redis.call('PUBLISH', DONE, a.id)
+  wf_final(a.id, a.now, a.now_unix, a.payload)
   outcome = 'finished'
 end
 local n = tonumber(a.claim_n)
@@ -405,6 +409,7 @@ if f[1] == 'queued' then
   result_entry(ARGV[1], ttl, 'type', '3', 'worker_name', '')
   count(f[2], task_of(KEYS[1], ''), 'canceled')
   redis.call('PUBLISH', DONE, ARGV[1])
+  wf_final(ARGV[1], ARGV[2], tonumber(ARGV[4]), '')
   return {'canceled'}
 end
 if f[1] == 'started' then
@@ -412,6 +417,7 @@ if f[1] == 'started' then
   redis.call('PUBLISH', CONTROL .. (f[3] or ''), 'cancel ' .. ARGV[1])
   return {'canceling'}
 end
+if f[1] == 'deferred' then return wf_cancel_deferred(ARGV[1], f[2], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])) end
 return {'already', f[1]}
 """
 
@@ -427,3 +433,6 @@ redis.call('RPUSH', QUEUE .. ARGV[2], ARGV[1])
 wake(ARGV[2])
 return 1
 """
+
+WF_SUBMIT = PRELUDE + lua_workflows.WF_SUBMIT_BODY
+WF_CANCEL = PRELUDE + lua_workflows.WF_CANCEL_BODY

@@ -62,3 +62,15 @@ def array_stats(data: Array, start: int | None = None, stop: int | None = None) 
 def array_scale(data: Array, factor: float = 1.0) -> np.ndarray:
     """Return data × factor as a new array (large results come back as object references)."""
     return np.multiply(data, factor)
+
+
+@task("array.combine_stats")
+def combine_stats(input: list[dict[str, Any]]) -> dict[str, float | int | None]:  # noqa: A002 - a workflow's input
+    """Combine `array.stats` results (e.g. of a group over slices) into the stats of the whole: the reduce step."""
+    parts = [p for p in input if p and p.get("count")]
+    count = sum(int(p["count"]) for p in parts)
+    if not count:
+        return {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None}
+    total = sum(float(p["sum"]) for p in parts)
+    return {"count": count, "sum": total, "min": min(float(p["min"]) for p in parts),
+            "max": max(float(p["max"]) for p in parts), "mean": total / count}

@@ -94,8 +94,12 @@ def test_up_without_a_redis_url_runs_the_demo_to_the_end_and_leaves_nothing_behi
     for task in ("echo", "stats.describe", "text.word_count"):
         assert re.search(rf"^{re.escape(task)} .* ok\s*$", out, re.MULTILINE), task
     assert "put a float64 array of 1,048,576 values (8.0 MiB) once" in out
-    assert "results check: 16/16 slices match numpy (count, sum, min, max)" in out
-    assert re.search(r"16 jobs in [\d.]+s: [\d.]+ jobs/s", out)
+    assert "submitted a map-reduce workflow in one call" in out
+    assert "results check: 16/16 slices match numpy (count, sum, min, max); the reduce step: 1,048,576 values" in out
+    assert re.search(r"16 map jobs \+ 1 reduce in [\d.]+s: [\d.]+ jobs/s", out)
+    # Where each step ran: one row per worker process of the node, 16 slices between them, one reduce.
+    rows = re.findall(rf"^\s*{re.escape(up_env['FERRY_NODE_ID'])}\s+(\S+)\s+(\d+)\s*(1?)\s*$", out, re.MULTILINE)
+    assert sum(int(n) for _, n, _ in rows) == 16 and [r for _, _, r in rows].count("1") == 1, out
     # One fetch from Redis into the node; the other 15 jobs read the node's shared memory.
     assert "bytes from Redis: 8.0 MiB (1 fetch into 1 node); bytes from shared memory: 120.0 MiB (15 zero-copy reads" in out
     assert out.rstrip().endswith("Ferry stopped.")

@@ -100,6 +100,8 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         ("POST", "/v1/schedules"), ("GET", "/v1/schedules"), ("GET", "/v1/schedules/{name}"),
         ("POST", "/v1/schedules/{name}/pause"), ("POST", "/v1/schedules/{name}/resume"),
         ("DELETE", "/v1/schedules/{name}"),
+        # workflows (issue 8)
+        ("POST", "/v1/workflows"), ("GET", "/v1/workflows/{workflow_id}"), ("DELETE", "/v1/workflows/{workflow_id}"),
     }
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
