@@ -4,12 +4,14 @@ after, and never lost: if its writer dies first, the job runs again and readers 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import redis
 
 from shared import keys
 from shared.client import Client
 from shared.objects.lifetime import shape_field
 from shared.objects.ref import REF_MARKER, ObjectRef
+from shared.settings import Settings, get_settings
 from shared.timeutil import unix_now
 from tests.support import wait_for
 
@@ -71,3 +73,21 @@ def test_a_result_lost_before_it_reached_redis_is_recomputed_and_readers_wait_fo
     info = client.status(job.id)
     assert info.status == "finished" and info.attempts == 2
     wait_for(lambda: not conn.exists(keys.object_pending(ref.id)), what="the marker to go")
+
+
+def test_with_two_nodes_the_next_step_runs_where_the_previous_step_left_its_result(
+    start_node, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = [start_node(processes=1), start_node(processes=1)]
+    monkeypatch.setenv("FERRY_PLACEMENT_DELAY_S", "3")  # long: a loaded machine must not turn this into a race
+    get_settings.cache_clear()
+    client = Client(settings=Settings())
+    pids = {pid: node.node_id for node in nodes for pid in node.worker_pids(conn)}
+    for value in (1.0, 2.0, 3.0, 4.0, 5.0):  # by chance alone, all five on the producer's node: 1 in 32
+        ref = _result_ref(client, client.submit("test.make", {"n": 300_000, "value": value}))
+        [producer] = {n.decode() for n in conn.smembers(keys.holders(ref.id))}
+        where = client.result(client.submit("test.where", {"data": ref}), wait_s=30)
+        assert where.status == "finished" and where.value["sum"] == 300_000 * value
+        assert pids[where.value["pid"]] == producer
+    assert sum(_counters(conn, node.node_id)["bytes_from_redis"] for node in nodes) == 0
+    client.close()
