@@ -8,7 +8,7 @@ heartbeat is older than FERRY_ABANDONED_AFTER_S (a killed node). An entry that i
 costs an offer to the wrong node, never a wrong result: the job still reads its input from Redis there.
 
 Placement. A submitter whose FERRY_PLACEMENT_DELAY_S is above 0 writes the job's inputs
-(`ferry_inputs` = `id:nbytes,...`) and the delay into its hash; ENQUEUE offers the job to the live node
+(`ferry_input_objects` = `id:nbytes,...`) and the delay into its hash; ENQUEUE offers the job to the live node
 holding the most of those bytes, for that long (lua_locality.py). The job stays in `rq:queue:<name>`
 the whole time, so queue counts are exact; the preferred node's claims take it first, other nodes' claims
 pass over it until the offer ends, and an idle worker that passed over offers sleeps only until the first
@@ -75,7 +75,7 @@ def placement_fields(named: list[tuple[str, ObjectRef]], settings: Settings) -> 
     if not named or settings.placement_delay_s <= 0:
         return []
     inputs = ",".join(f"{ref.id}:{ref.nbytes}" for _name, ref in named)
-    return ["ferry_inputs", inputs, "ferry_placement_delay_s", settings.placement_delay_s]
+    return ["ferry_input_objects", inputs, "ferry_placement_delay_s", settings.placement_delay_s]
 
 
 def idle_wait_s(conn: redis.Redis, queues: list[str], poll_s: float) -> float:

@@ -2,7 +2,7 @@
 
 `LUA` is spliced into the lifecycle prelude (lua.py) before `claim`, so ENQUEUE and claim() call it with
 one line each:
-- ENQUEUE calls `offer(job key, id, queue)`: a job whose hash names input objects (`ferry_inputs`,
+- ENQUEUE calls `offer(job key, id, queue)`: a job whose hash names input objects (`ferry_input_objects`,
   `id:nbytes,...`) and an offer window (`ferry_placement_delay_s`) is offered to the live node holding
   the most of those bytes: `ferry:offers:<queue>` (id -> end of the offer), `ferry:prefer:<node>` (a
   list of ids) and the job's `ferry_offer` field. The job is pushed on `rq:queue:<name>` as always, so
@@ -45,7 +45,7 @@ local function node_of(worker) return string.match(worker, '^([^.]+)') end
 
 -- ENQUEUE: offer the job to the live node that holds the most bytes of its inputs (none: nothing to do).
 local function offer(jkey, id, qname)
-  local f = redis.call('HMGET', jkey, 'ferry_inputs', 'ferry_placement_delay_s')
+  local f = redis.call('HMGET', jkey, 'ferry_input_objects', 'ferry_placement_delay_s')
   if not f[1] or not f[2] then return end
   local bytes, nodes = {{}}, {{}}
   for oid, n in string.gmatch(f[1], '([^:,]+):([^,]+)') do
