@@ -40,6 +40,7 @@ from shared import keys, wire
 from shared.catalog import Catalog
 from shared.errors import Conflict, FerryError, InvalidArgs, InvalidRequest, NotFound
 from shared.lifecycle import lua
+from shared.locality import placement_fields
 from shared.models import QUEUE_PATTERN, Dependency, JobRequest, JobStatus
 from shared.objects.lifetime import reference_job_objects
 from shared.objects.ref import REF_MARKER, ObjectRef
@@ -296,13 +297,15 @@ class Workflows:
         catalog = self.catalog(request)
         input_name = _input_name(step_, catalog, self.tasks) if job.input_shape is not None else None
         args = _checked(request, input_name, catalog, self.tasks, self.settings)
-        reference_job_objects(self.conn, job.id, object_references(step_.task, args, catalog, self.tasks))
+        named = object_references(step_.task, args, catalog, self.tasks)
+        reference_job_objects(self.conn, job.id, named)
         if input_name is not None:
             args = {**args, input_name: job.input_shape}
         queue = step_.queue or self.settings.default_queue
         fields = wire.job_fields(step_.task, args, queue, step_.timeout_s or self.settings.job_timeout_s,
                                  self.settings.default_retries if step_.retries is None else step_.retries,
                                  self.settings.result_ttl_s, self.settings.failure_ttl_s)
+        fields.update(_placement(named, input_name is not None, self.settings))
         if run_on is None:
             run_on = job.deps if step_.on_failure == "run" else []
         flat: list[Any] = [job.id, queue, "1" if input_name is not None else "", "", len(job.deps), *job.deps,
@@ -442,3 +445,12 @@ def arrays_in(value: Any, read: Callable[[ObjectRef], np.ndarray]) -> Any:
 
 __all__ = ["Chain", "Group", "Step", "WorkflowInfo", "WorkflowRequest", "WorkflowSubmitted", "Workflows", "chain",
            "group", "step"]
+
+
+def _placement(named: list[tuple[str, ObjectRef]], takes_input: bool, settings: Settings) -> dict[str, Any]:
+    """Placement fields: offered first to the node holding the job's object args or, for a step that takes the
+    previous step's result, to the node holding that result's objects (FINISH names them; lua_locality)."""
+    flat = placement_fields(named, settings)
+    if not flat and takes_input and settings.placement_delay_s > 0:
+        flat = ["ferry_placement_delay_s", settings.placement_delay_s]
+    return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -37,6 +37,7 @@ from redis.connection import Connection
 
 from shared import job_metrics, keys, wire
 from shared.lifecycle import lua
+from shared.objects.ref import refs_in_result
 from shared.settings import Settings
 from shared.timeutil import rq_now, unix_now
 
@@ -191,7 +192,7 @@ class Lifecycle:
         return [job.id, job.queue, job.execution_id, rq_now(), unix_now(), result_ttl, wire.b64(payload), worker,
                 started, ended, timing.task, *timing.args(), next_job, stats_key if stats_text else "", stats_text,
                 claim_count if claim_from else 0, next_execution_id, self.deadline(), self.record_ttl_s,
-                self.max_data_bytes, *claim_from]
+                self.max_data_bytes, refs_in_result(payload), *claim_from]
 
     def finish(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
                stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",

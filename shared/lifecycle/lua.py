@@ -69,6 +69,7 @@ local function task_of(jkey, given)
   if given and given ~= '' then return given end
   return redis.call('HGET', jkey, 'ferry_task') or 'unknown'
 end
+{lua_locality.LUA}
 {lua_workflows.LUA}
 
 -- One claimed job, in CLAIM_FIELDS order. Data over the bound is not sent: the worker fails the job.
@@ -92,7 +93,6 @@ local function entries(text)
   return out
 end
 
-{lua_locality.LUA}
 -- Claim up to `n` jobs for execution `exec`. A repeat with the same execution id (a re-sent command)
 -- returns what the first run claimed, from the worker's claim record, and pops nothing.
 local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, current)
@@ -289,7 +289,7 @@ return claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ton
 
 FINISH_ARGS = ("id", "queue", "exec", "now", "now_unix", "result_ttl", "payload", "worker", "started", "ended", "task",
                "run_field", "run_sum_field", "run_s", "wait_field", "wait_sum_field", "wait_s", "next_job",
-               "stats_key", "stats", "claim_n", "next_exec", "deadline", "ttl", "maxdata")
+               "stats_key", "stats", "claim_n", "next_exec", "deadline", "ttl", "maxdata", "result_objects")
 
 FINISH = PRELUDE + f"""
 -- Record a finished execution, then (claim_n > 0) claim the next jobs: one round trip per job.
@@ -309,6 +309,7 @@ else
   if f[1] == 'queued' then redis.call('LREM', QUEUE .. (f[2] or a.queue), 0, a.id) end
   local ttl = tonumber(a.result_ttl)
   redis.call('HSET', jkey, 'status', 'finished', 'ended_at', a.now, 'ferry_error', '')
+  if a.result_objects ~= '' then redis.call('HSET', jkey, 'ferry_result_objects', a.result_objects) end
   redis.call('EXPIRE', jkey, ttl)
   redis.call('ZADD', FINISHED .. a.queue, a.now_unix + ttl, a.id)
   result_entry(a.id, ttl, 'type', '1', 'worker_name', a.worker, 'return_value', a.payload,

@@ -67,6 +67,17 @@ local function offer(jkey, id, qname)
   end
 end
 
+-- A workflow step that receives a finished job's result holding objects (a chain's large array) takes them as
+-- its inputs (FINISH keeps them in the job's `ferry_result_objects`), so `offer` sends it to the node that
+-- produced them, which adopted and published them.
+local function inputs_from_result(jkey, dep)
+  local objects = redis.call('HGET', JOB .. dep, 'ferry_result_objects')
+  if not objects then return end
+  local have = redis.call('HGET', jkey, 'ferry_input_objects')
+  if have and have ~= '' then objects = objects .. ',' .. have end
+  redis.call('HSET', jkey, 'ferry_input_objects', objects)
+end
+
 -- claim(): this node's offered jobs, still queued near the head of a queue it serves, go to that head.
 local function promote_preferred(worker, n, qnames)
   local pkey = PREFER .. node_of(worker)

@@ -59,6 +59,7 @@ local function wf_queue(did, origin, front, now)
   redis.call('ZREM', WF_DEFERRED .. origin, did)
   redis.call('SADD', QUEUES, QUEUE .. origin)
   if front == '1' then redis.call('LPUSH', QUEUE .. origin, did) else redis.call('RPUSH', QUEUE .. origin, did) end
+  offer(JOB .. did, did, origin)   -- placement (lua_locality)
   wake(origin)
 end
 
@@ -103,7 +104,10 @@ local function wf_final(id, now, now_unix, payload)
     for _, did in ipairs(redis.call('SMEMBERS', key)) do
       local f = redis.call('HMGET', JOB .. did, 'status', 'origin', 'ferry_inputs', 'enqueue_at_front')
       if f[1] == 'deferred' then
-        if result ~= '' and f[3] == '1' then redis.call('HSET', JOB .. did, 'ferry_in:' .. pid, result) end
+        if result ~= '' and f[3] == '1' then
+          redis.call('HSET', JOB .. did, 'ferry_in:' .. pid, result)
+          inputs_from_result(JOB .. did, pid)   -- placement: run it where that result is (lua_locality)
+        end
         local verdict, dep, dstatus = wf_verdict(did)
         if verdict == 'met' then
           wf_queue(did, f[2], f[4], now)
@@ -161,6 +165,7 @@ for _ = 1, njobs do
   redis.call('SADD', QUEUES, QUEUE .. qname)
   if #deps == 0 then
     redis.call('RPUSH', QUEUE .. qname, id)
+    offer(jkey, id, qname)   -- placement (lua_locality)
     wake(qname)
     out[#out + 1] = 'queued'
   else
@@ -176,7 +181,10 @@ for _ = 1, njobs do
         local last = redis.call('XREVRANGE', WF_RESULTS .. dep, '+', '-', 'COUNT', 1)[1]
         if last then
           for k = 1, #last[2], 2 do
-            if last[2][k] == 'return_value' then redis.call('HSET', jkey, 'ferry_in:' .. dep, last[2][k + 1]) end
+            if last[2][k] == 'return_value' then
+              redis.call('HSET', jkey, 'ferry_in:' .. dep, last[2][k + 1])
+              inputs_from_result(jkey, dep)
+            end
           end
         end
       end

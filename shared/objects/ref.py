@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import Annotated, Any
@@ -15,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.errors import InvalidRequest
 
 REF_MARKER = "$ferry_ref"  # key that marks a reference inside a JSON result
+_REF_IN_JSON = re.compile(rb'"\$ferry_ref"\s*:\s*\{\s*"id"\s*:\s*"([0-9a-f]{32})".*?"nbytes"\s*:\s*(\d+)')
+
+
+def refs_in_result(payload: bytes) -> str:
+    """`id:nbytes,...` of the objects a JSON result references ('' for none): where a workflow's next step
+    should run (placement offers it to the node holding them). A scan only when the marker is there."""
+    if REF_MARKER.encode() not in payload:
+        return ""
+    return ",".join(f"{m[1].decode()}:{m[2].decode()}" for m in _REF_IN_JSON.finditer(payload))
 HASH_PIECE_BYTES = 16 * 1024 * 1024
 MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS); more is refused as input, never a 500
 

@@ -91,3 +91,28 @@ def test_with_two_nodes_the_next_step_runs_where_the_previous_step_left_its_resu
         assert pids[where.value["pid"]] == producer
     assert sum(_counters(conn, node.node_id)["bytes_from_redis"] for node in nodes) == 0
     client.close()
+
+
+def test_a_workflow_chains_next_step_runs_where_the_previous_step_left_its_large_result(
+    start_node, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through a workflow: the step is queued by the finish script itself. Two things send it to the node
+    holding the result: the finishing worker's own follow-up claim (same script) usually takes it, and otherwise
+    it is offered there (FINISH names the result's objects, the dependent takes them as its inputs)."""
+    from shared.workflows import chain, step
+
+    nodes = [start_node(processes=1), start_node(processes=1)]
+    monkeypatch.setenv("FERRY_PLACEMENT_DELAY_S", "3")
+    get_settings.cache_clear()
+    client = Client(settings=Settings())
+    pids = {pid: node.node_id for node in nodes for pid in node.worker_pids(conn)}
+    for value in (1.0, 2.0, 3.0, 4.0, 5.0):  # by chance alone, all five on the producer's node: 1 in 32
+        wf = client.submit_workflow(chain(step("test.make", {"n": 300_000, "value": value}),
+                                          step("test.where", input="data")))
+        info = client.workflow(wf, wait_s=30)
+        assert info.status == "finished", info
+        ref = ObjectRef.model_validate(info.results[wf.jobs[0]][REF_MARKER])
+        [producer] = {n.decode() for n in conn.smembers(keys.holders(ref.id))}
+        assert info.result["sum"] == 300_000 * value and pids[info.result["pid"]] == producer
+    assert sum(_counters(conn, node.node_id)["bytes_from_redis"] for node in nodes) == 0
+    client.close()
