@@ -7,7 +7,7 @@ import socket
 
 import redis
 
-from shared import keys
+from shared import keys, limits
 from shared.errors import NotFound
 from shared.jobs import job_info, queue_job_view, read_job_view
 from shared.lifecycle import Lifecycle
@@ -35,7 +35,9 @@ class Admin:
         return ordered + sorted(known - set(ordered))
 
     def queues(self) -> list[QueueInfo]:
+        everything, paused = limits.paused(self.conn)
         names = self.queue_names()
+        names += sorted(paused - set(names))  # a queue paused before its first job
         now = unix_now()
         pipe = self.conn.pipeline(transaction=False)
         for name in names:
@@ -45,8 +47,10 @@ class Admin:
                 pipe.zcount(registry(name), now, "+inf")  # entries score by expiry
         replies = pipe.execute()
         counts = (replies[i : i + 5] for i in range(0, len(replies), 5))
+        waiting = limits.waiting_by_queue(self.conn)
         return [
-            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c)
+            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c,
+                      paused=everything or name in paused, waiting=waiting.get(name, 0))
             for name, (q, s, f, x, c) in zip(names, counts, strict=True)
         ]
 

@@ -227,7 +227,7 @@ class AsyncClient:
         ):
             catalog = await self.catalog()
         args = checked_args(request, catalog, self.tasks, self.settings)
-        call = enqueue_call(request, args, self.settings)
+        call = enqueue_call(request, args, self.settings, catalog)
         named = object_references(request.task, args, catalog, self.tasks)
         referencing = reference_call(str(call[1][0]), named)
         if referencing is not None:  # the same check as the sync client's (shared.objects.lifetime)

@@ -49,7 +49,7 @@ class JobService:
     def _enqueue_args(self, request: JobRequest) -> ScriptCall:
         catalog = self._catalog(request)
         args = checked_args(request, catalog, self.tasks, self.settings)
-        call = enqueue_call(request, args, self.settings)
+        call = enqueue_call(request, args, self.settings, catalog)
         job_id = call[1][0]
         # Every referenced object exists and matches its stored metadata, and is kept while this job needs it.
         reference_job_objects(self.conn, job_id, object_references(request.task, args, catalog, self.tasks))
@@ -154,7 +154,8 @@ class JobService:
 
 
 VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
-               "retries_left", "number_of_retries", "timeout", "ferry_task")
+               "retries_left", "number_of_retries", "timeout", "ferry_task",
+               "ferry_waiting")
 
 
 def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
@@ -237,6 +238,7 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         retries_left=int(retries_left) if retries_left else None,
         attempts=_attempts(status, int(field("number_of_retries") or 0), bool(field("started_at"))),
         timeout_s=int(float(timeout)) if timeout else None,
+        waiting_for=field("ferry_waiting") if status == JobStatus.QUEUED else None,
     )
 
 

@@ -6,11 +6,13 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared import limits
 from shared.objects.ref import ObjectRef
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+LIMIT_KEY_PATTERN = r"^[A-Za-z0-9_.:@/+=-]{1,200}$"
 
 
 class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(status) ("queued", not "JobStatus.QUEUED")
@@ -64,6 +66,34 @@ class JobRequest(BaseModel):
     allow_unserved: bool = Field(
         False, description="queue the job even if no live node serves its task on its queue (it waits for one)"
     )
+    limit_key: str | None = Field(
+        None, pattern=LIMIT_KEY_PATTERN,
+        description="the key jobs sharing a concurrency_limit or rate_limit have in common (e.g. a customer id)")
+    concurrency_limit: int | None = Field(
+        None, ge=1, le=limits.MAX_CONCURRENCY,
+        description="at most this many jobs with the same limit_key run at once, cluster-wide; the others wait "
+                    "(in Redis, not in a worker) for a slot")
+    rate_limit: str | None = Field(
+        None, max_length=40, examples=["100/60s"],
+        description="at most STARTS jobs with the same limit_key start per PERIOD, e.g. '100/60s', '5/s'")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            limits.parse_rate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_limit_key(self) -> JobRequest:
+        has_limit = self.concurrency_limit is not None or self.rate_limit is not None
+        if has_limit and not self.limit_key:
+            raise ValueError("concurrency_limit and rate_limit apply to the jobs sharing a limit_key: give limit_key "
+                             "too (e.g. a customer id)")
+        if self.limit_key and not has_limit:
+            raise ValueError(f"limit_key {self.limit_key!r} is given without concurrency_limit or rate_limit: "
+                             "give one of them (task-wide limits are declared on the @task decorator)")
+        return self
 
 
 class Submitted(BaseModel):
@@ -99,6 +129,8 @@ class JobInfo(BaseModel):
     retries_left: int | None = None
     attempts: int = 0
     timeout_s: int | None = None
+    waiting_for: str | None = Field(
+        None, description="while queued: the limit the job waits for (set aside in Redis, holding no worker)")
 
 
 class JobResult(BaseModel):
@@ -126,6 +158,8 @@ class QueueInfo(BaseModel):
     finished: int
     failed: int
     canceled: int
+    paused: bool = Field(False, description="no worker claims from it (ferry pause, or rq suspend for every queue)")
+    waiting: int = Field(0, description="queued jobs set aside for a concurrency or rate limit (not in `queued`)")
 
 
 class WorkerInfo(BaseModel):

@@ -90,13 +90,29 @@ def submit(
         typer.Option("--allow-unserved",
             help="Queue it even if no live node serves the task on that queue (it waits for one)."),
     ] = False,
+    limit_key: Annotated[
+        str | None,
+        typer.Option("--limit-key", help="The key jobs sharing --concurrency-limit / --rate-limit have in common "
+                     "(e.g. a customer id)."),
+    ] = None,
+    concurrency_limit: Annotated[
+        int | None,
+        typer.Option("--concurrency-limit", help="At most this many jobs with this --limit-key run at once, "
+                     "cluster-wide; the others wait in Redis (not in a worker)."),
+    ] = None,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option("--rate-limit", metavar="STARTS/PERIOD",
+                     help="At most STARTS jobs with this --limit-key start per PERIOD, e.g. 100/60s, 5/s."),
+    ] = None,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
         args = resolve_objects(client, parse_args(arg or [], args_json))
         try:
             request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout_s, retries=retries,
-                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved)
+                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved,
+                                 limit_key=limit_key, concurrency_limit=concurrency_limit, rate_limit=rate_limit)
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)
@@ -209,6 +225,7 @@ def job_table(info: JobInfo) -> Table:
         ("timeout", f"{info.timeout_s}s" if info.timeout_s else "-"),
         ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
         ("ended", _when(info.ended_at)), ("worker process", info.worker), ("error", info.error),
+        ("waiting for", info.waiting_for),
     ]
     for name, value in rows:
         if value not in (None, ""):

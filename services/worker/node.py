@@ -29,6 +29,7 @@ from services.worker.reaper import reap
 from shared import catalog, keys
 from shared.errors import ConfigError, RedisUnavailable
 from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
+from shared.limits import promote_waiting
 from shared.objects import segments
 from shared.objects.segments import SHM_DIR
 from shared.objects.shm import default_budget, start_node
@@ -130,6 +131,7 @@ class Node:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + self.settings.heartbeat_interval_s
+                promote_waiting(self.lifecycle.conn)  # jobs a rate limit held back whose window now allows them
                 if now >= next_reap:
                     reap(self.lifecycle, self.settings)
                     next_reap = now + self.settings.reap_interval_s

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from shared.lifecycle import NODE_DIED, Failure, Lifecycle
+from shared.limits import promote_waiting
 from shared.objects.lifetime import sweep_expired
 from shared.settings import Settings
 
@@ -25,5 +26,6 @@ def reap(lifecycle: Lifecycle, settings: Settings) -> list[str]:
     for outcome in lifecycle.reap(Failure(reason, reason, retryable=True, reason=NODE_DIED, front=True)):
         log.info("job %s: %s; %s", outcome.job_id, reason, outcome.outcome, extra={"job_id": outcome.job_id})
         reaped.append(outcome.job_id)
+    promote_waiting(lifecycle.conn, sweep=True)  # waiting jobs of limits with free slots (a safety net)
     sweep_expired(lifecycle.conn)  # objects past their expiry that no job still needs
     return reaped

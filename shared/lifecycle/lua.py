@@ -10,6 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
+from shared.lifecycle import lua_limits
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -68,6 +69,7 @@ local function task_of(jkey, given)
   if given and given ~= '' then return given end
   return redis.call('HGET', jkey, 'ferry_task') or 'unknown'
 end
+{lua_limits.LUA}
 
 -- One claimed job, in CLAIM_FIELDS order. Data over the bound is not sent: the worker fails the job.
 local function item(id, qname, maxdata)
@@ -108,13 +110,17 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
     if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
   end
   local claimed = 0
+  qnames = unpaused(qnames)
   for _, qname in ipairs(qnames) do
     local qkey = QUEUE .. qname
     while claimed < n do
       local id = redis.call('LPOP', qkey)
       if not id then break end
       local jkey = JOB .. id
-      if redis.call('HGET', jkey, 'status') == 'queued' then   -- canceled or deleted jobs are skipped
+      local f = redis.call('HMGET', jkey, 'status', 'ferry_limits')
+      local admit, stop = limits_admit(f, id, qname, worker, exec, claimed)
+      if stop then break end
+      if admit then   -- canceled or deleted jobs are skipped, jobs over a limit set aside
         redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now, 'worker_name', worker)
         redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
         held[#held + 1] = id .. '@' .. qname .. '@' .. exec
@@ -161,7 +167,9 @@ end
 local function settle(a)
   if redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec) == 0 then return 'gone' end
   local jkey = JOB .. a.id
-  local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl')
+  local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl', 'ferry_limits',
+                       'rate_limit_key')
+  limits_release(a.id, a.exec, f[5])
   if not f[1] then return 'deleted' end
   if f[1] ~= 'started' then return f[1] end
   local task = task_of(jkey, a.task)
@@ -173,6 +181,7 @@ local function settle(a)
     redis.call('ZADD', CANCELED .. a.queue, a.now_unix + ttl, a.id)
     result_entry(a.id, ttl, 'type', '3', 'worker_name', a.worker)
     count(a.queue, task, 'canceled')
+    rq_release(a.id, f[6], a.now, a.now_unix)
     redis.call('PUBLISH', DONE, a.id)
     return 'canceled'
   end
@@ -193,6 +202,7 @@ local function settle(a)
   redis.call('ZADD', FAILED .. a.queue, a.now_unix + ttl, a.id)
   result_entry(a.id, ttl, 'type', '2', 'worker_name', a.worker, 'exc_string', a.exc_string)
   count(a.queue, task, 'failed')
+  rq_release(a.id, f[6], a.now, a.now_unix)
   redis.call('PUBLISH', DONE, a.id)
   return 'failed'
 end
@@ -201,7 +211,9 @@ end
 local function release(id, qname, exec)
   if redis.call('ZREM', WIP .. qname, id .. ':' .. exec) == 0 then return 'gone' end
   local jkey = JOB .. id
-  local status = redis.call('HGET', jkey, 'status')
+  local f = redis.call('HMGET', jkey, 'status', 'ferry_limits')
+  local status = f[1]
+  limits_release(id, exec, f[2])
   if status ~= 'started' then return status or 'deleted' end
   redis.call('HSET', jkey, 'status', 'queued', 'worker_name', '', 'started_at', '')
   redis.call('LPUSH', QUEUE .. qname, id)
@@ -286,7 +298,8 @@ FINISH = PRELUDE + f"""
 local jkey = JOB .. a.id
 local wkey = WORKER .. a.worker
 redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec)
-local f = redis.call('HMGET', jkey, 'status', 'origin')
+local f = redis.call('HMGET', jkey, 'status', 'origin', 'ferry_limits', 'rate_limit_key')
+limits_release(a.id, a.exec, f[3])
 local outcome
 if not f[1] then
   outcome = 'deleted'
@@ -303,6 +316,7 @@ else
                'execution_id', a.exec, 'execution_started_at', a.started, 'execution_ended_at', a.ended)
   redis.call('HINCRBY', wkey, 'successful_job_count', 1)
   count(a.queue, a.task, 'finished')
+  rq_release(a.id, f[4], a.now, a.now_unix)
   histograms(a)
   if a.stats_key ~= '' then
     for name, value in string.gmatch(a.stats, '([^=,]+)=([^,]+)') do
@@ -381,6 +395,8 @@ for _, worker in ipairs(redis.call('SMEMBERS', IDLE)) do
 end
 return out
 """
+
+PROMOTE = PRELUDE + lua_limits.PROMOTE
 
 CANCEL = PRELUDE + """
 -- KEYS: job   ARGV: job id, now (RQ), failure ttl, now (unix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -17,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from shared.errors import ConfigError, InvalidArgs, UnknownTask
+from shared.limits import task_limits
 from shared.objects.ref import ObjectRef
 
 log = logging.getLogger("ferry.tasks")
@@ -41,6 +43,7 @@ class TaskSpec:
     array_params: frozenset[str]
     description: str
     version: str = ""  # a hash of the function's source: the catalog shows which code each node runs
+    limits: dict[str, Any] | None = None  # concurrency / concurrency_per_node / rate_limit (shared/limits.py)
 
     def validate(self, args: Any) -> BaseModel:
         """The validated input; InvalidArgs naming each bad field otherwise."""
@@ -107,11 +110,21 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
 
-    def task(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a function as a task; its signature, with type hints, becomes the input model."""
+    def task(self, name: str | None = None, *, concurrency: int | None = None, concurrency_per_node: int | None = None,
+             rate_limit: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a function as a task; its signature, with type hints, becomes the input model.
+
+        `concurrency` / `concurrency_per_node`: at most this many of its jobs run at once, cluster-wide / on one
+        node; `rate_limit` ('100/60s'): at most that many start per period. Jobs over a limit wait in Redis.
+        """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            spec = build_spec(name or f"{func.__module__}.{func.__qualname__}", func)
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            try:
+                limits = task_limits(concurrency, concurrency_per_node, rate_limit) or None
+            except ValueError as exc:
+                raise ConfigError(f"task {task_name!r}: {exc}") from exc
+            spec = dataclasses.replace(build_spec(task_name, func), limits=limits)
             existing = self._tasks.get(spec.name)
             if existing is not None and existing.func is not func:
                 if (existing.func.__module__, existing.func.__qualname__) != (func.__module__, func.__qualname__):

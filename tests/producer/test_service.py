@@ -96,6 +96,9 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         # the dashboard's views and the metrics (issue 10)
         ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/details"), ("POST", "/v1/jobs/{job_id}/requeue"),
         ("GET", "/v1/workers"), ("GET", "/v1/views/throughput"), ("GET", "/v1/views/objects"), ("GET", "/metrics"),
+        # pause and resume (issue 9)
+        ("POST", "/v1/queues/pause"), ("POST", "/v1/queues/resume"), ("POST", "/v1/queues/{name}/pause"),
+        ("POST", "/v1/queues/{name}/resume"),
     }
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
