@@ -400,9 +400,10 @@ PROMOTE = PRELUDE + lua_limits.PROMOTE
 
 CANCEL = PRELUDE + """
 -- KEYS: job   ARGV: job id, now (RQ), failure ttl, now (unix)
-local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'worker_name')
+local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'worker_name', 'ferry_waiting')
 if not f[1] then return {'missing'} end
 if f[1] == 'queued' then
+  if f[4] then limits_unwait(KEYS[1], f[2]) end
   local ttl = tonumber(ARGV[3])
   redis.call('LREM', QUEUE .. f[2], 0, ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'ferry_error', 'canceled before it ran')

@@ -74,7 +74,7 @@ end
 
 -- Set a job aside for the limit `base` (on `node` for a per-node limit): it keeps its place among waiters
 -- (front if it waited before), and is visible as waiting.
-local function set_aside(id, qname, l, node, why)
+local function set_aside(id, qname, l, node, why)   -- returns false: not claimed
   local jkey = JOB .. id
   local wkey = waiting_key(l.k, node)
   if redis.call('HGET', jkey, 'ferry_waited') then redis.call('LPUSH', wkey, id)
@@ -87,25 +87,38 @@ local function set_aside(id, qname, l, node, why)
 end
 
 -- Admit a popped job (f = HMGET status, ferry_limits): true to claim it, false if it is not claimable
--- (canceled, deleted, or set aside for a limit). A limited job is only ever the first job of a claim
--- (never prefetched behind another): otherwise it goes back to the front and `stop` ends this queue.
+-- (canceled, deleted, or set aside for a limit). As the first job of a claim, a job over a limit is set
+-- aside (at most MAX_ASIDE a script, then `stop`). Behind another job (prefetch) a limited job is taken
+-- only if it leaves a slot free for other workers; otherwise it goes back to the front and `stop` ends
+-- this queue for this claim: a prefetching worker never starves the others of a limit's slots.
+local MAX_ASIDE, asides = 100, 0
 local function limits_admit(f, id, qname, worker, exec, claimed)
   if f[1] ~= 'queued' then return false end
   if not f[2] then return true end
-  if claimed > 0 then
+  if asides >= MAX_ASIDE then
     redis.call('LPUSH', QUEUE .. qname, id)
     return false, true
   end
   local limits = cjson.decode(f[2])
   local node = node_of(worker)
+  local spare = 0
+  if claimed > 0 then spare = 1 end
+  local function over(l, wait_node, why)
+    if claimed > 0 then
+      redis.call('LPUSH', QUEUE .. qname, id)
+      return false, true
+    end
+    asides = asides + 1
+    return set_aside(id, qname, l, wait_node, label(l, why))
+  end
   local now = nil
   for _, l in ipairs(limits) do
     local n, pn, rate = tonumber(l.n or 0), tonumber(l.node or 0), tonumber(l.rate or 0)
-    if n > 0 and redis.call('HLEN', l.k .. ':running') >= n then
-      return set_aside(id, qname, l, '', label(l, 'concurrency ' .. n))
+    if n > 0 and redis.call('HLEN', l.k .. ':running') >= n - spare then
+      return over(l, '', 'concurrency ' .. n)
     end
-    if pn > 0 and redis.call('SCARD', l.k .. ':node:' .. node .. ':running') >= pn then
-      return set_aside(id, qname, l, node, label(l, 'concurrency per node ' .. pn .. ' on ' .. node))
+    if pn > 0 and redis.call('SCARD', l.k .. ':node:' .. node .. ':running') >= pn - spare then
+      return over(l, node, 'concurrency per node ' .. pn .. ' on ' .. node)
     end
     if rate > 0 then
       now = now or now_ms()
@@ -114,11 +127,12 @@ local function limits_admit(f, id, qname, worker, exec, claimed)
       if redis.call('ZCARD', l.k .. ':starts') >= rate then
         local oldest = redis.call('ZRANGE', l.k .. ':starts', 0, 0, 'WITHSCORES')
         redis.call('ZADD', LIMITS_DUE, 'LT', tonumber(oldest[2]) + per, l.k)
-        return set_aside(id, qname, l, '', label(l, 'rate ' .. rate .. ' per ' .. per .. ' ms'))
+        return over(l, '', 'rate ' .. rate .. ' per ' .. per .. ' ms')
       end
     end
   end
   local member = id .. ':' .. exec
+  redis.call('HDEL', JOB .. id, 'ferry_waited')
   for _, l in ipairs(limits) do
     if tonumber(l.n or 0) > 0 or tonumber(l.node or 0) > 0 then
       redis.call('HSET', l.k .. ':running', member, node)
@@ -130,6 +144,12 @@ local function limits_admit(f, id, qname, worker, exec, claimed)
     end
   end
   return true
+end
+
+-- A waiting job was canceled: it no longer counts as waiting (it is dropped when its turn comes).
+local function limits_unwait(jkey, qname)
+  redis.call('HDEL', jkey, 'ferry_waiting')
+  redis.call('HINCRBY', WAITING_BY_QUEUE, qname, -1)
 end
 
 -- An execution ended (finished, failed, requeued, released, reaped): give its slots back, once, and let one

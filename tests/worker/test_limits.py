@@ -157,3 +157,17 @@ def test_rq_rate_limit_jobs_are_released_by_ferry_workers(limit_env, start_node,
 def test_bad_limits_are_refused_with_a_message_naming_the_fix(options, words):
     with pytest.raises(ValueError, match=words):
         JobRequest(task="echo", **options)
+
+
+def test_a_canceled_waiting_job_stops_counting_and_never_runs(limit_env, start_node, client, conn):
+    start_node(env=limit_env, processes=2)
+    key = {"limit_key": "solo", "concurrency_limit": 1}
+    first = client.submit("test.keyed", {"label": "c", "seconds": 1.0}, **key)
+    wait_for(lambda: samples(conn, "c"), 10, what="the first job to start")
+    second = client.submit("test.keyed", {"label": "c", "seconds": 0}, **key)
+    wait_for(lambda: client.status(second).waiting_for, 10, what="the second job to wait")
+    assert client.cancel(second).status == JobStatus.CANCELED
+    assert sum(q.waiting for q in client.admin.queues()) == 0
+    wait_for(lambda: client.status(first).status == JobStatus.FINISHED, 10, what="the first job to finish")
+    wait_for(lambda: not conn.exists(keys.limit("key:solo") + ":waiting"), 10, what="the waiting list to empty")
+    assert len(samples(conn, "c")) == 1 and client.status(second).status == JobStatus.CANCELED
