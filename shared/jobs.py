@@ -154,8 +154,7 @@ class JobService:
 
 
 VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
-               "retries_left", "number_of_retries", "timeout", "ferry_task",
-               "ferry_waiting")
+               "retries_left", "number_of_retries", "timeout", "ferry_task", "ferry_waiting")
 
 
 def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:

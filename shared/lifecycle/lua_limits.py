@@ -52,10 +52,11 @@ end
 -- Up to `k` waiting jobs of a waiting list back to the FRONT of their queues (canceled ones are dropped).
 local function promote(base, node, k)
   local wkey = waiting_key(base, node)
-  local moved = 0
+  local moved, popped = 0, 0
   while moved < k do
     local id = redis.call('LPOP', wkey)
     if not id then break end
+    popped = popped + 1
     local jkey = JOB .. id
     local f = redis.call('HMGET', jkey, 'status', 'origin', 'ferry_waiting')
     if f[3] then
@@ -68,12 +69,14 @@ local function promote(base, node, k)
       moved = moved + 1
     end
   end
-  if redis.call('EXISTS', wkey) == 0 then redis.call('SREM', LIMITS_WAITING, cjson.encode({{base, node}})) end
+  if popped > 0 and redis.call('EXISTS', wkey) == 0 then
+    redis.call('SREM', LIMITS_WAITING, cjson.encode({{base, node}}))
+  end
   return moved
 end
 
 -- Set a job aside for the limit `base` (on `node` for a per-node limit): it keeps its place among waiters
--- (front if it waited before), and is visible as waiting.
+-- (front if it waited before: `ferry_waited`), and is visible as waiting (`ferry_waiting`).
 local function set_aside(id, qname, l, node, why)   -- returns false: not claimed
   local jkey = JOB .. id
   local wkey = waiting_key(l.k, node)
@@ -132,7 +135,6 @@ local function limits_admit(f, id, qname, worker, exec, claimed)
     end
   end
   local member = id .. ':' .. exec
-  redis.call('HDEL', JOB .. id, 'ferry_waited')
   for _, l in ipairs(limits) do
     if tonumber(l.n or 0) > 0 or tonumber(l.node or 0) > 0 then
       redis.call('HSET', l.k .. ':running', member, node)
