@@ -25,7 +25,8 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import keys
+from shared import keys, limits
+from shared.admin import Admin
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
 from shared.client import _jsonify, job_id_of
@@ -33,7 +34,7 @@ from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import JobService, job_info, result_from_entry
 from shared.lifecycle.lua import ENQUEUE
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
+from shared.models import JobInfo, JobRequest, JobResult, JobStatus, QueueInfo, Submitted
 from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
@@ -290,6 +291,20 @@ class AsyncClient:
     async def cancel(self, job: Submitted | str) -> JobInfo:
         """Cancel a queued job, or interrupt a running one; Conflict if it already ended (sync code, in a thread)."""
         return await asyncio.to_thread(self._sync()[0].cancel, job_id_of(job))
+
+    # --- pause (sync code, in a thread: rare operator actions) ---
+    async def pause(self, *queues: str) -> list[QueueInfo]:
+        """Pause these queues (every queue when none is named, as `rq suspend`); see `Client.pause`."""
+        return await asyncio.to_thread(self._switch, limits.pause, queues)
+
+    async def resume(self, *queues: str) -> list[QueueInfo]:
+        """Resume these queues (everything, and an `rq suspend`, when none is named); idle workers wake at once."""
+        return await asyncio.to_thread(self._switch, limits.resume, queues)
+
+    def _switch(self, action: Callable[[redis.Redis, list[str]], None], queues: tuple[str, ...]) -> list[QueueInfo]:
+        conn = self._sync()[0].conn
+        action(conn, limits.check_queue_names(queues))
+        return Admin(conn, self.settings).queues()
 
     # --- objects: the sync store in a thread, on a small pool of its own ---
     def _sync(self) -> tuple[JobService, ObjectStore]:

@@ -171,3 +171,17 @@ def test_a_canceled_waiting_job_stops_counting_and_never_runs(limit_env, start_n
     wait_for(lambda: client.status(first).status == JobStatus.FINISHED, 10, what="the first job to finish")
     wait_for(lambda: not conn.exists(keys.limit("key:solo") + ":waiting"), 10, what="the waiting list to empty")
     assert len(samples(conn, "c")) == 1 and client.status(second).status == JobStatus.CANCELED
+
+
+def test_the_async_client_pauses_and_resumes_too(settings, conn):
+    import asyncio
+
+    from shared.async_client import AsyncClient
+
+    async def scenario() -> None:
+        async with AsyncClient(settings=settings) as client:
+            assert {q.name for q in await client.pause("x") if q.paused} == {"x"}
+            assert conn.sismember(keys.PAUSED_QUEUES, "x")
+            assert not any(q.paused for q in await client.resume())
+
+    asyncio.run(scenario())
