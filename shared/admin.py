@@ -7,7 +7,7 @@ import socket
 
 import redis
 
-from shared import keys
+from shared import keys, limits
 from shared.errors import NotFound
 from shared.jobs import job_info, queue_job_view, read_job_view
 from shared.lifecycle import Lifecycle
@@ -36,7 +36,9 @@ class Admin:
         return ordered + sorted(known - set(ordered))
 
     def queues(self) -> list[QueueInfo]:
+        everything, paused = limits.paused(self.conn)
         names = self.queue_names()
+        names += sorted(paused - set(names))  # a queue paused before its first job
         now = unix_now()
         pipe = self.conn.pipeline(transaction=False)
         for name in names:
@@ -47,8 +49,10 @@ class Admin:
             pipe.zcard(keys.scheduled(name))  # delayed jobs and retries waiting out a back-off
         replies = pipe.execute()
         counts = (replies[i : i + 6] for i in range(0, len(replies), 6))
+        waiting = limits.waiting_by_queue(self.conn)
         return [
-            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c, scheduled=d)
+            QueueInfo(name=name, queued=q, started=s, finished=f, failed=x, canceled=c, scheduled=d,
+                      paused=everything or name in paused, waiting=waiting.get(name, 0))
             for name, (q, s, f, x, c, d) in zip(names, counts, strict=True)
         ]
 

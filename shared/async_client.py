@@ -26,7 +26,8 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import keys, schedules
+from shared import keys, limits, schedules
+from shared.admin import Admin
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
 from shared.client import _jsonify, job_id_of
@@ -35,7 +36,7 @@ from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import JobService, job_info, result_from_entry
 from shared.lifecycle.lua import ENQUEUE
 from shared.locality import placement_fields
-from shared.models import JobInfo, JobRequest, JobResult, JobStatus, Submitted
+from shared.models import JobInfo, JobRequest, JobResult, JobStatus, QueueInfo, Submitted
 from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
@@ -235,7 +236,7 @@ class AsyncClient:
         ):
             catalog = await self.catalog()
         args = checked_args(request, catalog, self.tasks, self.settings)
-        call = enqueue_call(request, args, self.settings)
+        call = enqueue_call(request, args, self.settings, catalog)
         named = object_references(request.task, args, catalog, self.tasks)
         referencing = reference_call(str(call[1][0]), named)
         if referencing is not None:  # the same check as the sync client's (shared.objects.lifetime)
@@ -330,6 +331,20 @@ class AsyncClient:
         """Cancel every job of the workflow that has not ended (running ones are interrupted)."""
         workflow_id = workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
         return await asyncio.to_thread(self._sync()[0].workflows.cancel, workflow_id)
+
+    # --- pause (sync code, in a thread: rare operator actions) ---
+    async def pause(self, *queues: str) -> list[QueueInfo]:
+        """Pause these queues (every queue when none is named, as `rq suspend`); see `Client.pause`."""
+        return await asyncio.to_thread(self._switch, limits.pause, queues)
+
+    async def resume(self, *queues: str) -> list[QueueInfo]:
+        """Resume these queues (everything, and an `rq suspend`, when none is named); idle workers wake at once."""
+        return await asyncio.to_thread(self._switch, limits.resume, queues)
+
+    def _switch(self, action: Callable[[redis.Redis, list[str]], None], queues: tuple[str, ...]) -> list[QueueInfo]:
+        conn = self._sync()[0].conn
+        action(conn, limits.check_queue_names(queues))
+        return Admin(conn, self.settings).queues()
 
     # --- objects: the sync store in a thread, on a small pool of its own ---
     def _sync(self) -> tuple[JobService, ObjectStore]:

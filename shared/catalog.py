@@ -34,6 +34,7 @@ class CatalogTask(BaseModel):
     description: str = ""
     input_schema: dict[str, Any]
     version: str = Field("", description="a hash of the task's source code on that node")
+    limits: dict[str, Any] | None = Field(None, description="concurrency, concurrency_per_node, rate_limit")
 
 
 class NodeCatalog(BaseModel):
@@ -53,6 +54,8 @@ class ServedTask(BaseModel):
     queues: list[str]
     nodes: list[str]
     versions: dict[str, str] = Field(description="node id -> code version")
+    limits: dict[str, Any] | None = Field(
+        None, description="the task's own limits (its decorator): concurrency, concurrency_per_node, rate_limit")
 
 
 # --- publishing (the node) ---
@@ -62,7 +65,8 @@ _payloads: dict[tuple[str, tuple[str, ...], int], str] = {}
 def node_catalog(node_id: str, queues: Sequence[str], registry: TaskRegistry) -> NodeCatalog:
     specs = registry.specs()
     tasks = [
-        CatalogTask(name=s.name, description=s.description, input_schema=s.input_schema(), version=s.version)
+        CatalogTask(name=s.name, description=s.description, input_schema=s.input_schema(), version=s.version,
+                    limits=s.limits)
         for s in specs
     ]
     return NodeCatalog(node=node_id, queues=list(queues), tasks=tasks)
@@ -95,6 +99,7 @@ class Catalog:
                         queues=[],
                         nodes=[],
                         versions={},
+                        limits=t.limits,
                     )
                 served.nodes.append(entry.node)
                 served.versions[entry.node] = t.version

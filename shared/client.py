@@ -10,13 +10,14 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import redis
 
-from shared import schedules
+from shared import limits, schedules
 from shared.admin import Admin
 from shared.catalog import Catalog
 from shared.catalog import read as read_catalog
 from shared.errors import FerryError
 from shared.jobs import JobService
-from shared.models import JobInfo, JobRequest, JobResult, Submitted
+from shared.limits import check_queue_names
+from shared.models import JobInfo, JobRequest, JobResult, QueueInfo, Submitted
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import connect, unavailable
@@ -141,6 +142,20 @@ class Client:
     def cancel_workflow(self, workflow: WorkflowSubmitted | str) -> WorkflowInfo:
         """Cancel every job of the workflow that has not ended (running ones are interrupted)."""
         return self.jobs.workflows.cancel(workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow)
+
+    # --- pause ---
+    @_redis_errors
+    def pause(self, *queues: str) -> list[QueueInfo]:
+        """Pause these queues (every queue when none is named, as `rq suspend` does): their jobs stay queued, running
+        jobs finish, no worker claims from them until `resume`. Returns the queues as they are now."""
+        limits.pause(self.conn, check_queue_names(queues))
+        return self.admin.queues()
+
+    @_redis_errors
+    def resume(self, *queues: str) -> list[QueueInfo]:
+        """Resume these queues (all, and an `rq suspend`, when none is named): idle workers wake at once."""
+        limits.resume(self.conn, check_queue_names(queues))
+        return self.admin.queues()
 
     # --- objects ---
     @_redis_errors

@@ -52,7 +52,7 @@ class JobService:
     def _enqueue_args(self, request: JobRequest) -> ScriptCall:
         catalog = self._catalog(request)
         args = checked_args(request, catalog, self.tasks, self.settings)
-        call = enqueue_call(request, args, self.settings)
+        call = enqueue_call(request, args, self.settings, catalog)
         job_id = call[1][0]
         # Every referenced object exists and matches its stored metadata, and is kept while this job needs it.
         named = object_references(request.task, args, catalog, self.tasks)
@@ -166,7 +166,7 @@ class JobService:
 
 VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
                "retries_left", "number_of_retries", "timeout", "ferry_task", delays.DUE_FIELD,
-               backoff.ATTEMPT_ERRORS_FIELD)
+               backoff.ATTEMPT_ERRORS_FIELD, "ferry_waiting")
 
 
 def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
@@ -251,6 +251,7 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         timeout_s=int(float(timeout)) if timeout else None,
         due_at=delays.due_datetime(raw.get(delays.DUE_FIELD.encode())),
         attempt_errors=attempt_errors(raw.get(backoff.ATTEMPT_ERRORS_FIELD.encode())),
+        waiting_for=field("ferry_waiting") if status == JobStatus.QUEUED else None,
     )
 
 

@@ -218,3 +218,19 @@ def deferred(queue_name: str) -> str:
 def workflow(workflow_id: str) -> str:
     """Hash {jobs, spec, created_at}: a workflow's job ids and its tree (shared/workflows.py)."""
     return f"ferry:wf:{workflow_id}"
+
+
+# --- Pause and limits (shared/limits.py, shared/lifecycle/lua_limits.py) ---
+RQ_SUSPENDED = "rq:suspended"  # RQ's `rq suspend`: Ferry's global pause is this very key
+PAUSED_QUEUES = "ferry:paused"  # set of paused queue names (exists only while some queue is paused)
+LIMIT_PREFIX = "ferry:limit:"  # + limit name (`task:<task>` or `key:<limit key>`): the limit's config hash
+LIMITS_DUE = "ferry:limits:due"  # zset: limit hash key -> unix ms when its rate window lets a waiting job start
+LIMITS_WAITING = "ferry:limits:waiting"  # set: JSON [limit hash key, node or ""] of every non-empty waiting list
+LIMITS_WAITING_BY_QUEUE = "ferry:limits:waiting_by_queue"  # hash: queue -> jobs set aside for a limit
+RQ_RATE_LIMIT_PREFIX = "rq:rl:"  # RQ 3's RateLimitRegistry: rq:rl:<key> (config), :allowed, :rate_limited
+
+
+def limit(name: str) -> str:
+    """A limit's config hash; `:running` (hash execution -> node), `:starts` (zset), `:waiting` (list) hang off it,
+    and `:node:<node>:running` (set) / `:node:<node>:waiting` (list) for a per-node limit."""
+    return f"{LIMIT_PREFIX}{name}"

@@ -8,11 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared import limits
 from shared.backoff import MAX_RETRY_DELAY_S, Backoff
 from shared.objects.ref import ObjectRef
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_DELAY_S = 366 * 86_400  # how far ahead a job may be scheduled (delay_s, run_at)
+LIMIT_KEY_PATTERN = r"^[A-Za-z0-9_.:@/+=-]{1,200}$"
 
 
 class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(status) ("queued", not "JobStatus.QUEUED")
@@ -114,6 +116,35 @@ class JobRequest(BaseModel):
             return [getattr(v, "id", v) if not isinstance(v, (str, dict, Dependency)) else v for v in value]
         return value
 
+    limit_key: str | None = Field(
+        None, pattern=LIMIT_KEY_PATTERN,
+        description="the key jobs sharing a concurrency_limit or rate_limit have in common (e.g. a customer id)")
+    concurrency_limit: int | None = Field(
+        None, ge=1, le=limits.MAX_CONCURRENCY,
+        description="at most this many jobs with the same limit_key run at once, cluster-wide; the others wait "
+                    "(in Redis, not in a worker) for a slot")
+    rate_limit: str | None = Field(
+        None, max_length=40, examples=["100/60s"],
+        description="at most STARTS jobs with the same limit_key start per PERIOD, e.g. '100/60s', '5/s'")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            limits.parse_rate(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_limit_key(self) -> JobRequest:
+        has_limit = self.concurrency_limit is not None or self.rate_limit is not None
+        if has_limit and not self.limit_key:
+            raise ValueError("concurrency_limit and rate_limit apply to the jobs sharing a limit_key: give limit_key "
+                             "too (e.g. a customer id)")
+        if self.limit_key and not has_limit:
+            raise ValueError(f"limit_key {self.limit_key!r} is given without concurrency_limit or rate_limit: "
+                             "give one of them (task-wide limits are declared on the @task decorator)")
+        return self
+
 
 class Submitted(BaseModel):
     """The answer to a submission (`Client.submit`, `submit_many`, `POST /v1/jobs`).
@@ -160,6 +191,8 @@ class JobInfo(BaseModel):
     due_at: datetime | None = Field(None, description="when a delayed job (or a retry with back-off) is due to run")
     attempt_errors: list[AttemptError] = Field(
         default_factory=list, description="the errors of the last failed attempts (at most 10, each cut to 500 chars)")
+    waiting_for: str | None = Field(
+        None, description="while queued: the limit the job waits for (set aside in Redis, holding no worker)")
 
 
 class JobResult(BaseModel):
@@ -188,6 +221,8 @@ class QueueInfo(BaseModel):
     failed: int
     canceled: int
     scheduled: int = Field(0, description="delayed jobs (and retries waiting out a back-off) not yet due")
+    paused: bool = Field(False, description="no worker claims from it (ferry pause, or rq suspend for every queue)")
+    waiting: int = Field(0, description="queued jobs set aside for a concurrency or rate limit (not in `queued`)")
 
 
 class WorkerInfo(BaseModel):

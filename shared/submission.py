@@ -19,6 +19,7 @@ from typing import Any
 from shared import backoff, delays, keys, wire
 from shared.catalog import Catalog
 from shared.errors import FerryError, TaskNotServed, UnknownTask
+from shared.limits import job_limits
 from shared.models import JobRequest, JobStatus, Submitted
 from shared.objects.ref import ObjectRef
 from shared.settings import Settings
@@ -106,8 +107,10 @@ def _refusal(task: str, queue: str, catalog: Catalog, known_here: bool) -> Ferry
     )
 
 
-def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) -> ScriptCall:
-    """The ENQUEUE script's keys and args for a validated job (a new job id each call)."""
+def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings,
+                 catalog: Catalog | None = None) -> ScriptCall:
+    """The ENQUEUE script's keys and args for a validated job (a new job id each call); `catalog` gives the
+    task's own limits."""
     queue = request.queue or settings.default_queue
     job_id = wire.new_job_id()
     fields = wire.job_fields(
@@ -119,6 +122,10 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
         settings.result_ttl_s,
         settings.failure_ttl_s,
     )
+    limits = job_limits(request.task, _task_limits(request.task, catalog), request.limit_key,
+                        request.concurrency_limit, request.rate_limit)
+    if limits:
+        fields["ferry_limits"] = limits
     idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
     script_keys = [keys.job(job_id), keys.queue(queue), idem]
     due = delays.due_unix(request, unix_now()) if request.delay_s is not None or request.run_at is not None else None
@@ -130,6 +137,11 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
     for name, value in fields.items():
         flat += [name, value]
     return script_keys, flat
+
+
+def _task_limits(task: str, catalog: Catalog | None) -> dict[str, Any] | None:
+    served = catalog.get(task) if catalog is not None else None
+    return served.limits if served is not None else None
 
 
 def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings,

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import redis
 
-from shared.processes import pid_alive
 from shared import keys
+from shared.processes import pid_alive
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from services.admin import demo, health, jobs, objects, queues, schedules, tasks, top, up, workflows
+from services.admin import demo, health, jobs, objects, pause, queues, schedules, tasks, top, up, workflows
 from services.admin.common import console, err_console
 from services.producer import entry as producer_entry
 from services.worker import entry as worker_entry
@@ -48,6 +48,8 @@ app.command("top")(top.top)
 app.command("jobs")(queues.jobs)
 app.command("requeue")(queues.requeue)
 app.command("purge")(queues.purge)
+app.command("pause")(pause.pause)
+app.command("resume")(pause.resume)
 app.command("tasks")(tasks.tasks)
 app.add_typer(objects.app, name="objects")
 app.add_typer(schedules.app, name="schedules")

@@ -124,6 +124,21 @@ def submit(
             help=("Wait for this job to end first (repeatable). If it fails, this one fails at once; "
                   "with the suffix :run it runs anyway.")),
     ] = None,
+    limit_key: Annotated[
+        str | None,
+        typer.Option("--limit-key", help="The key jobs sharing --concurrency-limit / --rate-limit have in common "
+                     "(e.g. a customer id)."),
+    ] = None,
+    concurrency_limit: Annotated[
+        int | None,
+        typer.Option("--concurrency-limit", help="At most this many jobs with this --limit-key run at once, "
+                     "cluster-wide; the others wait in Redis (not in a worker)."),
+    ] = None,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option("--rate-limit", metavar="STARTS/PERIOD",
+                     help="At most STARTS jobs with this --limit-key start per PERIOD, e.g. 100/60s, 5/s."),
+    ] = None,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
@@ -134,7 +149,8 @@ def submit(
                                  run_at=run_at,  # type: ignore[arg-type]  # pydantic parses the ISO-8601 text
                                  retry_delay_s=retry_delay_s, retry_backoff=retry_backoff,  # type: ignore[arg-type]
                                  retry_max_delay_s=retry_max_delay_s, retry_jitter=retry_jitter,
-                                 depends_on=[_dependency(d) for d in depends_on or []])
+                                 depends_on=[_dependency(d) for d in depends_on or []],
+                                 limit_key=limit_key, concurrency_limit=concurrency_limit, rate_limit=rate_limit)
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)
@@ -249,6 +265,7 @@ def job_table(info: JobInfo) -> Table:
         ("ended", _when(info.ended_at)), ("worker process", info.worker), ("error", info.error),
         ("due", _when(info.due_at)),
         *((f"attempt {e.attempt} error", f"{e.error} (at {_when(e.failed_at)})") for e in info.attempt_errors),
+        ("waiting for", info.waiting_for),
     ]
     for name, value in rows:
         if value not in (None, ""):

@@ -52,10 +52,12 @@ def info(
         return
     console.print(f"[bold]Redis[/bold] {url} (server {server['server']})", highlight=False)
     console.print()
-    queue_table = table("queue", "queued", "started", "finished", "failed", "canceled", "scheduled", title="Queues")
+    queue_table = table("queue", "queued", "waiting", "scheduled", "started", "finished", "failed", "canceled",
+                        "paused", title="Queues")
     for q in queues:
-        queue_table.add_row(esc(q.name), str(q.queued), str(q.started), str(q.finished),
-                            f"[red]{q.failed}[/red]" if q.failed else "0", str(q.canceled), str(q.scheduled))
+        queue_table.add_row(esc(q.name), str(q.queued), str(q.waiting), str(q.scheduled), str(q.started),
+                            str(q.finished), f"[red]{q.failed}[/red]" if q.failed else "0", str(q.canceled),
+                            "[yellow]paused[/yellow]" if q.paused else "-")
     console.print(queue_table)
     console.print()
     if nodes:

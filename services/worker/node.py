@@ -31,6 +31,7 @@ from services.worker.reaper import reap
 from shared import catalog, keys
 from shared.errors import ConfigError, RedisUnavailable
 from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
+from shared.limits import promote_waiting
 from shared.locality import forget_node
 from shared.objects import segments
 from shared.objects.segments import SHM_DIR
@@ -138,6 +139,7 @@ class Node:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + self.settings.heartbeat_interval_s
+                promote_waiting(self.lifecycle.conn)  # jobs a rate limit held back whose window now allows them
                 if now >= next_reap:
                     reap(self.lifecycle, self.settings)
                     next_reap = now + self.settings.reap_interval_s

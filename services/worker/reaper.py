@@ -13,6 +13,7 @@ import logging
 
 from shared.handoff import recover_lost_results
 from shared.lifecycle import NODE_DIED, Failure, Lifecycle
+from shared.limits import promote_waiting
 from shared.locality import forget_dead_nodes
 from shared.objects.lifetime import sweep_expired
 from shared.settings import Settings
@@ -27,6 +28,7 @@ def reap(lifecycle: Lifecycle, settings: Settings) -> list[str]:
     for outcome in lifecycle.reap(Failure(reason, reason, retryable=True, reason=NODE_DIED, front=True)):
         log.info("job %s: %s; %s", outcome.job_id, reason, outcome.outcome, extra={"job_id": outcome.job_id})
         reaped.append(outcome.job_id)
+    promote_waiting(lifecycle.conn, sweep=True)  # waiting jobs of limits with free slots (a safety net)
     sweep_expired(lifecycle.conn)  # objects past their expiry that no job still needs
     forget_dead_nodes(lifecycle.conn, settings)  # a killed node's object holdings, for placement
     recover_lost_results(lifecycle.conn, settings)  # results whose write behind died with its worker: run again

@@ -10,7 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
-from shared.lifecycle import lua_delays, lua_locality, lua_workflows
+from shared.lifecycle import lua_delays, lua_limits, lua_locality, lua_workflows
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -69,6 +69,7 @@ local function task_of(jkey, given)
   if given and given ~= '' then return given end
   return redis.call('HGET', jkey, 'ferry_task') or 'unknown'
 end
+{lua_limits.LUA}
 {lua_locality.LUA}
 {lua_workflows.LUA}
 
@@ -111,6 +112,7 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
     if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
   end
   local claimed = 0
+  qnames = unpaused(qnames)
   promote_preferred(worker, n, qnames)   -- locality: this node's offered jobs first (lua_locality.py)
   for _, qname in ipairs(qnames) do
     local qkey = QUEUE .. qname
@@ -119,7 +121,10 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
       local id = next_job(qkey, qname, worker, offered)
       if not id then break end
       local jkey = JOB .. id
-      if redis.call('HGET', jkey, 'status') == 'queued' then   -- canceled or deleted jobs are skipped
+      local f = redis.call('HMGET', jkey, 'status', 'ferry_limits')
+      local admit, stop = limits_admit(f, id, qname, worker, exec, claimed)
+      if stop then break end
+      if admit then   -- canceled or deleted jobs are skipped, jobs over a limit set aside
         redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now, 'worker_name', worker)
         redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
         held[#held + 1] = id .. '@' .. qname .. '@' .. exec
@@ -167,7 +172,9 @@ end
 local function settle(a)
   if redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec) == 0 then return 'gone' end
   local jkey = JOB .. a.id
-  local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl')
+  local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl', 'ferry_limits',
+                       'rate_limit_key')
+  limits_release(a.id, a.exec, f[5])
   if not f[1] then return 'deleted' end
   if f[1] ~= 'started' then return f[1] end
   local task = task_of(jkey, a.task)
@@ -179,6 +186,7 @@ local function settle(a)
     redis.call('ZADD', CANCELED .. a.queue, a.now_unix + ttl, a.id)
     result_entry(a.id, ttl, 'type', '3', 'worker_name', a.worker)
     count(a.queue, task, 'canceled')
+    rq_release(a.id, f[6], a.now, a.now_unix)
     redis.call('PUBLISH', DONE, a.id)
     wf_final(a.id, a.now, a.now_unix, '')
     return 'canceled'
@@ -202,6 +210,7 @@ local function settle(a)
   redis.call('ZADD', FAILED .. a.queue, a.now_unix + ttl, a.id)
   result_entry(a.id, ttl, 'type', '2', 'worker_name', a.worker, 'exc_string', a.exc_string)
   count(a.queue, task, 'failed')
+  rq_release(a.id, f[6], a.now, a.now_unix)
   redis.call('PUBLISH', DONE, a.id)
   wf_final(a.id, a.now, a.now_unix, '')
   return 'failed'
@@ -211,7 +220,9 @@ end
 local function release(id, qname, exec)
   if redis.call('ZREM', WIP .. qname, id .. ':' .. exec) == 0 then return 'gone' end
   local jkey = JOB .. id
-  local status = redis.call('HGET', jkey, 'status')
+  local f = redis.call('HMGET', jkey, 'status', 'ferry_limits')
+  local status = f[1]
+  limits_release(id, exec, f[2])
   if status ~= 'started' then return status or 'deleted' end
   redis.call('HSET', jkey, 'status', 'queued', 'worker_name', '', 'started_at', '')
   redis.call('LPUSH', QUEUE .. qname, id)
@@ -298,7 +309,8 @@ FINISH = PRELUDE + f"""
 local jkey = JOB .. a.id
 local wkey = WORKER .. a.worker
 redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec)
-local f = redis.call('HMGET', jkey, 'status', 'origin')
+local f = redis.call('HMGET', jkey, 'status', 'origin', 'ferry_limits', 'rate_limit_key')
+limits_release(a.id, a.exec, f[3])
 local outcome
 if not f[1] then
   outcome = 'deleted'
@@ -316,6 +328,7 @@ else
                'execution_id', a.exec, 'execution_started_at', a.started, 'execution_ended_at', a.ended)
   redis.call('HINCRBY', wkey, 'successful_job_count', 1)
   count(a.queue, a.task, 'finished')
+  rq_release(a.id, f[4], a.now, a.now_unix)
   histograms(a)
   if a.stats_key ~= '' then
     for name, value in string.gmatch(a.stats, '([^=,]+)=([^,]+)') do
@@ -396,12 +409,15 @@ end
 return out
 """
 
+PROMOTE = PRELUDE + lua_limits.PROMOTE
+
 CANCEL = PRELUDE + """
 -- KEYS: job   ARGV: job id, now (RQ), failure ttl, now (unix)
-local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'worker_name')
+local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'worker_name', 'ferry_waiting')
 if not f[1] then return {'missing'} end
 if f[1] == 'scheduled' then return cancel_scheduled(KEYS[1], ARGV, f[2]) end
 if f[1] == 'queued' then
+  if f[4] then limits_unwait(KEYS[1], f[2]) end
   local ttl = tonumber(ARGV[3])
   redis.call('LREM', QUEUE .. f[2], 0, ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'ferry_error', 'canceled before it ran')

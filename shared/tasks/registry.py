@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from shared.backoff import RetryBackoff
 from shared.errors import ConfigError, InvalidArgs, UnknownTask
+from shared.limits import task_limits
 from shared.objects.ref import ObjectRef
 
 log = logging.getLogger("ferry.tasks")
@@ -44,6 +45,7 @@ class TaskSpec:
     description: str
     version: str = ""  # a hash of the function's source: the catalog shows which code each node runs
     retry_backoff: RetryBackoff | None = None  # the task's default back-off (shared/backoff.py); a job may override
+    limits: dict[str, Any] | None = None  # concurrency / concurrency_per_node / rate_limit (shared/limits.py)
 
     def validate(self, args: Any) -> BaseModel:
         """The validated input; InvalidArgs naming each bad field otherwise."""
@@ -110,16 +112,24 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
 
-    def task(self, name: str | None = None, **retry: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def task(self, name: str | None = None, *, concurrency: int | None = None, concurrency_per_node: int | None = None,
+             rate_limit: str | None = None, **retry: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a function as a task; its signature, with type hints, becomes the input model.
 
+        `concurrency` / `concurrency_per_node`: at most this many of its jobs run at once, cluster-wide / on one
+        node; `rate_limit` ('100/60s'): at most that many start per period. Jobs over a limit wait in Redis.
         `retry` is the task's default back-off between attempts (`retry_delay_s`, `retry_backoff`
         "fixed" | "exponential", `retry_max_delay_s`, `retry_jitter`; see shared/backoff.py).
         """
         backoff = _backoff(name, retry)
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            spec = build_spec(name or f"{func.__module__}.{func.__qualname__}", func)
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            try:
+                limits = task_limits(concurrency, concurrency_per_node, rate_limit) or None
+            except ValueError as exc:
+                raise ConfigError(f"task {task_name!r}: {exc}") from exc
+            spec = dataclasses.replace(build_spec(task_name, func), limits=limits)
             if backoff is not None:
                 spec = dataclasses.replace(spec, retry_backoff=backoff)
             existing = self._tasks.get(spec.name)

@@ -27,7 +27,8 @@ def test_info_json_shows_queues_nodes_with_cache_counters_and_workers(cli, clien
     queues = {q["name"]: q for q in info["queues"]}
     assert list(queues)[:3] == ["high", "default", "low"]
     assert queues["default"]["finished"] == 1
-    assert set(queues["low"]) == {"name", "queued", "started", "finished", "failed", "canceled", "scheduled"}
+    assert set(queues["low"]) == {"name", "queued", "started", "finished", "failed", "canceled", "scheduled", "paused",
+                                  "waiting"}
     [n] = info["nodes"]
     assert (n["id"], n["alive"], n["processes"]) == (node.node_id, True, 2)
     assert {"bytes_from_redis", "bytes_from_shm", "hits", "misses", "evictions", "resident_bytes"} <= set(n["stats"])

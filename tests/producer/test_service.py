@@ -102,6 +102,9 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         ("DELETE", "/v1/schedules/{name}"),
         # workflows (issue 8)
         ("POST", "/v1/workflows"), ("GET", "/v1/workflows/{workflow_id}"), ("DELETE", "/v1/workflows/{workflow_id}"),
+        # pause and resume (issue 9)
+        ("POST", "/v1/queues/pause"), ("POST", "/v1/queues/resume"), ("POST", "/v1/queues/{name}/pause"),
+        ("POST", "/v1/queues/{name}/resume"),
     }
     for path, ops in spec["paths"].items():
         for method, op in ops.items():

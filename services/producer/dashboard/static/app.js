@@ -106,7 +106,7 @@ function overviewPage() {
     if (gen !== generation) return;
     el("queues").innerHTML = `<table data-testid="queues"><tr><th>queue</th><th class="num">queued</th><th class="num">started</th>
       <th class="num">finished</th><th class="num">failed</th><th class="num">canceled</th><th class="num">scheduled</th></tr>
-      ${queues.map((q) => `<tr data-queue="${esc(q.name)}"><td><a href="#/jobs?queue=${encodeURIComponent(q.name)}">${esc(q.name)}</a></td>
+      ${queues.map((q) => `<tr data-queue="${esc(q.name)}"><td><a href="#/jobs?queue=${encodeURIComponent(q.name)}">${esc(q.name)}</a>${q.paused ? ' <span class="badge" data-field="paused">paused</span>' : ""}${q.waiting ? ` <span class="muted" data-field="waiting">${q.waiting} waiting for a limit</span>` : ""}</td>
         <td class="num" data-field="queued">${q.queued}</td><td class="num" data-field="started">${q.started}</td>
         <td class="num" data-field="finished">${q.finished}</td><td class="num" data-field="failed">${q.failed}</td>
         <td class="num" data-field="canceled">${q.canceled}</td><td class="num" data-field="scheduled">${q.scheduled ?? 0}</td></tr>`).join("")}</table>`;
