@@ -25,7 +25,7 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import keys
+from shared import idempotency, keys
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
 from shared.client import _jsonify, job_id_of
@@ -244,10 +244,12 @@ class AsyncClient:
         return self.catalog_cache.store(await asyncio.shield(self._catalog_read))
 
     async def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
-        if created:
+        if created == idempotency.CREATED:
             return new_submission(request, job_id, self.settings)
         job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
         info = await self.status(job_id)
+        if created == idempotency.CONFLICT:
+            raise idempotency.conflict(request.idempotency_key or "", job_id, info.task, info.queue)
         return Submitted(id=job_id, status=info.status, queue=info.queue or "", duplicate=True)
 
     @_redis_errors

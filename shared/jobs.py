@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from shared import keys, wire
+from shared import idempotency, keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
@@ -86,10 +86,12 @@ class JobService:
         return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies, strict=True)]
 
     def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
-        if created:
+        if created == idempotency.CREATED:
             return new_submission(request, job_id, self.settings)
         job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
         info = self.status(job_id)
+        if created == idempotency.CONFLICT:
+            raise idempotency.conflict(request.idempotency_key or "", job_id, info.task, info.queue)
         return Submitted(id=job_id, status=info.status, queue=info.queue or "", duplicate=True)
 
     # --- inspect ---

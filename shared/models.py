@@ -59,7 +59,10 @@ class JobRequest(BaseModel):
     retries: int | None = Field(
         None, ge=0, le=100, description="extra attempts after a failure; default: FERRY_DEFAULT_RETRIES")
     idempotency_key: str | None = Field(
-        None, min_length=1, max_length=200, description="the same key submitted again returns the first job"
+        None, min_length=1, max_length=200,
+        description="the same key with the same task, queue and args returns the first job "
+        "(`duplicate: true`); with different ones it is a conflict (409); a job that fails for good or is "
+        "canceled gives its key back"
     )
     allow_unserved: bool = Field(
         False, description="queue the job even if no live node serves its task on its queue (it waits for one)"

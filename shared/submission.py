@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import keys, wire
+from shared import idempotency, keys, wire
 from shared.catalog import Catalog
 from shared.errors import FerryError, TaskNotServed, UnknownTask
 from shared.models import JobRequest, JobStatus, Submitted
@@ -118,6 +118,7 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
         settings.result_ttl_s,
         settings.failure_ttl_s,
     )
+    fields.update(idempotency.fields(request.idempotency_key, request.task, queue, args))
     idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
     flat: list[Any] = [job_id, queue, settings.result_ttl_s]
     for name, value in fields.items():

@@ -75,7 +75,10 @@ def submit(
     ] = None,
     idempotency_key: Annotated[
         str | None,
-        typer.Option("--idempotency-key", help="Submitting the same key again returns the first job."),
+        typer.Option("--idempotency-key",
+                     help=("Submitting the same key and job again returns the first job; the same key with "
+                  "other args is a conflict (exit 5); a key is given back when its job fails for good or is "
+                  "canceled.")),
     ] = None,
     wait_s: Annotated[
         float | None,

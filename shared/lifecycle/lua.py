@@ -10,6 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
+from shared.lifecycle import lua_jobsurface
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -48,6 +49,7 @@ local RESULTS, QUEUES, WORKER = {_q(keys.results(''))}, {_q(keys.RQ_QUEUES)}, {_
 local METRICS, DONE, WAKE = {_q(job_metrics.METRICS_KEY)}, {_q(keys.DONE_CHANNEL)}, {_q(keys.WAKE_CHANNEL)}
 local IDLE, CLAIM, CONTROL = {_q(keys.IDLE_WORKERS)}, {_q(keys.claim(''))}, {_q(keys.control_channel(''))}
 local FINAL = {{{_FINAL_ENTRIES}}}
+{lua_jobsurface.LUA}
 local function jobs_field(q, t, o) return {_lua_concat(job_metrics.jobs_field("@q@", "@t@", "@o@"), "q", "t", "o")} end
 local function requeued_field(q, t, r) return {_REQUEUED_FIELD} end
 
@@ -173,6 +175,7 @@ local function settle(a)
     redis.call('ZADD', CANCELED .. a.queue, a.now_unix + ttl, a.id)
     result_entry(a.id, ttl, 'type', '3', 'worker_name', a.worker)
     count(a.queue, task, 'canceled')
+    idem_release(jkey, a.id)
     redis.call('PUBLISH', DONE, a.id)
     return 'canceled'
   end
@@ -193,6 +196,7 @@ local function settle(a)
   redis.call('ZADD', FAILED .. a.queue, a.now_unix + ttl, a.id)
   result_entry(a.id, ttl, 'type', '2', 'worker_name', a.worker, 'exc_string', a.exc_string)
   count(a.queue, task, 'failed')
+  idem_release(jkey, a.id)
   redis.call('PUBLISH', DONE, a.id)
   return 'failed'
 end
@@ -256,9 +260,8 @@ def _named(names: tuple[str, ...], first: int) -> str:
 ENQUEUE = PRELUDE + """
 -- KEYS: job, queue, idempotency key ('' for none)   ARGV: id, queue name, idempotency ttl, field, value, ...
 if KEYS[3] ~= '' then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then return {0, existing} end
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
+  local taken = idem_take(KEYS[3], ARGV[1], ARGV[3], ARGV)
+  if taken then return taken end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
@@ -394,6 +397,7 @@ if f[1] == 'queued' then
   redis.call('ZADD', CANCELED .. f[2], tonumber(ARGV[4]) + ttl, ARGV[1])
   result_entry(ARGV[1], ttl, 'type', '3', 'worker_name', '')
   count(f[2], task_of(KEYS[1], ''), 'canceled')
+  idem_release(KEYS[1], ARGV[1])
   redis.call('PUBLISH', DONE, ARGV[1])
   return {'canceled'}
 end

@@ -1,0 +1,48 @@
+"""Lua for the job surface (issue 9): idempotency keys, per-job tags, progress, RQ 3's executions index.
+
+`LUA` is inserted in the lifecycle prelude (lua.py) right after its key names, before any function that
+calls these (Lua resolves a local at compile time); the existing scripts call each with one line. Every
+function is cheap for a job that does not use its feature: one HGET or EXISTS guard, never a scan.
+"""
+
+from __future__ import annotations
+
+from shared import keys
+
+_q = lambda text: "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731
+
+LUA = f"""
+local IDEM_KEY, IDEM_FP, IDEM = 'ferry_idem_key', 'ferry_idem_fp', {_q(keys.IDEMPOTENCY_PREFIX)}
+
+-- The value of field `name` among ARGV's field/value pairs starting at `first` (nil if absent).
+local function js_field(argv, first, name)
+  for i = first, #argv - 1, 2 do
+    if argv[i] == name then return argv[i + 1] end
+  end
+  return nil
+end
+
+-- Take idempotency key `ikey` for job `id`; nil when taken, else ENQUEUE's reply: {{0, existing}} for
+-- the same task, queue and args (a duplicate), {{2, existing}} for different ones (a conflict). A key
+-- whose job no longer exists (expired) is taken over.
+local function idem_take(ikey, id, ttl, argv)
+  local existing = redis.call('GET', ikey)
+  if existing then
+    local fp = redis.call('HGET', JOB .. existing, IDEM_FP)
+    if fp then
+      if fp == js_field(argv, 4, IDEM_FP) then return {{0, existing}} end
+      return {{2, existing}}
+    end
+    if redis.call('EXISTS', JOB .. existing) == 1 then return {{0, existing}} end
+  end
+  redis.call('SET', ikey, id, 'EX', ttl)
+  return nil
+end
+
+-- A job that failed for good or was canceled gives its idempotency key back, so it can be resubmitted.
+-- Only if the key still names this job: safe to run twice, and never frees a key someone else took since.
+local function idem_release(jkey, id)
+  local ikey = redis.call('HGET', jkey, IDEM_KEY)
+  if ikey and redis.call('GET', ikey) == id then redis.call('DEL', ikey) end
+end
+"""
