@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from shared import idempotency, keys, wire
+from shared import idempotency, job_view, keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
@@ -156,7 +156,7 @@ class JobService:
 
 
 VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
-               "retries_left", "number_of_retries", "timeout", "ferry_task")
+               "retries_left", "number_of_retries", "timeout", "ferry_task", *job_view.VIEW_FIELDS)
 
 
 def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
@@ -239,6 +239,7 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         retries_left=int(retries_left) if retries_left else None,
         attempts=_attempts(status, int(field("number_of_retries") or 0), bool(field("started_at"))),
         timeout_s=int(float(timeout)) if timeout else None,
+        **job_view.extra(raw),
     )
 
 

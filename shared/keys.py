@@ -90,6 +90,11 @@ def idempotency(key: str) -> str:
     return f"{IDEMPOTENCY_PREFIX}{key}"
 
 
+def tag(name: str) -> str:
+    """Zset of the jobs carrying a tag: job id -> submit time (unix s); trimmed, expiring (shared/job_settings.py)."""
+    return f"ferry:tag:{name}"
+
+
 def object_meta(object_id: str) -> str:
     """Written last when an object is put: its presence means every chunk is there."""
     return f"ferry:obj:{object_id}"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared import job_settings
 from shared.objects.ref import ObjectRef
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -67,6 +68,29 @@ class JobRequest(BaseModel):
     allow_unserved: bool = Field(
         False, description="queue the job even if no live node serves its task on its queue (it waits for one)"
     )
+    result_ttl_s: int | None = Field(
+        None, gt=0, le=job_settings.MAX_TTL_S,
+        description="seconds a finished job and its result are kept; default: FERRY_RESULT_TTL_S")
+    failure_ttl_s: int | None = Field(
+        None, gt=0, le=job_settings.MAX_TTL_S,
+        description="seconds a failed or canceled job is kept; default: FERRY_FAILURE_TTL_S")
+    meta: dict[str, Any] | None = Field(
+        None, description=f"a small JSON object (at most {job_settings.META_MAX_BYTES} bytes) kept with the job in "
+        "RQ's own `meta` field (rq-dashboard and `rq.job.Job.meta` show it)", examples=[{"customer": "acme"}])
+    tags: list[Annotated[str, Field(pattern=job_settings.TAG_PATTERN)]] = Field(
+        default_factory=list, description=f"at most {job_settings.MAX_TAGS} short labels "
+        "(letters, digits, `_.:-`, up to 64 characters); list jobs by tag with `GET /v1/jobs?tag=`",
+        examples=[["nightly", "customer:acme"]])
+
+    @field_validator("meta")
+    @classmethod
+    def _bounded_meta(cls, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        return job_settings.check_meta(meta)
+
+    @field_validator("tags")
+    @classmethod
+    def _few_tags(cls, tags: list[str]) -> list[str]:
+        return job_settings.check_tags(tags)
 
 
 class Submitted(BaseModel):
@@ -102,6 +126,8 @@ class JobInfo(BaseModel):
     retries_left: int | None = None
     attempts: int = 0
     timeout_s: int | None = None
+    tags: list[str] = Field(default_factory=list, description="the job's tags")
+    meta: dict[str, Any] = Field(default_factory=dict, description="the job's meta (RQ's `meta` field)")
 
 
 class JobResult(BaseModel):

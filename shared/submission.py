@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import idempotency, keys, wire
+from shared import idempotency, job_settings, keys, wire
 from shared.catalog import Catalog
 from shared.errors import FerryError, TaskNotServed, UnknownTask
 from shared.models import JobRequest, JobStatus, Submitted
@@ -115,15 +115,17 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
         queue,
         request.timeout_s or settings.job_timeout_s,
         settings.default_retries if request.retries is None else request.retries,
-        settings.result_ttl_s,
-        settings.failure_ttl_s,
+        request.result_ttl_s or settings.result_ttl_s,
+        request.failure_ttl_s or settings.failure_ttl_s,
     )
     fields.update(idempotency.fields(request.idempotency_key, request.task, queue, args))
+    fields.update(job_settings.fields(request.meta, request.tags))
     idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
-    flat: list[Any] = [job_id, queue, settings.result_ttl_s]
+    # the key outlives the job's own TTL; a key whose job expired is taken over (lua_jobsurface.idem_take)
+    flat: list[Any] = [job_id, queue, max(settings.result_ttl_s, request.result_ttl_s or 0)]
     for name, value in fields.items():
         flat += [name, value]
-    return [keys.job(job_id), keys.queue(queue), idem], flat
+    return [keys.job(job_id), keys.queue(queue), idem, *job_settings.tag_keys(request.tags)], flat
 
 
 def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings) -> Submitted:

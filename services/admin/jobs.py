@@ -39,6 +39,20 @@ def parse_args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
     return args
 
 
+def parse_meta(meta_json: str | None) -> dict[str, Any] | None:
+    """`--meta '{...}'` as a dict; one clear line when it is not a JSON object."""
+    if meta_json is None:
+        return None
+    try:
+        meta = json.loads(meta_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"--meta is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if not isinstance(meta, dict):
+        raise InvalidRequest(f"--meta must be a JSON object like '{{\"customer\": \"acme\"}}', not a "
+                             f"{type(meta).__name__}")
+    return meta
+
+
 def resolve_objects(client: Client, args: dict[str, Any]) -> dict[str, Any]:
     """Replace `@obj:<id>` values by the stored object's reference (ObjectNotFound if it does not exist)."""
     resolved = {}
@@ -93,13 +107,34 @@ def submit(
         typer.Option("--allow-unserved",
             help="Queue it even if no live node serves the task on that queue (it waits for one)."),
     ] = False,
+    result_ttl_s: Annotated[
+        int | None,
+        typer.Option("--result-ttl-s", min=1,
+            help="Seconds the finished job and its result are kept (default: FERRY_RESULT_TTL_S)."),
+    ] = None,
+    failure_ttl_s: Annotated[
+        int | None,
+        typer.Option("--failure-ttl-s", min=1,
+            help="Seconds a failed or canceled job is kept (default: FERRY_FAILURE_TTL_S)."),
+    ] = None,
+    meta_json: Annotated[
+        str | None,
+        typer.Option("--meta", metavar="JSON",
+            help="A small JSON object kept with the job (RQ's `meta`; at most 4096 bytes)."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="A label to list jobs by (`ferry jobs --tag`); repeat for more."),
+    ] = None,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
         args = resolve_objects(client, parse_args(arg or [], args_json))
         try:
             request = JobRequest(task=task, args=args, queue=queue, timeout_s=timeout_s, retries=retries,
-                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved)
+                                 idempotency_key=idempotency_key, allow_unserved=allow_unserved,
+                                 result_ttl_s=result_ttl_s, failure_ttl_s=failure_ttl_s,
+                                 meta=parse_meta(meta_json), tags=tag or [])
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)
@@ -212,6 +247,7 @@ def job_table(info: JobInfo) -> Table:
         ("timeout", f"{info.timeout_s}s" if info.timeout_s else "-"),
         ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
         ("ended", _when(info.ended_at)), ("worker process", info.worker), ("error", info.error),
+        ("tags", ", ".join(info.tags)), ("meta", json.dumps(info.meta) if info.meta else None),
     ]
     for name, value in rows:
         if value not in (None, ""):

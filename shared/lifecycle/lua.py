@@ -267,6 +267,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', QUEUES, KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
+if #KEYS > 3 then tag_job(ARGV[1], KEYS, ARGV) end
 wake(ARGV[2])
 return {1, ARGV[1]}
 """
@@ -390,7 +391,7 @@ CANCEL = PRELUDE + """
 local f = redis.call('HMGET', KEYS[1], 'status', 'origin', 'worker_name')
 if not f[1] then return {'missing'} end
 if f[1] == 'queued' then
-  local ttl = tonumber(ARGV[3])
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl') or '') or tonumber(ARGV[3])
   redis.call('LREM', QUEUE .. f[2], 0, ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'ferry_error', 'canceled before it ran')
   redis.call('EXPIRE', KEYS[1], ttl)

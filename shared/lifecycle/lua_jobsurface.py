@@ -8,6 +8,7 @@ function is cheap for a job that does not use its feature: one HGET or EXISTS gu
 from __future__ import annotations
 
 from shared import keys
+from shared.job_settings import TAG_INDEX_MAX
 
 _q = lambda text: "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731
 
@@ -44,5 +45,19 @@ end
 local function idem_release(jkey, id)
   local ikey = redis.call('HGET', jkey, IDEM_KEY)
   if ikey and redis.call('GET', ikey) == id then redis.call('DEL', ikey) end
+end
+
+-- Index a new job under its tags (ENQUEUE's KEYS from the 4th on): newest TAG_INDEX_MAX ids per tag, and
+-- the index lives at least as long as the longest TTL of the jobs it names.
+local function tag_job(id, keys_, argv)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  local ttl = math.max(tonumber(js_field(argv, 4, 'result_ttl') or '0') or 0,
+                       tonumber(js_field(argv, 4, 'failure_ttl') or '0') or 0) + 86400
+  for i = 4, #keys_ do
+    redis.call('ZADD', keys_[i], now, id)
+    redis.call('ZREMRANGEBYRANK', keys_[i], 0, -{TAG_INDEX_MAX + 1})
+    if redis.call('TTL', keys_[i]) < ttl then redis.call('EXPIRE', keys_[i], math.floor(ttl)) end
+  end
 end
 """

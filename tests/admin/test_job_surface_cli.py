@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from shared.client import Client
-from shared.errors import EXIT_CONFLICT
+from shared.errors import EXIT_CONFLICT, EXIT_USAGE
 
 
 def test_a_key_conflict_exits_5_naming_the_job(client: Client, served: str, cli) -> None:
@@ -11,3 +13,31 @@ def test_a_key_conflict_exits_5_naming_the_job(client: Client, served: str, cli)
     result = cli("submit", "echo", "--arg", "value=2", "--idempotency-key", "order-4")
     assert result.exit_code == EXIT_CONFLICT
     assert f"already belongs to job {first.id}" in result.stderr
+
+
+def test_submit_takes_ttls_meta_and_tags_and_jobs_filters_by_them(client: Client, served: str, cli) -> None:
+    tagged = cli("submit", "echo", "--arg", "value=1", "--tag", "nightly", "--tag", "acme", "--meta",
+                 '{"owner": "ops"}', "--result-ttl-s", "60", "--failure-ttl-s", "120")
+    assert tagged.exit_code == 0, tagged.stderr
+    job_id = tagged.stdout.strip()
+    other = client.submit("sleep", {"seconds": 1}, tags=["nightly"])
+    info = client.status(job_id)
+    assert (info.tags, info.meta) == (["nightly", "acme"], {"owner": "ops"})
+    assert client.conn.hmget(f"rq:job:{job_id}", "result_ttl", "failure_ttl") == [b"60", b"120"]
+
+    listed = cli("jobs", "--tag", "nightly", "--json")
+    assert [j["id"] for j in json.loads(listed.stdout)] == [other.id, job_id]
+    by_task = cli("jobs", "--tag", "nightly", "--task", "echo", "--json")
+    assert [j["id"] for j in json.loads(by_task.stdout)] == [job_id]
+    assert [j["id"] for j in json.loads(cli("jobs", "--task", "sleep", "--json").stdout)] == [other.id]
+    assert "no jobs tagged nobody" in cli("jobs", "--tag", "nobody").stdout
+    shown = cli("status", job_id)
+    assert "nightly, acme" in shown.stdout and '"owner": "ops"' in shown.stdout
+
+
+def test_bad_meta_or_too_many_tags_is_one_line_exit_2(served: str, cli) -> None:
+    not_object = cli("submit", "echo", "--meta", "[1]")
+    too_many = cli("submit", "echo", *[arg for i in range(11) for arg in ("--tag", f"t{i}")])
+    assert (not_object.exit_code, too_many.exit_code) == (EXIT_USAGE, EXIT_USAGE)
+    assert "--meta must be a JSON object" in not_object.stderr and "at most 10" in too_many.stderr
+    assert "Traceback" not in not_object.stderr + too_many.stderr
