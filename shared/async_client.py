@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import idempotency, keys
+from shared import idempotency, job_events, keys
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
 from shared.client import _jsonify, job_id_of
@@ -193,6 +193,8 @@ class AsyncClient:
         self._reference = self.conn.register_script(REFERENCE)
         self._bound = self.settings.max_job_data_bytes
         self.done = DoneWaiter(lambda: connect_async(self.url, 1, socket_timeout=None), self.settings.result_recheck_s)
+        self.events = DoneWaiter(lambda: connect_async(self.url, 1, socket_timeout=None),  # subscribes on first watch
+                                 self.settings.result_recheck_s, channels=(keys.DONE_CHANNEL, keys.EVENTS_CHANNEL))
         self._sync_services: tuple[JobService, ObjectStore] | None = None
 
     # --- jobs ---
@@ -288,6 +290,11 @@ class AsyncClient:
             return JobResult(id=job_id, status=info.status, ready=False, error=info.error or "its result expired")
         return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
 
+    def watch(self, job: Submitted | str, timeout_s: float = 3600,
+              keepalive_s: float | None = None) -> AsyncIterator[JobInfo | None]:
+        """The job's state now, then each change of status or progress until it is final (`async for`)."""
+        return job_events.watch_async(self, job_id_of(job), timeout_s, keepalive_s)
+
     @_redis_errors
     async def cancel(self, job: Submitted | str) -> JobInfo:
         """Cancel a queued job, or interrupt a running one; Conflict if it already ended (sync code, in a thread)."""
@@ -342,6 +349,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self.done.close()
+        await self.events.close()
         await self.conn.aclose()
         if self._sync_services is not None:
             self._sync_services[1].conn.close()

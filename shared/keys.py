@@ -60,6 +60,7 @@ WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake a
 DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
 IDLE_WORKERS = "ferry:idle"  # set of worker names whose last claim found every queue empty (enqueue wakes only then)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
+EVENTS_CHANNEL = "ferry:events"  # job id published when a running job reports progress (shared/job_context.py)
 METRICS_OBJECT_SCAN = "ferry:metrics:objects_scan"  # hash: /metrics' cursor and totals over the objects index
 
 

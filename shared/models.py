@@ -110,6 +110,15 @@ class Submitted(BaseModel):
         return self.id
 
 
+class Progress(BaseModel):
+    """How far a running job says it is (`JobContext.progress`)."""
+
+    fraction: float = Field(ge=0, le=1, description="0 to 1")
+    message: str | None = None
+    data: Any = Field(None, description="small JSON the task attached (at most 4096 bytes)")
+    updated_at: datetime | None = None
+
+
 class JobInfo(BaseModel):
     """A job's state, as stored in Redis."""
 
@@ -128,6 +137,7 @@ class JobInfo(BaseModel):
     timeout_s: int | None = None
     tags: list[str] = Field(default_factory=list, description="the job's tags")
     meta: dict[str, Any] = Field(default_factory=dict, description="the job's meta (RQ's `meta` field)")
+    progress: Progress | None = Field(None, description="the latest progress its task reported, if any")
 
 
 class JobResult(BaseModel):

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line (shared/logs.py)
     access_log: bool = True  # the producer logs one line per request (method, path, status, duration)
+    progress_interval_s: float = Field(0.25, ge=0)  # a task's progress is written at most this often (the last is kept)
+    max_event_streams: int = Field(200, gt=0)  # open `GET /v1/jobs/{id}/events` streams per producer process
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from shared.tasks import Array, task
+from shared.tasks import Array, JobContext, task
 
 
 @task("test.where")
@@ -88,3 +88,20 @@ def ledger(token: str, seconds: float = 0.0) -> str:
     time.sleep(seconds)
     _ledger_line("end", token)
     return token
+
+
+@task("test.steps")
+def steps(gate_dir: str, steps: int, ctx: JobContext) -> int:
+    """Report progress (i+1)/steps after each step; step i waits for the file `<gate_dir>/go<i>` (the test's pace)."""
+    for i in range(steps):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(gate_dir, f"go{i}")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ctx.progress((i + 1) / steps, message=f"step {i + 1} of {steps}", data={"done": i + 1})
+    return steps
+
+
+@task("test.bad_progress")
+def bad_progress(fraction: float, ctx: JobContext) -> None:
+    """Report an out-of-range progress (the job fails with the bound's message)."""
+    ctx.progress(fraction)

@@ -7,9 +7,21 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from services.admin.common import command, console, esc, fail, invalid, note, open_client, print_json, styled_status
+from services.admin.common import (
+    command,
+    console,
+    err_console,
+    esc,
+    fail,
+    invalid,
+    note,
+    open_client,
+    print_json,
+    styled_status,
+)
 from shared.client import Client
 from shared.errors import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_READY, EXIT_OK, InvalidRequest
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus
@@ -147,9 +159,10 @@ def submit(
                     status = _status_text(submitted.status)
                     note(f"idempotency key {idempotency_key!r} matched this earlier job ({status})")
             return
-        if not json_output:
-            note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait_s:g}s")
-        raise typer.Exit(show_result(client.result(submitted.id, wait_s=wait_s), json_output, waited_s=wait_s))
+        if json_output:
+            raise typer.Exit(show_result(client.result(submitted.id, wait_s=wait_s), json_output, waited_s=wait_s))
+        note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait_s:g}s")
+        raise typer.Exit(show_result(wait_showing_progress(client, submitted.id, wait_s), False, waited_s=wait_s))
 
 
 @command
@@ -182,7 +195,8 @@ def result(
 ) -> None:
     """Print a job's result (exit 1 if it failed or was canceled, 7 if it has not ended yet)."""
     with open_client() as client:
-        raise typer.Exit(show_result(client.result(job_id, wait_s=wait_s), json_output, waited_s=wait_s))
+        res = client.result(job_id, wait_s=wait_s) if json_output else wait_showing_progress(client, job_id, wait_s)
+        raise typer.Exit(show_result(res, json_output, waited_s=wait_s))
 
 
 @command
@@ -200,6 +214,32 @@ def cancel(
     else:
         console.print(f"job {job_id} is started; its worker process was told to stop it "
                       f"(`ferry status {job_id}` shows when it is canceled)", highlight=False)
+
+
+def progress_text(info: JobInfo) -> str | None:
+    """`40% step 4 of 10` (and its data as JSON), or None when the job reported no progress."""
+    if info.progress is None:
+        return None
+    parts = [f"{info.progress.fraction:.0%}", info.progress.message or ""]
+    if info.progress.data is not None:
+        parts.append(json.dumps(info.progress.data))
+    return " ".join(p for p in parts if p)
+
+
+def wait_showing_progress(client: Client, job_id: str, wait_s: float) -> JobResult:
+    """Wait up to `wait_s` for the job to end, with a progress bar on stderr (live on a terminal; elsewhere its
+    last state is printed once), then its result."""
+    res = client.result(job_id)
+    if res.ready or wait_s <= 0:
+        return res
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[note]}"))
+    with Progress(*columns, console=err_console) as bar:
+        shown = bar.add_task(_status(res), total=1.0, note="")
+        for info in client.watch(job_id, wait_s):
+            fraction = info.progress.fraction if info.progress else 0.0
+            note_text = esc(info.progress.message or "") if info.progress else ""
+            bar.update(shown, completed=fraction, description=_status_text(info.status), note=note_text)
+    return client.result(job_id)
 
 
 def show_result(res: JobResult, json_output: bool, waited_s: float = 0) -> int:
@@ -248,6 +288,7 @@ def job_table(info: JobInfo) -> Table:
         ("created", _when(info.created_at)), ("enqueued", _when(info.enqueued_at)), ("started", _when(info.started_at)),
         ("ended", _when(info.ended_at)), ("worker process", info.worker), ("error", info.error),
         ("tags", ", ".join(info.tags)), ("meta", json.dumps(info.meta) if info.meta else None),
+        ("progress", progress_text(info)),
     ]
     for name, value in rows:
         if value not in (None, ""):

@@ -10,6 +10,7 @@ import numpy as np
 from services.worker.interrupts import Interrupts
 from shared import wire
 from shared.errors import InvalidRequest
+from shared.job_context import ProgressWriter
 from shared.lifecycle import Claimed
 from shared.objects.cache import NodeCache
 from shared.objects.ref import normalize, ref_for
@@ -23,7 +24,7 @@ class Executor:
     """Runs jobs in this process. Only tasks in the registry can run: the job names one by string."""
 
     def __init__(self, tasks: TaskRegistry, cache: NodeCache, store: ObjectStore, threshold_bytes: int,
-                 max_data_bytes: int, default_timeout_s: float) -> None:
+                 max_data_bytes: int, default_timeout_s: float, progress_interval_s: float = 0.25) -> None:
         self.tasks = tasks
         self.default_timeout_s = default_timeout_s
         self.max_data_bytes = max_data_bytes
@@ -31,6 +32,7 @@ class Executor:
         self.store = store
         self.threshold_bytes = threshold_bytes
         self.interrupts = Interrupts()
+        self.progress = ProgressWriter(store.conn, progress_interval_s)
 
     def run(self, job: Claimed) -> tuple[str, bytes]:
         """(task name, the job's result as JSON bytes); raises the task's error (or a FerryError) on failure.
@@ -46,11 +48,17 @@ class Executor:
             raise InvalidRequest(f"task {task_name!r} takes named args only; this job passes positional ones")
         validated = spec.validate(args)
         self.interrupts.arm(job.id, job.timeout_s or self.default_timeout_s)
+        context = self.progress.context(job.id, spec.context_param)
         try:
-            arrays = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
+            arrays: dict[str, Any] = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
+            if context is not None:
+                arrays[spec.context_param or ""] = context
             value = spec.call(validated, arrays)
         finally:
             self.interrupts.disarm()
+            if context is not None:
+                self.progress.current = None
+                context.flush()
         del arrays
         payload = wire.dumps_value(self._objectify(value))
         if len(payload) > self.max_data_bytes:

@@ -119,7 +119,7 @@ class WorkerProcess:
         self.cache = NodeCache(self.settings.node_id, SHM_DIR, self.budget_bytes, store)
         self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store,
                                  self.settings.result_object_threshold_bytes, self.settings.max_job_data_bytes,
-                                 self.settings.job_timeout_s)
+                                 self.settings.job_timeout_s, self.settings.progress_interval_s)
         self._retry(self._register_birth, "registering")
         self._pubsub = self._retry(self._subscribe, "subscribing")
         side = threading.Thread(target=self._side_loop, name="ferry-heartbeat", daemon=True)
@@ -405,6 +405,7 @@ class WorkerProcess:
                     if self.held:
                         self._give_back_held("the running job is long")
                 if time.monotonic() >= next_beat:
+                    self.executor.progress.flush_current()
                     self._heartbeat()
                     next_beat = time.monotonic() + self.settings.heartbeat_interval_s
                 self.outage.ok()

@@ -61,3 +61,12 @@ local function tag_job(id, keys_, argv)
   end
 end
 """
+
+# A running task's progress: stored while the job is started (never over a final state), published for live readers.
+PROGRESS = f"""
+-- KEYS: job   ARGV: job id, progress JSON
+if redis.call('HGET', KEYS[1], 'status') ~= 'started' then return 0 end
+redis.call('HSET', KEYS[1], 'ferry_progress', ARGV[2])
+redis.call('PUBLISH', {_q(keys.EVENTS_CHANNEL)}, ARGV[1])
+return 1
+"""

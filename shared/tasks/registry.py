@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from shared.errors import ConfigError, InvalidArgs, UnknownTask
+from shared.job_context import JobContext
 from shared.objects.ref import ObjectRef
 
 log = logging.getLogger("ferry.tasks")
@@ -41,6 +42,7 @@ class TaskSpec:
     array_params: frozenset[str]
     description: str
     version: str = ""  # a hash of the function's source: the catalog shows which code each node runs
+    context_param: str | None = None  # the parameter annotated `JobContext`, passed by the worker (not an input)
 
     def validate(self, args: Any) -> BaseModel:
         """The validated input; InvalidArgs naming each bad field otherwise."""
@@ -143,10 +145,14 @@ def build_spec(name: str, func: Callable[..., Any]) -> TaskSpec:
     hints = get_type_hints(func, include_extras=True)
     fields: dict[str, Any] = {}
     arrays = set()
+    context: str | None = None
     for param in inspect.signature(func).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"task {name!r}: *args/**kwargs are not allowed; name every parameter")
         annotation = hints.get(param.name, Any)
+        if annotation is JobContext:
+            context = param.name
+            continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         if _is_array(annotation):
             arrays.add(param.name)
@@ -155,7 +161,8 @@ def build_spec(name: str, func: Callable[..., Any]) -> TaskSpec:
     model_name = "".join(part.title() for part in name.replace("-", ".").replace("_", ".").split(".")) + "Args"
     model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
     description = inspect.getdoc(func) or ""
-    return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0], source_version(func))
+    return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0], source_version(func),
+                    context)
 
 
 def source_version(func: Callable[..., Any]) -> str:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from pathlib import Path
 
+from shared import keys
 from shared.client import Client
 from shared.errors import EXIT_CONFLICT, EXIT_USAGE
+from tests.support import wait_for
 
 
 def test_a_key_conflict_exits_5_naming_the_job(client: Client, served: str, cli) -> None:
@@ -41,3 +45,25 @@ def test_bad_meta_or_too_many_tags_is_one_line_exit_2(served: str, cli) -> None:
     assert (not_object.exit_code, too_many.exit_code) == (EXIT_USAGE, EXIT_USAGE)
     assert "--meta must be a JSON object" in not_object.stderr and "at most 10" in too_many.stderr
     assert "Traceback" not in not_object.stderr + too_many.stderr
+
+
+def test_status_shows_progress_and_result_wait_shows_a_progress_bar(client: Client, start_node, cli,
+                                                                    tmp_path: Path) -> None:
+    start_node(processes=1)
+    job = client.submit("test.steps", {"gate_dir": str(tmp_path), "steps": 2})
+    (tmp_path / "go0").touch()
+    wait_for(lambda: (p := client.status(job).progress) is not None and p.fraction == 0.5, timeout=10,
+             what="progress 0.5")
+    assert '50% step 1 of 2 {"done": 1}' in cli("status", job.id).stdout
+
+    def finish_later() -> None:  # the last step, once the CLI below is waiting
+        wait_for(lambda: client.conn.pubsub_numsub(keys.EVENTS_CHANNEL)[0][1] > 0, timeout=10, what="a watcher")
+        (tmp_path / "go1").touch()
+
+    releaser = threading.Thread(target=finish_later)
+    releaser.start()
+    waited = cli("result", job.id, "--wait-s", "20")
+    releaser.join()
+    assert waited.exit_code == 0, waited.stderr
+    assert waited.stdout.strip() == "2"
+    assert "100%" in waited.stderr and "step 2 of 2" in waited.stderr
