@@ -47,6 +47,25 @@ def worker(name: str) -> str:
     return f"rq:worker:{name}"
 
 
+EXECUTIONS_SUFFIX = ":executions"
+RQ_EXECUTION_PREFIX = "rq:execution:"
+
+
+def worker_executions(name: str) -> str:
+    """RQ 3's index of a worker's active executions (rq/executions.py): a set of `job_id:execution_id`."""
+    return f"{worker(name)}{EXECUTIONS_SUFFIX}"
+
+
+def rq_execution(job_id: str, execution_id: str) -> str:
+    """RQ 3's execution hash (id, job_id, created_at, last_heartbeat, worker_name)."""
+    return f"{RQ_EXECUTION_PREFIX}{job_id}:{execution_id}"
+
+
+def rq_pubsub(worker_name: str) -> str:
+    """RQ's command channel for a worker (rq/command.py): `send_stop_job_command` publishes JSON there."""
+    return f"rq:pubsub:{worker_name}"
+
+
 def workers_by_queue(queue_name: str) -> str:
     return f"rq:workers:{queue_name}"
 

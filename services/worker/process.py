@@ -32,6 +32,7 @@ from typing import Any
 import redis
 import rq
 
+from services.worker import rq_commands
 from services.worker.execution import Executor
 from services.worker.outage import GaveUp, Outage
 from shared import keys
@@ -377,10 +378,10 @@ class WorkerProcess:
     # --- side thread: heartbeat, wake-ups, cancel requests, parent check, prefetch give-back ---
     def _subscribe(self) -> redis.client.PubSub:
         pubsub = self.conn.pubsub()
-        pubsub.subscribe(keys.WAKE_CHANNEL, keys.control_channel(self.name))
+        pubsub.subscribe(keys.WAKE_CHANNEL, keys.control_channel(self.name), keys.rq_pubsub(self.name))
         confirmed = 0
         deadline = time.monotonic() + 5
-        while confirmed < 2 and time.monotonic() < deadline:  # subscribed before the first claim: no lost wake-up
+        while confirmed < 3 and time.monotonic() < deadline:  # subscribed before the first claim: no lost wake-up
             message = pubsub.get_message(timeout=0.5)
             if message and message["type"] == "subscribe":
                 confirmed += 1
@@ -425,6 +426,12 @@ class WorkerProcess:
         if channel == keys.WAKE_CHANNEL.encode():
             self.wake.set()
             return
+        if channel == keys.rq_pubsub(self.name).encode():  # RQ's send_stop_job_command: Ferry's cancel
+            stop = rq_commands.stop_job_id(data)
+            if stop is not None:
+                log.info("worker %s: RQ stop-job command for job %s: canceling it", self.name, stop)
+                self.lifecycle.cancel(stop)  # publishes the cancel on our control channel: handled below
+            return
         command, _, job_id = data.decode().partition(" ")
         if command != "cancel":
             return
@@ -447,6 +454,7 @@ class WorkerProcess:
             holding = list(self.held)
         for held in ([job] if job is not None else []) + holding:
             pipe.zadd(keys.started(held.queue), {held.member: deadline}, xx=True)
+        rq_commands.refresh(pipe, self.name, ([job] if job is not None else []) + holding, self.lifecycle.record_ttl_s)
         if job is not None:
             pipe.hset(keys.job(job.id), "last_heartbeat", now)
         pipe.execute()
@@ -482,6 +490,7 @@ def unregister_worker(conn: redis.Redis, name: str, queues: list[str]) -> None:
     pipe.srem(keys.IDLE_WORKERS, name)
     for queue in queues:
         pipe.srem(keys.workers_by_queue(queue), key)
+    pipe.delete(keys.worker_executions(name))
     pipe.hset(key, mapping={"death": rq_now(), "state": "dead"})
     pipe.expire(key, 60)
     pipe.execute()

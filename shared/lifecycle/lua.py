@@ -121,6 +121,7 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
         redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
         held[#held + 1] = id .. '@' .. qname .. '@' .. exec
         out[#out + 1] = item(id, qname, maxdata)
+        rq_exec_start(id, exec, worker, ttl)
         claimed = claimed + 1
       end
     end
@@ -162,6 +163,7 @@ end
 -- or a re-sent command) changes anything.
 local function settle(a)
   if redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec) == 0 then return 'gone' end
+  rq_exec_end(a.id, a.exec, a.worker, a.run_s)
   local jkey = JOB .. a.id
   local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl')
   if not f[1] then return 'deleted' end
@@ -204,6 +206,7 @@ end
 -- Give back a claimed job that never started running (prefetched): front of its queue, no retry used.
 local function release(id, qname, exec)
   if redis.call('ZREM', WIP .. qname, id .. ':' .. exec) == 0 then return 'gone' end
+  rq_exec_end(id, exec)
   local jkey = JOB .. id
   local status = redis.call('HGET', jkey, 'status')
   if status ~= 'started' then return status or 'deleted' end
@@ -306,6 +309,7 @@ else
   result_entry(a.id, ttl, 'type', '1', 'worker_name', a.worker, 'return_value', a.payload,
                'execution_id', a.exec, 'execution_started_at', a.started, 'execution_ended_at', a.ended)
   redis.call('HINCRBY', wkey, 'successful_job_count', 1)
+  rq_exec_end(a.id, a.exec, a.worker, a.run_s)
   count(a.queue, a.task, 'finished')
   histograms(a)
   if a.stats_key ~= '' then

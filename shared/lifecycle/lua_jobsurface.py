@@ -60,7 +60,44 @@ local function tag_job(id, keys_, argv)
     if redis.call('TTL', keys_[i]) < ttl then redis.call('EXPIRE', keys_[i], math.floor(ttl)) end
   end
 end
+
+-- RQ 3's executions index (rq/executions.py), so `Worker.get_current_job_id()`, rq-dashboard's worker page
+-- and `total_working_time` see Ferry's jobs: an execution hash per claimed job, its `job_id:execution_id`
+-- in the worker's set; the heartbeat keeps both alive with the claim record.
+local RQ_EXEC, RQ_EXECUTIONS = {_q(keys.RQ_EXECUTION_PREFIX)}, {_q(keys.EXECUTIONS_SUFFIX)}
+local js_now = nil
+local function js_time()
+  if not js_now then
+    local t = redis.call('TIME')
+    js_now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  end
+  return js_now
+end
+
+local function rq_exec_start(id, exec, worker, ttl)
+  local key = RQ_EXEC .. id .. ':' .. exec
+  local now = js_time()
+  redis.call('HSET', key, 'id', exec, 'job_id', id, 'created_at', now, 'last_heartbeat', now, 'worker_name', worker)
+  redis.call('EXPIRE', key, ttl)
+  -- the set's TTL is set by the heartbeat (rq_commands.refresh), not here: one command less per job; its
+  -- members leave as their executions end, and RQ drops members whose hash expired when it reads them
+  redis.call('SADD', WORKER .. worker .. RQ_EXECUTIONS, id .. ':' .. exec)
+end
+
+-- An execution ended (finished, settled or given back): out of the index; its run time counted for the worker
+-- (run_s > 0, RQ's `total_working_time`). Callers run it once per execution (after their idempotency gate).
+local function rq_exec_end(id, exec, worker, run_s)
+  local key = RQ_EXEC .. id .. ':' .. exec
+  if not worker or worker == '' then worker = redis.call('HGET', key, 'worker_name') end
+  redis.call('DEL', key)
+  if worker and worker ~= '' then
+    redis.call('SREM', WORKER .. worker .. RQ_EXECUTIONS, id .. ':' .. exec)
+    local run = tonumber(run_s or '0') or 0
+    if run > 0 then redis.call('HINCRBYFLOAT', WORKER .. worker, 'total_working_time', run) end
+  end
+end
 """
+
 
 # A running task's progress: stored while the job is started (never over a final state), published for live readers.
 PROGRESS = f"""
