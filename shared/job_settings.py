@@ -1,7 +1,9 @@
 """Per-job settings beyond routing: result and failure TTLs, `meta` (RQ's own field) and tags, with their bounds.
 
 - TTLs go to the job hash's `result_ttl` / `failure_ttl` (RQ's fields), which the lifecycle scripts read
-  when the job ends: the job hash, its result stream and its registry entry expire after them.
+  when the job ends: the job hash, its result stream and its registry entry expire after them. A job that
+  sets none gets its task's decorator default (`@task(result_ttl_s=...)`, applied by the worker that runs
+  it), else FERRY_RESULT_TTL_S / FERRY_FAILURE_TTL_S.
 - `meta` is a small JSON object stored in RQ's `meta` field exactly as RQ 3's JSONSerializer writes it
   (JSON text), so `rq.job.Job.fetch(id, serializer=JSONSerializer).meta` and rq-dashboard show it.
 - Tags are short strings kept on the job (`ferry_tags`, comma-joined: a tag has no comma) and indexed in
@@ -13,9 +15,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import keys, wire
+
+if TYPE_CHECKING:
+    from shared.models import JobRequest
+    from shared.settings import Settings
 
 META_MAX_BYTES = 4096  # meta as JSON text
 MAX_TAGS = 10
@@ -56,6 +62,20 @@ def fields(meta: dict[str, Any] | None, tags: list[str]) -> dict[str, str]:
     if tags:
         out[TAGS_FIELD] = ",".join(tags)
     return out
+
+
+def leave_ttls_to_the_task(fields: dict[str, Any], result_ttl_s: int | None, failure_ttl_s: int | None) -> None:
+    """Drop the TTL fields the job did not set: then the task's decorator default (`@task(result_ttl_s=)`), else
+    FERRY_RESULT_TTL_S / FERRY_FAILURE_TTL_S, applies when the worker records the job's end."""
+    if result_ttl_s is None:
+        fields.pop("result_ttl", None)
+    if failure_ttl_s is None:
+        fields.pop("failure_ttl", None)
+
+
+def longest_ttl_s(request: JobRequest, settings: Settings) -> int:
+    """At least as long as the job can be kept: its idempotency key and its tags' index live this long."""
+    return max(request.result_ttl_s or 0, request.failure_ttl_s or 0, settings.result_ttl_s, settings.failure_ttl_s)
 
 
 def tag_keys(tags: list[str]) -> list[str]:

@@ -120,9 +120,10 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings) 
     )
     fields.update(idempotency.fields(request.idempotency_key, request.task, queue, args))
     fields.update(job_settings.fields(request.meta, request.tags))
+    job_settings.leave_ttls_to_the_task(fields, request.result_ttl_s, request.failure_ttl_s)
     idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
-    # the key outlives the job's own TTL; a key whose job expired is taken over (lua_jobsurface.idem_take)
-    flat: list[Any] = [job_id, queue, max(settings.result_ttl_s, request.result_ttl_s or 0)]
+    # the key (and a tag's index) outlives the job's TTLs; a key whose job expired is taken over (idem_take)
+    flat: list[Any] = [job_id, queue, job_settings.longest_ttl_s(request, settings)]
     for name, value in fields.items():
         flat += [name, value]
     return [keys.job(job_id), keys.queue(queue), idem, *job_settings.tag_keys(request.tags)], flat

@@ -105,3 +105,11 @@ def steps(gate_dir: str, steps: int, ctx: JobContext) -> int:
 def bad_progress(fraction: float, ctx: JobContext) -> None:
     """Report an out-of-range progress (the job fails with the bound's message)."""
     ctx.progress(fraction)
+
+
+@task("test.short_lived", result_ttl_s=1, failure_ttl_s=1)
+def short_lived(fail: bool = False) -> str:
+    """A task whose jobs are kept 1 s by default (the decorator's TTLs)."""
+    if fail:
+        raise RuntimeError("failing on purpose")
+    return "ok"

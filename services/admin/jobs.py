@@ -227,18 +227,26 @@ def progress_text(info: JobInfo) -> str | None:
 
 
 def wait_showing_progress(client: Client, job_id: str, wait_s: float) -> JobResult:
-    """Wait up to `wait_s` for the job to end, with a progress bar on stderr (live on a terminal; elsewhere its
-    last state is printed once), then its result."""
+    """Wait up to `wait_s` for the job to end, then its result; once the job reports progress, a progress bar on
+    stderr (live on a terminal; elsewhere its last state, printed once). A job that reports none shows nothing."""
     res = client.result(job_id)
     if res.ready or wait_s <= 0:
         return res
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[note]}"))
-    with Progress(*columns, console=err_console) as bar:
-        shown = bar.add_task(_status(res), total=1.0, note="")
+    bar = Progress(*columns, console=err_console)
+    shown = None
+    try:
         for info in client.watch(job_id, wait_s):
-            fraction = info.progress.fraction if info.progress else 0.0
-            note_text = esc(info.progress.message or "") if info.progress else ""
-            bar.update(shown, completed=fraction, description=_status_text(info.status), note=note_text)
+            if info.progress is None:
+                continue
+            if shown is None:
+                bar.start()
+                shown = bar.add_task("", total=1.0, note="")
+            bar.update(shown, completed=info.progress.fraction, description=_status_text(info.status),
+                       note=esc(info.progress.message or ""))
+    finally:
+        if shown is not None:
+            bar.stop()
     return client.result(job_id)
 
 

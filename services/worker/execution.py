@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -64,6 +65,14 @@ class Executor:
         if len(payload) > self.max_data_bytes:
             raise wire.too_large("the job's result", len(payload), self.max_data_bytes)
         return task_name, payload
+
+    def with_task_ttls(self, job: Claimed) -> Claimed:
+        """The job with its task's decorator TTLs where it set none (`@task(result_ttl_s=...)`); else as it is."""
+        spec = self.tasks.specs_by_name().get(job.task)
+        if spec is None or (spec.result_ttl_s is None and spec.failure_ttl_s is None):
+            return job
+        return dataclasses.replace(job, result_ttl_s=job.result_ttl_s or spec.result_ttl_s,
+                                   failure_ttl_s=job.failure_ttl_s or spec.failure_ttl_s)
 
     def _objectify(self, value: Any) -> Any:
         """Large arrays and any bytes in the result become objects: stored in Redis, kept in this node's memory."""

@@ -310,6 +310,7 @@ class WorkerProcess:
 
     def _execute(self, job: Claimed) -> Done:
         """Run one job; its outcome, to record."""
+        job = self.executor.with_task_ttls(job)
         started = unix_now()
         clock = time.perf_counter()
         timing_task = job.task or "unknown"

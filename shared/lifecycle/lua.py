@@ -270,7 +270,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', QUEUES, KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
-if #KEYS > 3 then tag_job(ARGV[1], KEYS, ARGV) end
+if #KEYS > 3 then tag_job(ARGV[1], KEYS, ARGV[3]) end
 wake(ARGV[2])
 return {1, ARGV[1]}
 """

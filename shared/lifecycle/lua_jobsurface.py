@@ -13,7 +13,17 @@ from shared.job_settings import TAG_INDEX_MAX
 _q = lambda text: "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731
 
 LUA = f"""
-local IDEM_KEY, IDEM_FP, IDEM = 'ferry_idem_key', 'ferry_idem_fp', {_q(keys.IDEMPOTENCY_PREFIX)}
+-- The server's time (unix s), read once per script run.
+local js_now = nil
+local function js_time()
+  if not js_now then
+    local t = redis.call('TIME')
+    js_now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  end
+  return js_now
+end
+
+local IDEM_KEY, IDEM_FP = 'ferry_idem_key', 'ferry_idem_fp'
 
 -- The value of field `name` among ARGV's field/value pairs starting at `first` (nil if absent).
 local function js_field(argv, first, name)
@@ -47,15 +57,12 @@ local function idem_release(jkey, id)
   if ikey and redis.call('GET', ikey) == id then redis.call('DEL', ikey) end
 end
 
--- Index a new job under its tags (ENQUEUE's KEYS from the 4th on): newest TAG_INDEX_MAX ids per tag, and
--- the index lives at least as long as the longest TTL of the jobs it names.
-local function tag_job(id, keys_, argv)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-  local ttl = math.max(tonumber(js_field(argv, 4, 'result_ttl') or '0') or 0,
-                       tonumber(js_field(argv, 4, 'failure_ttl') or '0') or 0) + 86400
+-- Index a new job under its tags (ENQUEUE's KEYS from the 4th on): newest TAG_INDEX_MAX ids per tag; the
+-- index lives a day longer than the longest its jobs can be kept (`longest`: job_settings.longest_ttl_s).
+local function tag_job(id, keys_, longest)
+  local ttl = (tonumber(longest) or 0) + 86400
   for i = 4, #keys_ do
-    redis.call('ZADD', keys_[i], now, id)
+    redis.call('ZADD', keys_[i], js_time(), id)
     redis.call('ZREMRANGEBYRANK', keys_[i], 0, -{TAG_INDEX_MAX + 1})
     if redis.call('TTL', keys_[i]) < ttl then redis.call('EXPIRE', keys_[i], math.floor(ttl)) end
   end
@@ -65,14 +72,6 @@ end
 -- and `total_working_time` see Ferry's jobs: an execution hash per claimed job, its `job_id:execution_id`
 -- in the worker's set; the heartbeat keeps both alive with the claim record.
 local RQ_EXEC, RQ_EXECUTIONS = {_q(keys.RQ_EXECUTION_PREFIX)}, {_q(keys.EXECUTIONS_SUFFIX)}
-local js_now = nil
-local function js_time()
-  if not js_now then
-    local t = redis.call('TIME')
-    js_now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-  end
-  return js_now
-end
 
 local function rq_exec_start(id, exec, worker, ttl)
   local key = RQ_EXEC .. id .. ':' .. exec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -43,6 +44,8 @@ class TaskSpec:
     description: str
     version: str = ""  # a hash of the function's source: the catalog shows which code each node runs
     context_param: str | None = None  # the parameter annotated `JobContext`, passed by the worker (not an input)
+    result_ttl_s: int | None = None  # the task's defaults for jobs that set none (`@task(..., result_ttl_s=)`)
+    failure_ttl_s: int | None = None
 
     def validate(self, args: Any) -> BaseModel:
         """The validated input; InvalidArgs naming each bad field otherwise."""
@@ -109,11 +112,20 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
 
-    def task(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a function as a task; its signature, with type hints, becomes the input model."""
+    def task(self, name: str | None = None, result_ttl_s: int | None = None,
+             failure_ttl_s: int | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a function as a task; its signature, with type hints, becomes the input model.
+
+        `result_ttl_s` / `failure_ttl_s`: how long its jobs are kept once finished / failed or canceled, for jobs
+        that do not set their own (default: FERRY_RESULT_TTL_S / FERRY_FAILURE_TTL_S).
+        """
+        for what, ttl in (("result_ttl_s", result_ttl_s), ("failure_ttl_s", failure_ttl_s)):
+            if ttl is not None and ttl <= 0:
+                raise ConfigError(f"task {name!r}: {what} must be a positive number of seconds, not {ttl}")
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            spec = build_spec(name or f"{func.__module__}.{func.__qualname__}", func)
+            spec = dataclasses.replace(build_spec(name or f"{func.__module__}.{func.__qualname__}", func),
+                                       result_ttl_s=result_ttl_s, failure_ttl_s=failure_ttl_s)
             existing = self._tasks.get(spec.name)
             if existing is not None and existing.func is not func:
                 if (existing.func.__module__, existing.func.__qualname__) != (func.__module__, func.__qualname__):
@@ -133,6 +145,10 @@ class TaskRegistry:
             raise UnknownTask(
                 f"no task named {name!r} is registered; known tasks: {known}", known=sorted(self._tasks)
             ) from None
+
+    def specs_by_name(self) -> dict[str, TaskSpec]:
+        """Every task by name (read-only use: the worker's per-job lookup, without UnknownTask's cost)."""
+        return self._tasks
 
     def names(self) -> list[str]:
         return sorted(self._tasks)

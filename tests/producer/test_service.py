@@ -96,6 +96,7 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         # the dashboard's views and the metrics (issue 10)
         ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/details"), ("POST", "/v1/jobs/{job_id}/requeue"),
         ("GET", "/v1/workers"), ("GET", "/v1/views/throughput"), ("GET", "/v1/views/objects"), ("GET", "/metrics"),
+        ("GET", "/v1/jobs/{job_id}/events"),  # a job's status and progress, live (issue 9)
     }
     for path, ops in spec["paths"].items():
         for method, op in ops.items():

@@ -90,3 +90,17 @@ def test_bad_settings_are_refused_with_one_clear_message(client: Client, served:
         client.submit("echo", {"value": 1}, tags=["has,comma"])
     with pytest.raises(pydantic.ValidationError, match="greater than 0"):
         client.submit("echo", {"value": 1}, result_ttl_s=0)
+
+
+def test_the_task_decorator_ttls_apply_unless_the_job_sets_its_own(client: Client, conn: redis.Redis,
+                                                                   start_node) -> None:
+    start_node(processes=1)
+    finished = client.submit("test.short_lived", {})
+    failed = client.submit("test.short_lived", {"fail": True}, retries=0)
+    kept = client.submit("test.short_lived", {}, result_ttl_s=60)
+    assert client.result(kept, wait_s=10).value == "ok" and client.result(finished, wait_s=10).value == "ok"
+    assert client.result(failed, wait_s=10).status == JobStatus.FAILED
+    assert conn.ttl(keys.job(kept.id)) > 50
+    wait_for(lambda: _gone(conn, finished.id) and _gone(conn, failed.id), timeout=5,
+             what="the decorator's 1 s TTLs to expire both jobs")
+    assert conn.exists(keys.job(kept.id))
