@@ -121,7 +121,7 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
         redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
         held[#held + 1] = id .. '@' .. qname .. '@' .. exec
         out[#out + 1] = item(id, qname, maxdata)
-        rq_exec_start(id, exec, worker, ttl)
+        rq_exec_start(id, exec, worker)
         claimed = claimed + 1
       end
     end

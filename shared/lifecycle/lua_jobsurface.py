@@ -73,13 +73,13 @@ end
 -- in the worker's set; the heartbeat keeps both alive with the claim record.
 local RQ_EXEC, RQ_EXECUTIONS = {_q(keys.RQ_EXECUTION_PREFIX)}, {_q(keys.EXECUTIONS_SUFFIX)}
 
-local function rq_exec_start(id, exec, worker, ttl)
-  local key = RQ_EXEC .. id .. ':' .. exec
+-- TTLs come from the heartbeat (rq_commands.refresh), not from here: two commands less per job. Every
+-- execution ends in FINISH, SETTLE (also for a dead worker or node) or RELEASE, which delete it; the TTL is
+-- only the safety net, and RQ drops set members whose hash is gone when it reads them.
+local function rq_exec_start(id, exec, worker)
   local now = js_time()
-  redis.call('HSET', key, 'id', exec, 'job_id', id, 'created_at', now, 'last_heartbeat', now, 'worker_name', worker)
-  redis.call('EXPIRE', key, ttl)
-  -- the set's TTL is set by the heartbeat (rq_commands.refresh), not here: one command less per job; its
-  -- members leave as their executions end, and RQ drops members whose hash expired when it reads them
+  redis.call('HSET', RQ_EXEC .. id .. ':' .. exec, 'id', exec, 'job_id', id, 'created_at', now,
+             'last_heartbeat', now, 'worker_name', worker)
   redis.call('SADD', WORKER .. worker .. RQ_EXECUTIONS, id .. ':' .. exec)
 end
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import redis
@@ -72,3 +74,20 @@ def test_a_failed_or_requeued_execution_leaves_the_index(client: Client, start_n
     assert client.result(job, wait_s=10).status == JobStatus.FAILED
     assert not list(conn.scan_iter(f"{keys.RQ_EXECUTION_PREFIX}*"))
     assert [conn.scard(keys.worker_executions(name)) for name in node.workers(conn)] == [0]
+
+
+def test_a_killed_workers_execution_leaves_the_index_and_the_rerun_gets_its_own(
+        client: Client, start_node, conn: redis.Redis, tmp_path: Path) -> None:
+    start_node(processes=1)
+    job = client.submit("test.steps", {"gate_dir": str(tmp_path), "steps": 1}, retries=2)
+    first = _started(client, job.id)
+    [member] = [m.decode() for m in conn.smembers(keys.worker_executions(first))]
+    os.kill(int(first.rsplit(".", 1)[1]), signal.SIGKILL)  # the supervisor requeues it; a new process runs it
+
+    second = wait_for(lambda: (lambda i: i.worker if i.status == JobStatus.STARTED and i.worker != first else None)(
+        client.status(job)), timeout=15, what="the job to run again in a new worker process")
+    assert not conn.exists(f"{keys.RQ_EXECUTION_PREFIX}{member}")
+    assert _rq_worker(conn, second).get_current_job_id() == job.id
+    (tmp_path / "go0").touch()
+    assert client.result(job, wait_s=10).status == JobStatus.FINISHED
+    assert not list(conn.scan_iter(f"{keys.RQ_EXECUTION_PREFIX}*"))
