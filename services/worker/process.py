@@ -104,6 +104,7 @@ class WorkerProcess:
         self.last_run_s = 1.0
         self.inflight: tuple[Done, list[Any], str] | None = None  # a finish written to `pipe`, reply not read yet
         self.pipe_lock = threading.Lock()  # the side thread may read a refill's reply when the running job is long
+        self.working_time = rq_commands.WorkingTime()  # RQ's total_working_time, added with each heartbeat
 
     # --- lifecycle of the process ---
     def run(self) -> int:
@@ -334,6 +335,7 @@ class WorkerProcess:
             self.cache.release_stale()
         run_s = time.perf_counter() - clock
         self.last_run_s = run_s
+        self.working_time.add(run_s)
         timing = Timing(timing_task, run_s, job.wait_s(started))
         stats = self.cache.drain_counters() or None
         if stats:
@@ -455,7 +457,8 @@ class WorkerProcess:
             holding = list(self.held)
         for held in ([job] if job is not None else []) + holding:
             pipe.zadd(keys.started(held.queue), {held.member: deadline}, xx=True)
-        rq_commands.refresh(pipe, self.name, ([job] if job is not None else []) + holding, self.lifecycle.record_ttl_s)
+        rq_commands.refresh(pipe, self.name, ([job] if job is not None else []) + holding, self.lifecycle.record_ttl_s,
+                            self.working_time)
         if job is not None:
             pipe.hset(keys.job(job.id), "last_heartbeat", now)
         pipe.execute()

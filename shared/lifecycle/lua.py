@@ -163,7 +163,7 @@ end
 -- or a re-sent command) changes anything.
 local function settle(a)
   if redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec) == 0 then return 'gone' end
-  rq_exec_end(a.id, a.exec, a.worker, a.run_s)
+  rq_exec_end(a.id, a.exec, a.worker)
   local jkey = JOB .. a.id
   local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl')
   if not f[1] then return 'deleted' end
@@ -309,7 +309,7 @@ else
   result_entry(a.id, ttl, 'type', '1', 'worker_name', a.worker, 'return_value', a.payload,
                'execution_id', a.exec, 'execution_started_at', a.started, 'execution_ended_at', a.ended)
   redis.call('HINCRBY', wkey, 'successful_job_count', 1)
-  rq_exec_end(a.id, a.exec, a.worker, a.run_s)
+  rq_exec_end(a.id, a.exec, a.worker)
   count(a.queue, a.task, 'finished')
   histograms(a)
   if a.stats_key ~= '' then

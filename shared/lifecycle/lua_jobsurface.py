@@ -83,17 +83,13 @@ local function rq_exec_start(id, exec, worker)
   redis.call('SADD', WORKER .. worker .. RQ_EXECUTIONS, id .. ':' .. exec)
 end
 
--- An execution ended (finished, settled or given back): out of the index; its run time counted for the worker
--- (run_s > 0, RQ's `total_working_time`). Callers run it once per execution (after their idempotency gate).
-local function rq_exec_end(id, exec, worker, run_s)
+-- An execution ended (finished, settled or given back): out of the index. (RQ's `total_working_time` is added
+-- by the worker process with its heartbeat: one command per heartbeat instead of one per job.)
+local function rq_exec_end(id, exec, worker)
   local key = RQ_EXEC .. id .. ':' .. exec
   if not worker or worker == '' then worker = redis.call('HGET', key, 'worker_name') end
   redis.call('DEL', key)
-  if worker and worker ~= '' then
-    redis.call('SREM', WORKER .. worker .. RQ_EXECUTIONS, id .. ':' .. exec)
-    local run = tonumber(run_s or '0') or 0
-    if run > 0 then redis.call('HINCRBYFLOAT', WORKER .. worker, 'total_working_time', run) end
-  end
+  if worker and worker ~= '' then redis.call('SREM', WORKER .. worker .. RQ_EXECUTIONS, id .. ':' .. exec) end
 end
 """
 

@@ -57,13 +57,15 @@ def test_rq_sees_the_running_ferry_job_and_the_workers_working_time(client: Clie
 
     (tmp_path / "go0").touch()
     assert client.result(first, wait_s=10).status == JobStatus.FINISHED
-    after_first = _rq_worker(conn, name)
-    assert after_first.get_current_job_id() is None
-    assert after_first.total_working_time > 0
+    assert _rq_worker(conn, name).get_current_job_id() is None
+    # the worker adds its run time with its next heartbeat (FERRY_HEARTBEAT_INTERVAL_S, 0.5 s in tests)
+    after_first = wait_for(lambda: _rq_worker(conn, name).total_working_time, timeout=5,
+                           what="total_working_time to count the first job")
 
     second = client.submit("test.pid", {"seconds": 0.2})
     assert client.result(second, wait_s=10).status == JobStatus.FINISHED
-    assert _rq_worker(conn, name).total_working_time >= after_first.total_working_time + 0.2
+    wait_for(lambda: _rq_worker(conn, name).total_working_time >= after_first + 0.2, timeout=5,
+             what="total_working_time to grow by the second job's 0.2 s")
     assert conn.scard(keys.worker_executions(name)) == 0
     assert not list(conn.scan_iter(f"{keys.RQ_EXECUTION_PREFIX}*"))
 
