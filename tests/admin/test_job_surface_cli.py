@@ -56,8 +56,13 @@ def test_status_shows_progress_and_result_wait_shows_a_progress_bar(client: Clie
              what="progress 0.5")
     assert '50% step 1 of 2 {"done": 1}' in cli("status", job.id).stdout
 
+    def watchers() -> int:
+        return client.conn.pubsub_numsub(keys.EVENTS_CHANNEL)[0][1]
+
+    before = watchers()  # a producer left by another test may be subscribed already
+
     def finish_later() -> None:  # the last step, once the CLI below is waiting
-        wait_for(lambda: client.conn.pubsub_numsub(keys.EVENTS_CHANNEL)[0][1] > 0, timeout=10, what="a watcher")
+        wait_for(lambda: watchers() > before, timeout=10, what="the CLI to watch the job")
         (tmp_path / "go1").touch()
 
     releaser = threading.Thread(target=finish_later)
