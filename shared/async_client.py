@@ -13,7 +13,7 @@ import asyncio
 import functools
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +26,7 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import keys, limits, schedules
+from shared import idempotency, job_events, keys, limits, schedules
 from shared.admin import Admin
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
@@ -198,6 +198,8 @@ class AsyncClient:
         self._reference = self.conn.register_script(REFERENCE)
         self._bound = self.settings.max_job_data_bytes
         self.done = DoneWaiter(lambda: connect_async(self.url, 1, socket_timeout=None), self.settings.result_recheck_s)
+        self.events = DoneWaiter(lambda: connect_async(self.url, 1, socket_timeout=None),  # subscribes on first watch
+                                 self.settings.result_recheck_s, channels=(keys.DONE_CHANNEL, keys.EVENTS_CHANNEL))
         self._sync_services: tuple[JobService, ObjectStore] | None = None
 
     # --- jobs ---
@@ -254,10 +256,12 @@ class AsyncClient:
         return self.catalog_cache.store(await asyncio.shield(self._catalog_read))
 
     async def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
-        if created:
+        if created == idempotency.CREATED:
             return new_submission(request, job_id, self.settings)
         job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
         info = await self.status(job_id)
+        if created == idempotency.CONFLICT:
+            raise idempotency.conflict(request.idempotency_key or "", job_id, info.task, info.queue)
         return Submitted(id=job_id, status=info.status, queue=info.queue or "", duplicate=True)
 
     @_redis_errors
@@ -295,6 +299,11 @@ class AsyncClient:
                 return result_from_entry(job_id, again[0][1], raw.get(b"ferry_error"), self._bound)
             return JobResult(id=job_id, status=info.status, ready=False, error=info.error or "its result expired")
         return JobResult(id=job_id, status=info.status, ready=False, error=info.error)
+
+    def watch(self, job: Submitted | str, timeout_s: float = 3600,
+              keepalive_s: float | None = None) -> AsyncIterator[JobInfo | None]:
+        """The job's state now, then each change of status or progress until it is final (`async for`)."""
+        return job_events.watch_async(self, job_id_of(job), timeout_s, keepalive_s)
 
     @_redis_errors
     async def cancel(self, job: Submitted | str) -> JobInfo:
@@ -422,6 +431,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self.done.close()
+        await self.events.close()
         await self.conn.aclose()
         if self._sync_services is not None:
             self._sync_services[1].conn.close()

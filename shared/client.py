@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import redis
 
-from shared import limits, schedules
+from shared import job_events, limits, schedules
 from shared.admin import Admin
 from shared.catalog import Catalog
 from shared.catalog import read as read_catalog
@@ -101,6 +101,10 @@ class Client:
     def result(self, job: Submitted | str, wait_s: float = 0) -> JobResult:
         """The job's result, waiting up to wait_s seconds for it; `ready` is false if it is not done."""
         return self.jobs.result(job_id_of(job), wait_s)
+
+    def watch(self, job: Submitted | str, timeout_s: float = 3600) -> Iterator[JobInfo]:
+        """The job's state now, then each change of status or progress until it is final or `timeout_s` passed."""
+        return job_events.watch(self, job_id_of(job), timeout_s)
 
     @_redis_errors
     def cancel(self, job: Submitted | str) -> JobInfo:

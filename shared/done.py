@@ -31,9 +31,11 @@ SUBSCRIBE_WAIT_S = 5.0  # a waiter waits this long for the subscription before r
 class DoneWaiter:
     """Futures keyed by job id, woken by one `ferry:done` subscription."""
 
-    def __init__(self, connect: Callable[[], redis.asyncio.Redis], recheck_s: float) -> None:
+    def __init__(self, connect: Callable[[], redis.asyncio.Redis], recheck_s: float,
+                 channels: tuple[str, ...] = (keys.DONE_CHANNEL,)) -> None:
         self._connect = connect
         self.recheck_s = recheck_s
+        self.channels = channels  # each publishes job ids; ferry:events too for live watchers (shared/job_events.py)
         self._futures: dict[bytes, set[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed: asyncio.Event | None = None
@@ -99,11 +101,12 @@ class DoneWaiter:
             conn = self._connect()
             pubsub = conn.pubsub()
             try:
-                await pubsub.subscribe(keys.DONE_CHANNEL)
-                while True:  # the confirmation: from here on no message for us is lost
+                await pubsub.subscribe(*self.channels)
+                confirmed = 0
+                while confirmed < len(self.channels):  # the confirmations: from here on no message for us is lost
                     message = await pubsub.get_message(timeout=SUBSCRIBE_WAIT_S)
                     if message is not None and message["type"] == "subscribe":
-                        break
+                        confirmed += 1
                 self._subscribed.set()
                 if failures:
                     log.info("subscribed to %s again; every waiting request re-checks its job", keys.DONE_CHANNEL)

@@ -12,7 +12,8 @@ FerryError
 ├── InvalidRequest         any other malformed input                  (exit 2, HTTP 400)
 │   └── UnsupportedMediaType  a body of a type the route does not read (HTTP 415)
 ├── Conflict               the job's status forbids the action          (exit 5, HTTP 409)
-│   └── TaskNotServed      no live node serves the task on that queue   (exit 5, HTTP 409)
+│   ├── TaskNotServed      no live node serves the task on that queue   (exit 5, HTTP 409)
+│   └── IdempotencyConflict  the key names a job with other args        (exit 5, HTTP 409)
 ├── ObjectTooLarge         over a configured size limit               (exit 2, HTTP 413)
 ├── ShmFull                no room in the node's shared memory        (exit 6, HTTP 507)
 ├── RedisFull              Redis refused a write at its maxmemory     (exit 6, HTTP 507)
@@ -133,6 +134,10 @@ class Conflict(FerryError):
 
 class TaskNotServed(Conflict):
     """No live node serves the task on the job's queue (the caller may still queue it on purpose)."""
+
+
+class IdempotencyConflict(Conflict):
+    """The idempotency key already names a job with a different task, queue or args."""
 
 
 class ObjectTooLarge(FerryError):

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from shared import backoff, delays, keys, wire
+from shared import backoff, delays, idempotency, job_view, keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
@@ -97,10 +97,12 @@ class JobService:
         return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies, strict=True)]
 
     def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
-        if created:
+        if created == idempotency.CREATED:
             return new_submission(request, job_id, self.settings)
         job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
         info = self.status(job_id)
+        if created == idempotency.CONFLICT:
+            raise idempotency.conflict(request.idempotency_key or "", job_id, info.task, info.queue)
         return Submitted(id=job_id, status=info.status, queue=info.queue or "", duplicate=True)
 
     # --- inspect ---
@@ -166,7 +168,7 @@ class JobService:
 
 VIEW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "ferry_error",
                "retries_left", "number_of_retries", "timeout", "ferry_task", delays.DUE_FIELD,
-               backoff.ATTEMPT_ERRORS_FIELD, "ferry_waiting")
+               backoff.ATTEMPT_ERRORS_FIELD, "ferry_waiting", *job_view.VIEW_FIELDS)
 
 
 def queue_job_view(pipe: redis.client.Pipeline, job_id: str) -> None:
@@ -252,6 +254,7 @@ def job_info(job_id: str, raw: dict[bytes, bytes], max_data_bytes: int) -> JobIn
         due_at=delays.due_datetime(raw.get(delays.DUE_FIELD.encode())),
         attempt_errors=attempt_errors(raw.get(backoff.ATTEMPT_ERRORS_FIELD.encode())),
         waiting_for=field("ferry_waiting") if status == JobStatus.QUEUED else None,
+        **job_view.extra(raw),
     )
 
 

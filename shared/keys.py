@@ -47,6 +47,25 @@ def worker(name: str) -> str:
     return f"rq:worker:{name}"
 
 
+EXECUTIONS_SUFFIX = ":executions"
+RQ_EXECUTION_PREFIX = "rq:execution:"
+
+
+def worker_executions(name: str) -> str:
+    """RQ 3's index of a worker's active executions (rq/executions.py): a set of `job_id:execution_id`."""
+    return f"{worker(name)}{EXECUTIONS_SUFFIX}"
+
+
+def rq_execution(job_id: str, execution_id: str) -> str:
+    """RQ 3's execution hash (id, job_id, created_at, last_heartbeat, worker_name)."""
+    return f"{RQ_EXECUTION_PREFIX}{job_id}:{execution_id}"
+
+
+def rq_pubsub(worker_name: str) -> str:
+    """RQ's command channel for a worker (rq/command.py): `send_stop_job_command` publishes JSON there."""
+    return f"rq:pubsub:{worker_name}"
+
+
 def workers_by_queue(queue_name: str) -> str:
     return f"rq:workers:{queue_name}"
 
@@ -60,6 +79,7 @@ WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake a
 DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
 IDLE_WORKERS = "ferry:idle"  # set of worker names whose last claim found every queue empty (enqueue wakes only then)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
+EVENTS_CHANNEL = "ferry:events"  # job id published when a running job reports progress (shared/job_context.py)
 METRICS_OBJECT_SCAN = "ferry:metrics:objects_scan"  # hash: /metrics' cursor and totals over the objects index
 
 
@@ -88,6 +108,11 @@ def claim(worker_name: str) -> str:
 
 def idempotency(key: str) -> str:
     return f"{IDEMPOTENCY_PREFIX}{key}"
+
+
+def tag(name: str) -> str:
+    """Zset of the jobs carrying a tag: job id -> submit time (unix s); trimmed, expiring (shared/job_settings.py)."""
+    return f"ferry:tag:{name}"
 
 
 def object_meta(object_id: str) -> str:

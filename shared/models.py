@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared import limits
+from shared import job_settings, limits
 from shared.backoff import MAX_RETRY_DELAY_S, Backoff
 from shared.objects.ref import ObjectRef
 
@@ -72,7 +72,10 @@ class JobRequest(BaseModel):
     retries: int | None = Field(
         None, ge=0, le=100, description="extra attempts after a failure; default: FERRY_DEFAULT_RETRIES")
     idempotency_key: str | None = Field(
-        None, min_length=1, max_length=200, description="the same key submitted again returns the first job"
+        None, min_length=1, max_length=200,
+        description="the same key with the same task, queue and args returns the first job "
+        "(`duplicate: true`); with different ones it is a conflict (409); a job that fails for good or is "
+        "canceled gives its key back"
     )
     allow_unserved: bool = Field(
         False, description="queue the job even if no live node serves its task on its queue (it waits for one)"
@@ -145,6 +148,30 @@ class JobRequest(BaseModel):
                              "give one of them (task-wide limits are declared on the @task decorator)")
         return self
 
+    result_ttl_s: int | None = Field(
+        None, gt=0, le=job_settings.MAX_TTL_S,
+        description="seconds a finished job and its result are kept; default: FERRY_RESULT_TTL_S")
+    failure_ttl_s: int | None = Field(
+        None, gt=0, le=job_settings.MAX_TTL_S,
+        description="seconds a failed or canceled job is kept; default: FERRY_FAILURE_TTL_S")
+    meta: dict[str, Any] | None = Field(
+        None, description=f"a small JSON object (at most {job_settings.META_MAX_BYTES} bytes) kept with the job in "
+        "RQ's own `meta` field (rq-dashboard and `rq.job.Job.meta` show it)", examples=[{"customer": "acme"}])
+    tags: list[Annotated[str, Field(pattern=job_settings.TAG_PATTERN)]] = Field(
+        default_factory=list, description=f"at most {job_settings.MAX_TAGS} short labels "
+        "(letters, digits, `_.:-`, up to 64 characters); list jobs by tag with `GET /v1/jobs?tag=`",
+        examples=[["nightly", "customer:acme"]])
+
+    @field_validator("meta")
+    @classmethod
+    def _bounded_meta(cls, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        return job_settings.check_meta(meta)
+
+    @field_validator("tags")
+    @classmethod
+    def _few_tags(cls, tags: list[str]) -> list[str]:
+        return job_settings.check_tags(tags)
+
 
 class Submitted(BaseModel):
     """The answer to a submission (`Client.submit`, `submit_many`, `POST /v1/jobs`).
@@ -172,6 +199,15 @@ class AttemptError(BaseModel):
     error: str
 
 
+class Progress(BaseModel):
+    """How far a running job says it is (`JobContext.progress`)."""
+
+    fraction: float = Field(ge=0, le=1, description="0 to 1")
+    message: str | None = None
+    data: Any = Field(None, description="small JSON the task attached (at most 4096 bytes)")
+    updated_at: datetime | None = None
+
+
 class JobInfo(BaseModel):
     """A job's state, as stored in Redis."""
 
@@ -193,6 +229,9 @@ class JobInfo(BaseModel):
         default_factory=list, description="the errors of the last failed attempts (at most 10, each cut to 500 chars)")
     waiting_for: str | None = Field(
         None, description="while queued: the limit the job waits for (set aside in Redis, holding no worker)")
+    tags: list[str] = Field(default_factory=list, description="the job's tags")
+    meta: dict[str, Any] = Field(default_factory=dict, description="the job's meta (RQ's `meta` field)")
+    progress: Progress | None = Field(None, description="the latest progress its task reported, if any")
 
 
 class JobResult(BaseModel):

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # Large array results reach the node's memory (and the job reports done) before their write to Redis ends;
     # readers elsewhere wait for it (shared/handoff.py). False: written to Redis before the job reports done.
     result_write_behind: bool = True
+    progress_interval_s: float = Field(0.25, ge=0)  # a task's progress is written at most this often (the last is kept)
+    max_event_streams: int = Field(200, gt=0)  # open `GET /v1/jobs/{id}/events` streams per producer process
 
     _split_queues = field_validator("queues", "task_modules", mode="before")(_split_names)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import backoff, delays, keys, wire
+from shared import backoff, delays, idempotency, job_settings, keys, wire
 from shared.catalog import Catalog
 from shared.errors import FerryError, TaskNotServed, UnknownTask
 from shared.limits import job_limits
@@ -119,24 +119,28 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings,
         queue,
         request.timeout_s or settings.job_timeout_s,
         settings.default_retries if request.retries is None else request.retries,
-        settings.result_ttl_s,
-        settings.failure_ttl_s,
+        request.result_ttl_s or settings.result_ttl_s,
+        request.failure_ttl_s or settings.failure_ttl_s,
     )
     limits = job_limits(request.task, _task_limits(request.task, catalog), request.limit_key,
                         request.concurrency_limit, request.rate_limit)
     if limits:
         fields["ferry_limits"] = limits
+    fields.update(idempotency.fields(request.idempotency_key, request.task, queue, args))
+    fields.update(job_settings.fields(request.meta, request.tags))
+    job_settings.leave_ttls_to_the_task(fields, request.result_ttl_s, request.failure_ttl_s)
     idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
-    script_keys = [keys.job(job_id), keys.queue(queue), idem]
+    scheduled = ""  # the 4th key: RQ's scheduled registry, where ENQUEUE puts a delayed job instead of the queue
     due = delays.due_unix(request, unix_now()) if request.delay_s is not None or request.run_at is not None else None
-    if due is not None:  # a 4th key: ENQUEUE puts the job in RQ's scheduled registry instead of on the queue
+    if due is not None:
         fields.update(delays.scheduled_fields(due))
-        script_keys.append(keys.scheduled(queue))
+        scheduled = keys.scheduled(queue)
     fields.update(backoff.job_fields(request))
-    flat: list[Any] = [job_id, queue, settings.result_ttl_s]
+    # the key (and a tag's index) outlives the job's TTLs; a key whose job expired is taken over (idem_take)
+    flat: list[Any] = [job_id, queue, job_settings.longest_ttl_s(request, settings)]
     for name, value in fields.items():
         flat += [name, value]
-    return script_keys, flat
+    return [keys.job(job_id), keys.queue(queue), idem, scheduled, *job_settings.tag_keys(request.tags)], flat
 
 
 def _task_limits(task: str, catalog: Catalog | None) -> dict[str, Any] | None:

@@ -127,6 +127,8 @@ def job_detail(jobs: JobService, job_id: str) -> JobDetail:
             detail.progress = json.loads(meta).get("progress")
         except (ValueError, AttributeError):
             pass
+    if info.progress is not None:  # what a task reports through its JobContext (the bar's fraction)
+        detail.progress = info.progress.fraction
     if isinstance(info.status, JobStatus) and info.status.is_final:
         result = jobs.result(job_id, 0)
         value, detail.result_truncated = _bounded(result.value)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.tasks import Array, task
+from shared.tasks import Array, JobContext, task
 
 
 @task("test.where")
@@ -112,3 +112,28 @@ def collect(input: list[Any], token: str = "callback") -> dict:  # noqa: A002 - 
     got = [float(v.sum()) if hasattr(v, "sum") else v for v in input]
     _ledger_line("end", token)
     return {"input": got, "pid": os.getpid()}
+
+
+@task("test.steps")
+def steps(gate_dir: str, steps: int, ctx: JobContext) -> int:
+    """Report progress (i+1)/steps after each step; step i waits for the file `<gate_dir>/go<i>` (the test's pace)."""
+    for i in range(steps):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(gate_dir, f"go{i}")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ctx.progress((i + 1) / steps, message=f"step {i + 1} of {steps}", data={"done": i + 1})
+    return steps
+
+
+@task("test.bad_progress")
+def bad_progress(fraction: float, ctx: JobContext) -> None:
+    """Report an out-of-range progress (the job fails with the bound's message)."""
+    ctx.progress(fraction)
+
+
+@task("test.short_lived", result_ttl_s=1, failure_ttl_s=1)
+def short_lived(fail: bool = False) -> str:
+    """A task whose jobs are kept 1 s by default (the decorator's TTLs)."""
+    if fail:
+        raise RuntimeError("failing on purpose")
+    return "ok"

@@ -7,9 +7,21 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from services.admin.common import command, console, esc, fail, invalid, note, open_client, print_json, styled_status
+from services.admin.common import (
+    command,
+    console,
+    err_console,
+    esc,
+    fail,
+    invalid,
+    note,
+    open_client,
+    print_json,
+    styled_status,
+)
 from shared.client import Client
 from shared.errors import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_READY, EXIT_OK, InvalidRequest
 from shared.models import Dependency, JobInfo, JobRequest, JobResult, JobStatus
@@ -37,6 +49,20 @@ def parse_args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             args[name] = raw
     return args
+
+
+def parse_meta(meta_json: str | None) -> dict[str, Any] | None:
+    """`--meta '{...}'` as a dict; one clear line when it is not a JSON object."""
+    if meta_json is None:
+        return None
+    try:
+        meta = json.loads(meta_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"--meta is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if not isinstance(meta, dict):
+        raise InvalidRequest(f"--meta must be a JSON object like '{{\"customer\": \"acme\"}}', not a "
+                             f"{type(meta).__name__}")
+    return meta
 
 
 def resolve_objects(client: Client, args: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +101,10 @@ def submit(
     ] = None,
     idempotency_key: Annotated[
         str | None,
-        typer.Option("--idempotency-key", help="Submitting the same key again returns the first job."),
+        typer.Option("--idempotency-key",
+                     help=("Submitting the same key and job again returns the first job; the same key with "
+                  "other args is a conflict (exit 5); a key is given back when its job fails for good or is "
+                  "canceled.")),
     ] = None,
     wait_s: Annotated[
         float | None,
@@ -139,6 +168,25 @@ def submit(
         typer.Option("--rate-limit", metavar="STARTS/PERIOD",
                      help="At most STARTS jobs with this --limit-key start per PERIOD, e.g. 100/60s, 5/s."),
     ] = None,
+    result_ttl_s: Annotated[
+        int | None,
+        typer.Option("--result-ttl-s", min=1,
+            help="Seconds the finished job and its result are kept (default: FERRY_RESULT_TTL_S)."),
+    ] = None,
+    failure_ttl_s: Annotated[
+        int | None,
+        typer.Option("--failure-ttl-s", min=1,
+            help="Seconds a failed or canceled job is kept (default: FERRY_FAILURE_TTL_S)."),
+    ] = None,
+    meta_json: Annotated[
+        str | None,
+        typer.Option("--meta", metavar="JSON",
+            help="A small JSON object kept with the job (RQ's `meta`; at most 4096 bytes)."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="A label to list jobs by (`ferry jobs --tag`); repeat for more."),
+    ] = None,
 ) -> None:
     """Submit a job and print its id; with --wait-s, print its result (exit 1: failed or canceled; 7: not ended)."""
     with open_client() as client:
@@ -150,7 +198,9 @@ def submit(
                                  retry_delay_s=retry_delay_s, retry_backoff=retry_backoff,  # type: ignore[arg-type]
                                  retry_max_delay_s=retry_max_delay_s, retry_jitter=retry_jitter,
                                  depends_on=[_dependency(d) for d in depends_on or []],
-                                 limit_key=limit_key, concurrency_limit=concurrency_limit, rate_limit=rate_limit)
+                                 limit_key=limit_key, concurrency_limit=concurrency_limit, rate_limit=rate_limit,
+                                 result_ttl_s=result_ttl_s, failure_ttl_s=failure_ttl_s,
+                                 meta=parse_meta(meta_json), tags=tag or [])
         except ValidationError as exc:
             raise invalid(exc, "job") from exc
         submitted = client.submit_request(request)
@@ -163,9 +213,10 @@ def submit(
                     status = _status_text(submitted.status)
                     note(f"idempotency key {idempotency_key!r} matched this earlier job ({status})")
             return
-        if not json_output:
-            note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait_s:g}s")
-        raise typer.Exit(show_result(client.result(submitted.id, wait_s=wait_s), json_output, waited_s=wait_s))
+        if json_output:
+            raise typer.Exit(show_result(client.result(submitted.id, wait_s=wait_s), json_output, waited_s=wait_s))
+        note(f"job {submitted.id} submitted to queue {submitted.queue}; waiting up to {wait_s:g}s")
+        raise typer.Exit(show_result(wait_showing_progress(client, submitted.id, wait_s), False, waited_s=wait_s))
 
 
 @command
@@ -198,7 +249,8 @@ def result(
 ) -> None:
     """Print a job's result (exit 1 if it failed or was canceled, 7 if it has not ended yet)."""
     with open_client() as client:
-        raise typer.Exit(show_result(client.result(job_id, wait_s=wait_s), json_output, waited_s=wait_s))
+        res = client.result(job_id, wait_s=wait_s) if json_output else wait_showing_progress(client, job_id, wait_s)
+        raise typer.Exit(show_result(res, json_output, waited_s=wait_s))
 
 
 @command
@@ -216,6 +268,40 @@ def cancel(
     else:
         console.print(f"job {job_id} is started; its worker process was told to stop it "
                       f"(`ferry status {job_id}` shows when it is canceled)", highlight=False)
+
+
+def progress_text(info: JobInfo) -> str | None:
+    """`40% step 4 of 10` (and its data as JSON), or None when the job reported no progress."""
+    if info.progress is None:
+        return None
+    parts = [f"{info.progress.fraction:.0%}", info.progress.message or ""]
+    if info.progress.data is not None:
+        parts.append(json.dumps(info.progress.data))
+    return " ".join(p for p in parts if p)
+
+
+def wait_showing_progress(client: Client, job_id: str, wait_s: float) -> JobResult:
+    """Wait up to `wait_s` for the job to end, then its result; once the job reports progress, a progress bar on
+    stderr (live on a terminal; elsewhere its last state, printed once). A job that reports none shows nothing."""
+    res = client.result(job_id)
+    if res.ready or wait_s <= 0:
+        return res
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[note]}"))
+    bar = Progress(*columns, console=err_console)
+    shown = None
+    try:
+        for info in client.watch(job_id, wait_s):
+            if info.progress is None:
+                continue
+            if shown is None:
+                bar.start()
+                shown = bar.add_task("", total=1.0, note="")
+            bar.update(shown, completed=info.progress.fraction, description=_status_text(info.status),
+                       note=esc(info.progress.message or ""))
+    finally:
+        if shown is not None:
+            bar.stop()
+    return client.result(job_id)
 
 
 def show_result(res: JobResult, json_output: bool, waited_s: float = 0) -> int:
@@ -266,6 +352,8 @@ def job_table(info: JobInfo) -> Table:
         ("due", _when(info.due_at)),
         *((f"attempt {e.attempt} error", f"{e.error} (at {_when(e.failed_at)})") for e in info.attempt_errors),
         ("waiting for", info.waiting_for),
+        ("tags", ", ".join(info.tags)), ("meta", json.dumps(info.meta) if info.meta else None),
+        ("progress", progress_text(info)),
     ]
     for name, value in rows:
         if value not in (None, ""):

@@ -24,6 +24,7 @@ from services.admin.common import (
     styled_status,
     table,
 )
+from shared import job_listing
 from shared.catalog import unservable_jobs, unservable_lines
 from shared.client import Client
 from shared.errors import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_USAGE, InvalidRequest, JobNotFound
@@ -111,15 +112,22 @@ def jobs(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="At most this many jobs.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Print the jobs as a JSON list.")] = False,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Only jobs of this task.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only jobs with this tag (newest first).")] = None,
 ) -> None:
-    """List jobs by queue and status (queued jobs in queue order; others newest first)."""
+    """List jobs by queue, status, task and tag (exact filters; queued jobs in queue order, others newest first)."""
     with open_client() as client:
-        found = client.admin.jobs(queue, status, limit)
+        if task is None and tag is None:
+            found = client.admin.jobs(queue, status, limit)
+        else:
+            found = job_listing.list_jobs(client.conn, client.settings, status, queue, task, tag, limit)
     if json_output:
         print_json(found)
         return
     if not found:
-        empty(" ".join(filter(None, [status.value if status else None, "jobs"])), f"in queue {queue}" if queue else "")
+        where = " ".join(filter(None, [f"in queue {queue}" if queue else "", f"of task {task}" if task else "",
+                                      f"tagged {tag}" if tag else ""]))
+        empty(" ".join(filter(None, [status.value if status else None, "jobs"])), where)
         return
     t = table("job", "task", "queue", "status", "attempts", "ended", "error")
     for j in found:

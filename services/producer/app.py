@@ -27,7 +27,7 @@ from services.producer.deps import api_token, bearer
 from services.producer.docs import install_docs
 from services.producer.errors import CatchAll, install_error_handlers
 from services.producer.limits import BodyLimit
-from services.producer.routes import jobs, meta, metrics, objects, pause, schedules, views, workflows
+from services.producer.routes import job_events, jobs, meta, metrics, objects, pause, schedules, views, workflows
 from services.producer.schemas import COMMON_ERRORS
 from shared.async_client import AsyncClient
 from shared.client import Client
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AccessLog, enabled=settings.access_log)  # outermost: logs the status CatchAll answered
 
     documented = [Depends(bearer)]  # the check itself is TokenGate's; this shows the scheme in /docs
-    for module in (jobs, objects, meta, metrics, views, schedules, workflows, pause):
+    for module in (jobs, job_events, objects, meta, metrics, views, schedules, workflows, pause):
         app.include_router(module.router, dependencies=documented, responses=COMMON_ERRORS)
     app.include_router(meta.health_router)
     mount_dashboard(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from services.worker.interrupts import Interrupts
 from shared import wire, workflows
 from shared.errors import InvalidRequest
 from shared.handoff import WriteBehind
+from shared.job_context import ProgressWriter
 from shared.lifecycle import Claimed
 from shared.objects.cache import NodeCache
 from shared.objects.ref import normalize, ref_for
@@ -24,7 +26,8 @@ class Executor:
     """Runs jobs in this process. Only tasks in the registry can run: the job names one by string."""
 
     def __init__(self, tasks: TaskRegistry, cache: NodeCache, store: ObjectStore, threshold_bytes: int,
-                 max_data_bytes: int, default_timeout_s: float, write_behind: WriteBehind | None = None) -> None:
+                 max_data_bytes: int, default_timeout_s: float, write_behind: WriteBehind | None = None,
+                 progress_interval_s: float = 0.25) -> None:
         self.tasks = tasks
         self.default_timeout_s = default_timeout_s
         self.max_data_bytes = max_data_bytes
@@ -35,6 +38,7 @@ class Executor:
         self.write_behind = write_behind  # large results: in memory before the finish, in Redis right after
         self._job: Claimed | None = None
         self._objects = 0
+        self.progress = ProgressWriter(store.conn, progress_interval_s)
 
     def run(self, job: Claimed) -> tuple[str, bytes]:
         """(task name, the job's result as JSON bytes); raises the task's error (or a FerryError) on failure.
@@ -53,18 +57,32 @@ class Executor:
             args, lists = workflows.resolve_inputs(self.store.conn, job.id, args)
         validated = spec.validate(args)
         self.interrupts.arm(job.id, job.timeout_s or self.default_timeout_s)
+        context = self.progress.context(job.id, spec.context_param)
         try:
-            arrays = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
+            arrays: dict[str, Any] = {name: self.cache.array(ref) for name, ref in spec.object_refs(validated).items()}
             arrays.update({name: workflows.arrays_in(getattr(validated, name), self.cache.array) for name in lists})
+            if context is not None:
+                arrays[spec.context_param or ""] = context
             value = spec.call(validated, arrays)
         finally:
             self.interrupts.disarm()
+            if context is not None:
+                self.progress.current = None
+                context.flush()
         del arrays
         self._job, self._objects = job, 0
         payload = wire.dumps_value(self._objectify(value))
         if len(payload) > self.max_data_bytes:
             raise wire.too_large("the job's result", len(payload), self.max_data_bytes)
         return task_name, payload
+
+    def with_task_ttls(self, job: Claimed) -> Claimed:
+        """The job with its task's decorator TTLs where it set none (`@task(result_ttl_s=...)`); else as it is."""
+        spec = self.tasks.specs_by_name().get(job.task)
+        if spec is None or (spec.result_ttl_s is None and spec.failure_ttl_s is None):
+            return job
+        return dataclasses.replace(job, result_ttl_s=job.result_ttl_s or spec.result_ttl_s,
+                                   failure_ttl_s=job.failure_ttl_s or spec.failure_ttl_s)
 
     def _objectify(self, value: Any) -> Any:
         """Large arrays and any bytes in the result become objects: stored in Redis, kept in this node's memory."""

@@ -32,6 +32,7 @@ from typing import Any
 import redis
 import rq
 
+from services.worker import rq_commands
 from services.worker.execution import Executor
 from services.worker.outage import GaveUp, Outage
 from shared import keys
@@ -106,6 +107,7 @@ class WorkerProcess:
         self.last_run_s = 1.0
         self.inflight: tuple[Done, list[Any], str] | None = None  # a finish written to `pipe`, reply not read yet
         self.pipe_lock = threading.Lock()  # the side thread may read a refill's reply when the running job is long
+        self.working_time = rq_commands.WorkingTime()  # RQ's total_working_time, added with each heartbeat
 
     # --- lifecycle of the process ---
     def run(self) -> int:
@@ -124,7 +126,7 @@ class WorkerProcess:
             if self.settings.result_write_behind else None
         self.executor = Executor(load_tasks(self.settings.task_modules), self.cache, store,
                                  self.settings.result_object_threshold_bytes, self.settings.max_job_data_bytes,
-                                 self.settings.job_timeout_s, write_behind)
+                                 self.settings.job_timeout_s, write_behind, self.settings.progress_interval_s)
         self._retry(self._register_birth, "registering")
         self._pubsub = self._retry(self._subscribe, "subscribing")
         side = threading.Thread(target=self._side_loop, name="ferry-heartbeat", daemon=True)
@@ -320,6 +322,7 @@ class WorkerProcess:
 
     def _execute(self, job: Claimed) -> Done:
         """Run one job; its outcome, to record."""
+        job = self.executor.with_task_ttls(job)
         started = unix_now()
         clock = time.perf_counter()
         timing_task = job.task or "unknown"
@@ -343,6 +346,7 @@ class WorkerProcess:
             self.cache.release_stale()
         run_s = time.perf_counter() - clock
         self.last_run_s = run_s
+        self.working_time.add(run_s)
         timing = Timing(timing_task, run_s, job.wait_s(started))
         stats = self.cache.drain_counters() or None
         if stats:
@@ -388,10 +392,10 @@ class WorkerProcess:
     # --- side thread: heartbeat, wake-ups, cancel requests, parent check, prefetch give-back ---
     def _subscribe(self) -> redis.client.PubSub:
         pubsub = self.conn.pubsub()
-        pubsub.subscribe(keys.WAKE_CHANNEL, keys.control_channel(self.name))
+        pubsub.subscribe(keys.WAKE_CHANNEL, keys.control_channel(self.name), keys.rq_pubsub(self.name))
         confirmed = 0
         deadline = time.monotonic() + 5
-        while confirmed < 2 and time.monotonic() < deadline:  # subscribed before the first claim: no lost wake-up
+        while confirmed < 3 and time.monotonic() < deadline:  # subscribed before the first claim: no lost wake-up
             message = pubsub.get_message(timeout=0.5)
             if message and message["type"] == "subscribe":
                 confirmed += 1
@@ -416,6 +420,7 @@ class WorkerProcess:
                     if self.held:
                         self._give_back_held("the running job is long")
                 if time.monotonic() >= next_beat:
+                    self.executor.progress.flush_current()
                     self._heartbeat()
                     next_beat = time.monotonic() + self.settings.heartbeat_interval_s
                 self.outage.ok()
@@ -434,6 +439,12 @@ class WorkerProcess:
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == keys.WAKE_CHANNEL.encode():
             self.wake.set()
+            return
+        if channel == keys.rq_pubsub(self.name).encode():  # RQ's send_stop_job_command: Ferry's cancel
+            stop = rq_commands.stop_job_id(data)
+            if stop is not None:
+                log.info("worker %s: RQ stop-job command for job %s: canceling it", self.name, stop)
+                self.lifecycle.cancel(stop)  # publishes the cancel on our control channel: handled below
             return
         command, _, job_id = data.decode().partition(" ")
         if command != "cancel":
@@ -457,6 +468,8 @@ class WorkerProcess:
             holding = list(self.held)
         for held in ([job] if job is not None else []) + holding:
             pipe.zadd(keys.started(held.queue), {held.member: deadline}, xx=True)
+        rq_commands.refresh(pipe, self.name, ([job] if job is not None else []) + holding, self.lifecycle.record_ttl_s,
+                            self.working_time)
         if job is not None:
             pipe.hset(keys.job(job.id), "last_heartbeat", now)
         pipe.execute()
@@ -492,6 +505,7 @@ def unregister_worker(conn: redis.Redis, name: str, queues: list[str]) -> None:
     pipe.srem(keys.IDLE_WORKERS, name)
     for queue in queues:
         pipe.srem(keys.workers_by_queue(queue), key)
+    pipe.delete(keys.worker_executions(name))
     pipe.hset(key, mapping={"death": rq_now(), "state": "dead"})
     pipe.expire(key, 60)
     pipe.execute()

@@ -10,7 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
-from shared.lifecycle import lua_delays, lua_limits, lua_locality, lua_workflows
+from shared.lifecycle import lua_delays, lua_jobsurface, lua_limits, lua_locality, lua_workflows
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -49,6 +49,7 @@ local RESULTS, QUEUES, WORKER = {_q(keys.results(''))}, {_q(keys.RQ_QUEUES)}, {_
 local METRICS, DONE, WAKE = {_q(job_metrics.METRICS_KEY)}, {_q(keys.DONE_CHANNEL)}, {_q(keys.WAKE_CHANNEL)}
 local IDLE, CLAIM, CONTROL = {_q(keys.IDLE_WORKERS)}, {_q(keys.claim(''))}, {_q(keys.control_channel(''))}
 local FINAL = {{{_FINAL_ENTRIES}}}
+{lua_jobsurface.LUA}
 local function jobs_field(q, t, o) return {_lua_concat(job_metrics.jobs_field("@q@", "@t@", "@o@"), "q", "t", "o")} end
 local function requeued_field(q, t, r) return {_REQUEUED_FIELD} end
 
@@ -129,6 +130,7 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
         redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
         held[#held + 1] = id .. '@' .. qname .. '@' .. exec
         out[#out + 1] = item(id, qname, maxdata)
+        rq_exec_start(id, exec, worker)
         claimed = claimed + 1
       end
     end
@@ -171,6 +173,7 @@ end
 -- or a re-sent command) changes anything.
 local function settle(a)
   if redis.call('ZREM', WIP .. a.queue, a.id .. ':' .. a.exec) == 0 then return 'gone' end
+  rq_exec_end(a.id, a.exec, a.worker)
   local jkey = JOB .. a.id
   local f = redis.call('HMGET', jkey, 'status', 'cancel_requested', 'retries_left', 'failure_ttl', 'ferry_limits',
                        'rate_limit_key')
@@ -187,6 +190,7 @@ local function settle(a)
     result_entry(a.id, ttl, 'type', '3', 'worker_name', a.worker)
     count(a.queue, task, 'canceled')
     rq_release(a.id, f[6], a.now, a.now_unix)
+    idem_release(jkey, a.id)
     redis.call('PUBLISH', DONE, a.id)
     wf_final(a.id, a.now, a.now_unix, '')
     return 'canceled'
@@ -211,6 +215,7 @@ local function settle(a)
   result_entry(a.id, ttl, 'type', '2', 'worker_name', a.worker, 'exc_string', a.exc_string)
   count(a.queue, task, 'failed')
   rq_release(a.id, f[6], a.now, a.now_unix)
+  idem_release(jkey, a.id)
   redis.call('PUBLISH', DONE, a.id)
   wf_final(a.id, a.now, a.now_unix, '')
   return 'failed'
@@ -219,6 +224,7 @@ end
 -- Give back a claimed job that never started running (prefetched): front of its queue, no retry used.
 local function release(id, qname, exec)
   if redis.call('ZREM', WIP .. qname, id .. ':' .. exec) == 0 then return 'gone' end
+  rq_exec_end(id, exec)
   local jkey = JOB .. id
   local f = redis.call('HMGET', jkey, 'status', 'ferry_limits')
   local status = f[1]
@@ -275,15 +281,16 @@ def _named(names: tuple[str, ...], first: int) -> str:
 
 
 ENQUEUE = PRELUDE + """
--- KEYS: job, queue, idempotency key ('' for none)   ARGV: id, queue name, idempotency ttl, field, value, ...
+-- KEYS: job, queue, idempotency key ('' for none), RQ's scheduled registry ('' unless delayed), tag indexes...
+-- ARGV: id, queue name, idempotency ttl, field, value, ...
 if KEYS[3] ~= '' then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then return {0, existing} end
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
+  local taken = idem_take(KEYS[3], ARGV[1], ARGV[3], ARGV)
+  if taken then return taken end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-if KEYS[4] then return schedule_new(KEYS, ARGV) end   -- a delayed job (lua_delays)
+if #KEYS > 4 then tag_job(ARGV[1], KEYS, ARGV[3]) end   -- tags (lua_jobsurface)
+if KEYS[4] and KEYS[4] ~= '' then return schedule_new(KEYS, ARGV) end   -- a delayed job (lua_delays)
 redis.call('SADD', QUEUES, KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 offer(KEYS[1], ARGV[1], ARGV[2])
@@ -327,6 +334,7 @@ else
   result_entry(a.id, ttl, 'type', '1', 'worker_name', a.worker, 'return_value', a.payload,
                'execution_id', a.exec, 'execution_started_at', a.started, 'execution_ended_at', a.ended)
   redis.call('HINCRBY', wkey, 'successful_job_count', 1)
+  rq_exec_end(a.id, a.exec, a.worker)
   count(a.queue, a.task, 'finished')
   rq_release(a.id, f[4], a.now, a.now_unix)
   histograms(a)
@@ -418,13 +426,14 @@ if not f[1] then return {'missing'} end
 if f[1] == 'scheduled' then return cancel_scheduled(KEYS[1], ARGV, f[2]) end
 if f[1] == 'queued' then
   if f[4] then limits_unwait(KEYS[1], f[2]) end
-  local ttl = tonumber(ARGV[3])
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'failure_ttl') or '') or tonumber(ARGV[3])
   redis.call('LREM', QUEUE .. f[2], 0, ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[2], 'ferry_error', 'canceled before it ran')
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('ZADD', CANCELED .. f[2], tonumber(ARGV[4]) + ttl, ARGV[1])
   result_entry(ARGV[1], ttl, 'type', '3', 'worker_name', '')
   count(f[2], task_of(KEYS[1], ''), 'canceled')
+  idem_release(KEYS[1], ARGV[1])
   redis.call('PUBLISH', DONE, ARGV[1])
   wf_final(ARGV[1], ARGV[2], tonumber(ARGV[4]), '')
   return {'canceled'}

@@ -49,6 +49,7 @@ local function cancel_scheduled(jkey, argv, origin)
   redis.call('ZADD', CANCELED .. origin, tonumber(argv[4]) + ttl, argv[1])
   result_entry(argv[1], ttl, 'type', '3', 'worker_name', '')
   count(origin, task_of(jkey, ''), 'canceled')
+  idem_release(jkey, argv[1])
   redis.call('PUBLISH', DONE, argv[1])
   return {{'canceled'}}
 end

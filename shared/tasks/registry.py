@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from shared.backoff import RetryBackoff
 from shared.errors import ConfigError, InvalidArgs, UnknownTask
+from shared.job_context import JobContext
 from shared.limits import task_limits
 from shared.objects.ref import ObjectRef
 
@@ -46,6 +47,9 @@ class TaskSpec:
     version: str = ""  # a hash of the function's source: the catalog shows which code each node runs
     retry_backoff: RetryBackoff | None = None  # the task's default back-off (shared/backoff.py); a job may override
     limits: dict[str, Any] | None = None  # concurrency / concurrency_per_node / rate_limit (shared/limits.py)
+    context_param: str | None = None  # the parameter annotated `JobContext`, passed by the worker (not an input)
+    result_ttl_s: int | None = None  # the task's defaults for jobs that set none (`@task(..., result_ttl_s=)`)
+    failure_ttl_s: int | None = None
 
     def validate(self, args: Any) -> BaseModel:
         """The validated input; InvalidArgs naming each bad field otherwise."""
@@ -113,14 +117,20 @@ class TaskRegistry:
         self._tasks: dict[str, TaskSpec] = {}
 
     def task(self, name: str | None = None, *, concurrency: int | None = None, concurrency_per_node: int | None = None,
-             rate_limit: str | None = None, **retry: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             rate_limit: str | None = None, result_ttl_s: int | None = None, failure_ttl_s: int | None = None,
+             **retry: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register a function as a task; its signature, with type hints, becomes the input model.
 
         `concurrency` / `concurrency_per_node`: at most this many of its jobs run at once, cluster-wide / on one
         node; `rate_limit` ('100/60s'): at most that many start per period. Jobs over a limit wait in Redis.
+        `result_ttl_s` / `failure_ttl_s`: how long its jobs are kept once finished / failed or canceled, for jobs
+        that do not set their own (default: FERRY_RESULT_TTL_S / FERRY_FAILURE_TTL_S).
         `retry` is the task's default back-off between attempts (`retry_delay_s`, `retry_backoff`
         "fixed" | "exponential", `retry_max_delay_s`, `retry_jitter`; see shared/backoff.py).
         """
+        for what, ttl in (("result_ttl_s", result_ttl_s), ("failure_ttl_s", failure_ttl_s)):
+            if ttl is not None and ttl <= 0:
+                raise ConfigError(f"task {name!r}: {what} must be a positive number of seconds, not {ttl}")
         backoff = _backoff(name, retry)
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -129,7 +139,8 @@ class TaskRegistry:
                 limits = task_limits(concurrency, concurrency_per_node, rate_limit) or None
             except ValueError as exc:
                 raise ConfigError(f"task {task_name!r}: {exc}") from exc
-            spec = dataclasses.replace(build_spec(task_name, func), limits=limits)
+            spec = dataclasses.replace(build_spec(task_name, func), limits=limits, result_ttl_s=result_ttl_s,
+                                       failure_ttl_s=failure_ttl_s)
             if backoff is not None:
                 spec = dataclasses.replace(spec, retry_backoff=backoff)
             existing = self._tasks.get(spec.name)
@@ -152,6 +163,10 @@ class TaskRegistry:
                 f"no task named {name!r} is registered; known tasks: {known}", known=sorted(self._tasks)
             ) from None
 
+    def specs_by_name(self) -> dict[str, TaskSpec]:
+        """Every task by name (read-only use: the worker's per-job lookup, without UnknownTask's cost)."""
+        return self._tasks
+
     def names(self) -> list[str]:
         return sorted(self._tasks)
 
@@ -163,10 +178,14 @@ def build_spec(name: str, func: Callable[..., Any]) -> TaskSpec:
     hints = get_type_hints(func, include_extras=True)
     fields: dict[str, Any] = {}
     arrays = set()
+    context: str | None = None
     for param in inspect.signature(func).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"task {name!r}: *args/**kwargs are not allowed; name every parameter")
         annotation = hints.get(param.name, Any)
+        if annotation is JobContext:
+            context = param.name
+            continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         if _is_array(annotation):
             arrays.add(param.name)
@@ -175,7 +194,8 @@ def build_spec(name: str, func: Callable[..., Any]) -> TaskSpec:
     model_name = "".join(part.title() for part in name.replace("-", ".").replace("_", ".").split(".")) + "Args"
     model = create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
     description = inspect.getdoc(func) or ""
-    return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0], source_version(func))
+    return TaskSpec(name, func, model, frozenset(arrays), description.split("\n\n")[0], source_version(func),
+                    context_param=context)
 
 
 def _backoff(name: str | None, retry: dict[str, Any]) -> RetryBackoff | None:

@@ -105,6 +105,7 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         # pause and resume (issue 9)
         ("POST", "/v1/queues/pause"), ("POST", "/v1/queues/resume"), ("POST", "/v1/queues/{name}/pause"),
         ("POST", "/v1/queues/{name}/resume"),
+        ("GET", "/v1/jobs/{job_id}/events"),  # a job's status and progress, live (issue 9)
     }
     for path, ops in spec["paths"].items():
         for method, op in ops.items():

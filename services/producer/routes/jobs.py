@@ -77,7 +77,8 @@ RESULT_EXAMPLES = {
     summary="Submit a job",
     description=(
         "Validate the task's args against its input schema (see `GET /v1/tasks`) and enqueue it. "
-        "A repeated `idempotency_key` returns the first job with `duplicate: true` and enqueues nothing. "
+        "A repeated `idempotency_key` with the same task, queue and args returns the first job with "
+        "`duplicate: true` and enqueues nothing; with different ones it is a 409 naming the job that holds the key. "
         "A task no live node serves on the job's queue is refused (409) unless `allow_unserved` is true. "
         "`delay_s` or `run_at` (ISO-8601 with a zone) makes the job wait as `scheduled` until it is due; "
         "`retry_delay_s`, `retry_backoff`, `retry_max_delay_s` and `retry_jitter` set the wait between attempts."
@@ -93,7 +94,7 @@ RESULT_EXAMPLES = {
         notes={
             404: "No task of that name is served; the message lists the known ones",
             409: "TaskNotServed: no live node serves the task on that queue "
-            "(send allow_unserved: true to queue it anyway)",
+            "(send allow_unserved: true to queue it anyway); IdempotencyConflict: the key belongs to another job",
         },
     ),
 )

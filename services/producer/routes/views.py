@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from services.producer.schemas import errors
-from shared import views
+from shared import job_listing, job_settings, views
 from shared.admin import Admin
 from shared.client import Client
 from shared.errors import Conflict
@@ -27,18 +27,22 @@ def _client(request: Request) -> Client:
     return request.app.state.client
 
 
-@router.get("/jobs", response_model=list[JobInfo], summary="List jobs, filtered by status, queue and task",
+@router.get("/jobs", response_model=list[JobInfo], summary="List jobs, filtered by status, queue, task and tag",
             description="Most recently active first. With `task`, the newest "
-            f"{views.SCAN_PER_LIST} jobs of each queue and status are searched.", responses=errors(422))
+            f"{views.SCAN_PER_LIST} jobs of each queue and status are searched. With `tag`, the tag's newest "
+            f"{job_listing.SCAN_PER_TAG} jobs are searched, newest first. Filters are exact and combine.",
+            responses=errors(422))
 async def list_jobs(
     request: Request,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
     queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN, description="only this queue")] = None,
     task: Annotated[str | None, Query(min_length=1, max_length=200, description="only this task")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many jobs")] = 50,
+    tag: Annotated[str | None, Query(pattern=job_settings.TAG_PATTERN, description="only jobs with this tag")] = None,
 ) -> list[JobInfo]:
     client = _client(request)
-    return await run_in_threadpool(views.list_jobs, client.conn, client.settings, status, queue, task, limit)
+    return await run_in_threadpool(job_listing.list_jobs, client.conn, client.settings, status, queue, task, tag,
+                                   limit)
 
 
 @router.get("/jobs/{job_id}/details", response_model=views.JobDetail,
