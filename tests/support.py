@@ -20,6 +20,14 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def as_a_terminals_job() -> None:
+    """`preexec_fn` for a process the test stops with Ctrl-C: SIGINT (and SIGQUIT) at their defaults, as in a
+    terminal's foreground job. A suite started in the background by a shell (`./.ci/run &`) inherits both
+    ignored, an ignored signal stays ignored across exec, and `ferry up` would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.02, what: str = "condition") -> T:
     """Poll `predicate` until it returns something truthy; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

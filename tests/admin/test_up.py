@@ -19,7 +19,7 @@ import pytest
 from shared.embedded import free_port
 from shared.errors import EXIT_INTERNAL
 from tests.admin.helpers import kill_all, processes_with_cmdline, processes_with_env
-from tests.support import REPO, shm_files, wait_for
+from tests.support import REPO, as_a_terminals_job, shm_files, wait_for
 
 UP_TIMEOUT_S = 90
 
@@ -53,7 +53,7 @@ def start_up(up_env: dict[str, str], output: Path, *args: str) -> subprocess.Pop
     """`ferry up ARGS` in its own process group, as a terminal's foreground job, its output (both streams) to `output`."""
     with open(output, "w") as log:
         return subprocess.Popen(ferry_command("up", *args), env=up_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=as_a_terminals_job)
 
 
 def stop_leftovers(up: subprocess.Popen[bytes], up_env: dict[str, str], output: Path) -> list[psutil.Process]:

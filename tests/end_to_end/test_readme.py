@@ -25,7 +25,7 @@ import pytest
 from services.admin import objects as objects_cli
 from shared.embedded import free_port
 from tests.admin.helpers import kill_all, processes_with_env
-from tests.support import REPO, wait_for
+from tests.support import REPO, as_a_terminals_job, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with open(output, "w") as log:
         up = subprocess.Popen([sys.executable, "-m", "services.admin.cli", "up", "--no-demo", "--processes", "2",
                                "--port", str(port)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
+                              stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_a_terminals_job)
     try:
         wait_for(lambda: up.poll() is not None or "Press Ctrl-C" in output.read_text(), UP_TIMEOUT_S,
                  what="ferry up to be ready")
