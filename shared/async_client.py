@@ -30,7 +30,7 @@ from shared import idempotency, job_events, keys, limits, schedules
 from shared.admin import Admin
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
-from shared.client import _jsonify, job_id_of
+from shared.client import _jsonify, job_id_of, workflow_id_of, workflow_request
 from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import JobService, job_info, result_from_entry
@@ -315,18 +315,13 @@ class AsyncClient:
     async def submit_workflow(self, workflow: Node | WorkflowRequest | dict[str, Any],
                               allow_unserved: bool = False) -> WorkflowSubmitted:
         """Validate every job of a workflow, then enqueue it all at once (see `Client.submit_workflow`)."""
-        if isinstance(workflow, dict):
-            request = WorkflowRequest.model_validate(_jsonify(workflow))
-        elif isinstance(workflow, WorkflowRequest):
-            request = workflow
-        else:
-            request = WorkflowRequest(workflow=workflow, allow_unserved=allow_unserved)
+        request = workflow_request(workflow, allow_unserved)
         return await asyncio.to_thread(self._sync()[0].workflows.submit, request)
 
     @_redis_errors
     async def workflow(self, workflow: WorkflowSubmitted | str, wait_s: float = 0) -> WorkflowInfo:
         """Every job's status and result in one call; with wait_s, wait up to that long for all to end."""
-        workflow_id = workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
+        workflow_id = workflow_id_of(workflow)
         deadline = time.monotonic() + wait_s
         while True:
             info = await asyncio.to_thread(self._sync()[0].workflows.info, workflow_id)
@@ -338,7 +333,7 @@ class AsyncClient:
     @_redis_errors
     async def cancel_workflow(self, workflow: WorkflowSubmitted | str) -> WorkflowInfo:
         """Cancel every job of the workflow that has not ended (running ones are interrupted)."""
-        workflow_id = workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
+        workflow_id = workflow_id_of(workflow)
         return await asyncio.to_thread(self._sync()[0].workflows.cancel, workflow_id)
 
     # --- pause (sync code, in a thread: rare operator actions) ---

@@ -122,18 +122,12 @@ class Client:
         >>> client.workflow(wf.id, wait_s=10).result
         [1, 2]
         """
-        if isinstance(workflow, dict):
-            request = WorkflowRequest.model_validate(_jsonify(workflow))
-        elif isinstance(workflow, WorkflowRequest):
-            request = workflow
-        else:
-            request = WorkflowRequest(workflow=workflow, allow_unserved=allow_unserved)
-        return self.jobs.workflows.submit(request)
+        return self.jobs.workflows.submit(workflow_request(workflow, allow_unserved))
 
     @_redis_errors
     def workflow(self, workflow: WorkflowSubmitted | str, wait_s: float = 0) -> WorkflowInfo:
         """Every job's status and result in one call; with wait_s, wait up to that long for all to end."""
-        workflow_id = workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
+        workflow_id = workflow_id_of(workflow)
         deadline = time.monotonic() + wait_s
         while True:
             info = self.jobs.workflows.info(workflow_id)
@@ -145,7 +139,7 @@ class Client:
     @_redis_errors
     def cancel_workflow(self, workflow: WorkflowSubmitted | str) -> WorkflowInfo:
         """Cancel every job of the workflow that has not ended (running ones are interrupted)."""
-        return self.jobs.workflows.cancel(workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow)
+        return self.jobs.workflows.cancel(workflow_id_of(workflow))
 
     # --- pause ---
     @_redis_errors
@@ -230,6 +224,20 @@ class Client:
 def job_id_of(job: Submitted | str) -> str:
     """A job's id, from what `submit` returned or from the id itself."""
     return job.id if isinstance(job, Submitted) else job
+
+
+def workflow_id_of(workflow: WorkflowSubmitted | str) -> str:
+    """A workflow's id, from what `submit_workflow` returned or from the id itself."""
+    return workflow.id if isinstance(workflow, WorkflowSubmitted) else workflow
+
+
+def workflow_request(workflow: Node | WorkflowRequest | dict[str, Any], allow_unserved: bool) -> WorkflowRequest:
+    """What both clients' `submit_workflow` accept (a built tree, a request, or its JSON), as one request."""
+    if isinstance(workflow, dict):
+        return WorkflowRequest.model_validate(_jsonify(workflow))
+    if isinstance(workflow, WorkflowRequest):
+        return workflow
+    return WorkflowRequest(workflow=workflow, allow_unserved=allow_unserved)
 
 
 def _jsonify(value: Any) -> Any:

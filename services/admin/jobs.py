@@ -28,6 +28,13 @@ from shared.models import Dependency, JobInfo, JobRequest, JobResult, JobStatus
 
 OBJECT_ARG_PREFIX = "@obj:"  # `--arg data=@obj:<id>` passes a stored object by id
 
+# Options every command that enqueues a task shares (`ferry submit`, `ferry schedules add`).
+ArgsJson = Annotated[
+    str | None,
+    typer.Option("--args", metavar="JSON", help="All arguments as one JSON object; --arg values override its keys."),
+]
+TargetQueue = Annotated[str | None, typer.Option("--queue", "-q", help="Queue (default: FERRY_DEFAULT_QUEUE).")]
+
 
 def parse_args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
     """Task args from `--args '{...}'` and `--arg k=v` (v as JSON when it parses, else the string); --arg wins."""
@@ -84,12 +91,8 @@ def submit(
             help=("A task argument; VALUE is JSON when it parses (3, [1,2], true), else a string; @obj:ID passes a "
                   "stored object.")),
     ] = None,
-    args_json: Annotated[
-        str | None,
-        typer.Option("--args", metavar="JSON",
-            help="All arguments as one JSON object; --arg values override its keys."),
-    ] = None,
-    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue (default: FERRY_DEFAULT_QUEUE).")] = None,
+    args_json: ArgsJson = None,
+    queue: TargetQueue = None,
     timeout_s: Annotated[
         int | None,
         typer.Option("--timeout-s", min=1,

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from services.admin.common import command, console, empty, esc, note, open_client, print_json, styled_status, table
-from services.admin.jobs import parse_args
+from services.admin.jobs import ArgsJson, TargetQueue, parse_args
 from shared.schedules import CATCH_UP_HELP, ScheduleInfo
 
 HELP = (
@@ -104,12 +104,8 @@ def add(
         typer.Option("--arg", "-a", metavar="NAME=VALUE",
                      help="A task argument; VALUE is JSON when it parses (3, [1,2], true), else a string."),
     ] = None,
-    args_json: Annotated[
-        str | None,
-        typer.Option("--args", metavar="JSON",
-                     help="All arguments as one JSON object; --arg values override its keys."),
-    ] = None,
-    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue (default: FERRY_DEFAULT_QUEUE).")] = None,
+    args_json: ArgsJson = None,
+    queue: TargetQueue = None,
     catch_up: Annotated[
         str,
         typer.Option("--catch-up", metavar="latest|skip|all",
