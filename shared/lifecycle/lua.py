@@ -70,6 +70,12 @@ local function task_of(jkey, given)
   if given and given ~= '' then return given end
   return redis.call('HGET', jkey, 'ferry_task') or 'unknown'
 end
+
+-- A result-stream entry (RQ's layout), kept as long as the job: every final state writes one.
+local function result_entry(id, ttl, ...)
+  redis.call('XADD', RESULTS .. id, 'MAXLEN', '10', '*', ...)
+  redis.call('EXPIRE', RESULTS .. id, ttl)
+end
 {lua_limits.LUA}
 {lua_locality.LUA}
 {lua_workflows.LUA}
@@ -160,11 +166,6 @@ local function histograms(a)
     redis.call('HINCRBY', METRICS, a.wait_field, 1)
     redis.call('HINCRBYFLOAT', METRICS, a.wait_sum_field, a.wait_s)
   end
-end
-
-local function result_entry(id, ttl, ...)
-  redis.call('XADD', RESULTS .. id, 'MAXLEN', '10', '*', ...)
-  redis.call('EXPIRE', RESULTS .. id, ttl)
 end
 
 {lua_delays.LUA}

@@ -30,7 +30,8 @@ _DEPENDENCIES = _affixes(keys.dependencies("\0"))
 DEFAULT_FAILURE_TTL_S = 7 * 86_400  # for a plain RQ job with no failure_ttl field
 MAX_ERROR_CHARS = 1000
 
-# Inserted into lifecycle.lua.PRELUDE after `task_of` (it uses JOB, QUEUE, FAILED, FINAL, count, wake, task_of).
+# Inserted into lifecycle.lua.PRELUDE after `task_of` (it uses JOB, QUEUE, FAILED, FINAL, count, wake, task_of,
+# result_entry).
 LUA = f"""
 local WF_DEPENDENTS, WF_DEPENDENTS_END = '{_DEPENDENTS[0]}', '{_DEPENDENTS[1]}'
 local WF_DEPENDENCIES, WF_DEPENDENCIES_END = '{_DEPENDENCIES[0]}', '{_DEPENDENCIES[1]}'
@@ -74,8 +75,7 @@ local function wf_fail(did, origin, dep, dstatus, now, now_unix)
   redis.call('EXPIRE', jkey, ttl)
   redis.call('ZREM', WF_DEFERRED .. origin, did)
   redis.call('ZADD', FAILED .. origin, now_unix + ttl, did)
-  redis.call('XADD', WF_RESULTS .. did, 'MAXLEN', '10', '*', 'type', '2', 'worker_name', '')
-  redis.call('EXPIRE', WF_RESULTS .. did, ttl)
+  result_entry(did, ttl, 'type', '2', 'worker_name', '')
   count(origin, task_of(jkey, ''), 'failed')
   redis.call('PUBLISH', DONE, did)
 end
@@ -86,8 +86,7 @@ local function wf_cancel_now(id, origin, why, now, now_unix, ttl)
   redis.call('HSET', jkey, 'status', 'canceled', 'ended_at', now, 'ferry_error', why)
   redis.call('EXPIRE', jkey, ttl)
   redis.call('ZADD', CANCELED .. origin, now_unix + ttl, id)
-  redis.call('XADD', WF_RESULTS .. id, 'MAXLEN', '10', '*', 'type', '3', 'worker_name', '')
-  redis.call('EXPIRE', WF_RESULTS .. id, ttl)
+  result_entry(id, ttl, 'type', '3', 'worker_name', '')
   count(origin, task_of(jkey, ''), 'canceled')
   redis.call('PUBLISH', DONE, id)
 end
