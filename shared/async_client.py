@@ -424,6 +424,10 @@ class AsyncClient:
         await asyncio.to_thread(schedules.set_paused, conn, name, paused)
         return await asyncio.to_thread(schedules.info, conn, name)
 
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Resume a paused schedule (see `Client.resume_schedule`)."""
+        return await self.pause_schedule(name, paused=False)
+
     async def close(self) -> None:
         await self.done.close()
         await self.events.close()

@@ -211,6 +211,10 @@ class Client:
         schedules.set_paused(self.conn, name, paused)
         return schedules.info(self.conn, name)
 
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Resume a paused schedule (the CLI's `ferry schedules resume`, the API's `.../resume`)."""
+        return self.pause_schedule(name, paused=False)
+
     def close(self) -> None:
         self.conn.close()
 

@@ -81,6 +81,7 @@ def test_the_async_client_manages_schedules(settings, served: str) -> None:
             assert added.next_run is not None and added.schedule.tz == "Europe/Paris"
             assert [s.schedule.name for s in await client.schedules()] == ["nightly"]
             assert (await client.pause_schedule("nightly")).paused
+            assert not (await client.resume_schedule("nightly")).paused
             await client.delete_schedule("nightly")
             with pytest.raises(InvalidArgs, match="bad cron expression"):
                 await client.add_schedule("bad", "echo", cron="61 * * * *")

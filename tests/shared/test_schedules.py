@@ -210,6 +210,8 @@ def test_the_client_checks_a_schedule_like_a_submit(client: Client, conn: redis.
     assert (added.schedule.args, added.source, added.fired) == ({"value": 1}, "api", 0)
     assert [s.schedule.name for s in client.schedules()] == ["later"]
     assert client.pause_schedule("later").paused
+    assert not client.resume_schedule("later").paused
+    assert client.pause_schedule("later").paused
     client.delete_schedule("later")
     assert client.schedules() == []
 

@@ -82,7 +82,7 @@ def pause_schedule(name: ScheduleName, client: ClientDep) -> ScheduleInfo:
     responses=errors(404),
 )
 def resume_schedule(name: ScheduleName, client: ClientDep) -> ScheduleInfo:
-    return client.pause_schedule(name, paused=False)
+    return client.resume_schedule(name)
 
 
 @router.delete(
