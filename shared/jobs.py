@@ -14,6 +14,8 @@ from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
 from shared.lifecycle import Lifecycle
+from shared.lifecycle.functions import is_missing_function
+from shared.lifecycle.lua import RESULT_ENTRIES_KEPT
 from shared.locality import placement_fields
 from shared.models import AttemptError, JobInfo, JobRequest, JobResult, JobStatus, Submitted
 from shared.objects.lifetime import reference_job_objects
@@ -90,11 +92,23 @@ class JobService:
                 raise indexed(exc, index)  # noqa: B904 - the same error, re-raised with its index
         replies: list[Any] = []
         for start in range(0, len(prepared), SUBMIT_BATCH):
-            pipe = self.conn.pipeline(transaction=False)
-            for script_keys, script_args in prepared[start : start + SUBMIT_BATCH]:
-                self.lifecycle.enqueue_script()(keys=script_keys, args=script_args, client=pipe)
-            replies += pipe.execute()
+            replies += self._enqueue_batch(prepared[start : start + SUBMIT_BATCH])
         return [self._submitted(r, created, job_id) for r, (created, job_id) in zip(requests, replies, strict=True)]
+
+    def _enqueue_batch(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """One pipeline of ENQUEUE calls; sent again once if the server had lost the function library (a job
+        enqueued by the first send is not enqueued twice: ENQUEUE skips an id that exists)."""
+        for attempt in range(2):
+            pipe = self.conn.pipeline(transaction=False)
+            for script_keys, script_args in calls:
+                self.lifecycle.enqueue_script()(keys=script_keys, args=script_args, client=pipe)
+            try:
+                return pipe.execute()
+            except redis.ResponseError as exc:
+                if attempt or not is_missing_function(exc):
+                    raise
+                self.lifecycle.library.load()
+        raise AssertionError("unreachable")
 
     def _submitted(self, request: JobRequest, created: int, job_id: bytes | str) -> Submitted:
         if created == idempotency.CREATED:
@@ -119,10 +133,13 @@ class JobService:
         deadline = time.monotonic() + wait_s
         stream = keys.results(job_id)
         while True:
-            latest = self.conn.xrevrange(stream, "+", "-", count=1)
+            pipe = self.conn.pipeline(transaction=False)  # the latest entry and the status: one round trip
+            pipe.xrevrange(stream, "+", "-", count=1)
+            pipe.hmget(keys.job(job_id), "status", "ferry_error")
+            latest, (raw_status, raw_error) = pipe.execute()
             if latest:
-                return self._result_from_entry(job_id, byte_fields(latest[0][1]))
-            status, error = self._status_and_error(job_id)  # raises JobNotFound; one HMGET, on the latency path
+                return self._result_from_entry(job_id, byte_fields(latest[0][1]), raw_error)
+            status, error = self._status_and_error(job_id, raw_status, raw_error)  # raises JobNotFound
             remaining = deadline - time.monotonic()
             if status.is_final:
                 latest = self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended since our first read
@@ -132,17 +149,24 @@ class JobService:
             if remaining <= 0:
                 return JobResult(id=job_id, status=status, ready=False, error=error)
             block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
-            self.conn.xread({stream: "0-0"}, block=block_ms, count=1)
+            # a final state writes the stream's only entry (a requeue deletes the stream): what XREAD brings is
+            # the result, no second read needed
+            arrived: Any = self.conn.xread({stream: "0-0"}, block=block_ms, count=RESULT_ENTRIES_KEPT)
+            if arrived and arrived[0][1]:
+                return self._result_from_entry(job_id, byte_fields(arrived[0][1][-1][1]))
 
-    def _status_and_error(self, job_id: str) -> tuple[JobStatus, str | None]:
-        raw_status, raw_error = self.conn.hmget(keys.job(job_id), "status", "ferry_error")
+    def _status_and_error(self, job_id: str, raw_status: Any = None, raw_error: Any = None
+                          ) -> tuple[JobStatus, str | None]:
+        if raw_status is None:
+            raw_status, raw_error = self.conn.hmget(keys.job(job_id), "status", "ferry_error")
         if raw_status is None and not self.conn.exists(keys.job(job_id)):
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
         return JobStatus.parse(raw_status), (text(raw_error, errors="replace") or None) if raw_error else None
 
-    def _result_from_entry(self, job_id: str, entry: dict[bytes, bytes]) -> JobResult:
+    def _result_from_entry(self, job_id: str, entry: dict[bytes, bytes], error: bytes | None = None) -> JobResult:
         finished = entry.get(b"type") == b"1"
-        error = None if finished else optional_bytes(self.conn.hget(keys.job(job_id), "ferry_error"))
+        if not finished and error is None:
+            error = optional_bytes(self.conn.hget(keys.job(job_id), "ferry_error"))
         return result_from_entry(job_id, entry, error, self.settings.max_job_data_bytes)
 
     def traceback(self, job_id: str) -> str | None:

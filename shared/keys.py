@@ -75,9 +75,9 @@ NODES = "ferry:nodes"  # zset: node id -> last heartbeat (unix seconds)
 OBJECTS = "ferry:objects"  # zset: object id -> creation time
 OBJECT_EXPIRY = "ferry:objects:expiry"  # zset: object id -> logical expiry (unix s); swept when no live job needs it
 DEPLOYMENT = "ferry:deployment"  # a short random id, set once (SET NX): names this deployment's files in /dev/shm
-WAKE_CHANNEL = "ferry:wake"  # published on every enqueue so idle workers wake at once
+WAKE_CHANNEL = "ferry:wake"  # broadcast wake-up of every idle worker (resume, a freed limit); enqueues wake one
 DONE_CHANNEL = "ferry:done"  # job id published when a job reaches a final state (finished, failed, canceled)
-IDLE_WORKERS = "ferry:idle"  # set of worker names whose last claim found every queue empty (enqueue wakes only then)
+IDLE_WORKERS = "ferry:idle:workers"  # hash: idle worker -> the queues it waits on (its last claim found them empty)
 IDEMPOTENCY_PREFIX = "ferry:idem:"
 EVENTS_CHANNEL = "ferry:events"  # job id published when a running job reports progress (shared/job_context.py)
 METRICS_OBJECT_SCAN = "ferry:metrics:objects_scan"  # hash: /metrics' cursor and totals over the objects index
@@ -95,6 +95,11 @@ def node_stats(node_id: str) -> str:
 def catalog(node_id: str) -> str:
     """The node's task catalog (JSON, see shared/catalog.py); expires with the node's liveness."""
     return f"ferry:catalog:{node_id}"
+
+
+def idle_on(queue_name: str) -> str:
+    """Set of the idle workers waiting on a queue: an enqueue there wakes one of them (lifecycle `wake`)."""
+    return f"ferry:idle:queue:{queue_name}"
 
 
 def control_channel(worker_name: str) -> str:

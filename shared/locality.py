@@ -22,7 +22,6 @@ from typing import Any
 
 import redis
 
-from shared import keys
 from shared.lifecycle import lua_locality
 from shared.objects.ref import ObjectRef
 from shared.settings import Settings
@@ -78,21 +77,12 @@ def placement_fields(named: list[tuple[str, ObjectRef]], settings: Settings) -> 
     return ["ferry_input_objects", inputs, "ferry_placement_delay_s", settings.placement_delay_s]
 
 
-def idle_wait_s(conn: redis.Redis, queues: list[str], poll_s: float) -> float:
+def idle_wait_s(offer_wait_s: float | None, poll_s: float) -> float:
     """How long an idle worker may sleep: its poll period, or less when an offer to another node ends sooner.
 
     Offers to this node would have been claimed; any left belong to other nodes, and their jobs are open
-    to this worker once the offer ends. One round trip, only when a claim found nothing to take.
+    to this worker once the offer ends. The claim that found nothing says when (`Claims.offer_wait_s`).
     """
-    pipe = conn.pipeline(transaction=False)
-    pipe.time()
-    for queue in queues:
-        pipe.zrange(keys.offers(queue), 0, 0, withscores=True)
-    try:
-        (seconds, micros), *firsts = pipe.execute()
-    except redis.RedisError:
+    if offer_wait_s is None:
         return poll_s
-    ends = [entries[0][1] for entries in firsts if entries]
-    if not ends:
-        return poll_s
-    return max(MIN_WAIT_S, min(poll_s, min(ends) - (seconds + micros / 1e6) + MIN_WAIT_S))
+    return max(MIN_WAIT_S, min(poll_s, offer_wait_s + MIN_WAIT_S))

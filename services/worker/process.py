@@ -4,8 +4,9 @@ While a queue is busy, recording a job's outcome and claiming the next jobs is o
 (`Lifecycle.finish` with a claim), and a claim may take several short jobs at once (FERRY_PREFETCH_JOBS;
 prefetched jobs are in the started registry under this execution, so a crash requeues them; they are
 given back if the running job turns out long, or when the process stops). An idle process registers
-itself idle in the same script that found the queues empty, then waits on its `ferry:wake` subscription
-(enqueues publish only while some process is idle) with a FERRY_IDLE_POLL_S poll as the safety net.
+itself idle on its queues in the same script that found them empty, then waits: an enqueue wakes ONE idle
+process of that queue (a `wake` on its control channel), a resume or a freed limit wakes all (`ferry:wake`),
+and a FERRY_IDLE_POLL_S poll is the safety net (plain RQ's enqueues wake nobody).
 
 Redis outages do not stop it: the outcome of the last job stays in memory and is sent again, unchanged
 (the scripts are idempotent), until Redis answers (services/worker/outage.py). It dies with its
@@ -39,7 +40,7 @@ from shared import keys
 from shared.backoff import with_backoff
 from shared.errors import PERMANENT_ERRORS, FerryError, JobCanceled, JobTimeout, ShmFull
 from shared.handoff import WriteBehind
-from shared.lifecycle import TIMEOUT, Claimed, Failure, Lifecycle, Timing, new_execution_id
+from shared.lifecycle import TIMEOUT, Claimed, Claims, Failure, Lifecycle, Timing, new_execution_id
 from shared.locality import idle_wait_s
 from shared.objects.cache import NodeCache
 from shared.objects.segments import SHM_DIR
@@ -187,7 +188,7 @@ class WorkerProcess:
                     if not claimed:
                         self.last_run_s = 1.0  # after idling, claim one job at a time until jobs prove short
                         # a wake-up, or the poll that catches plain RQ's jobs (sooner when another node's offer ends)
-                        self.wake.wait(idle_wait_s(self.conn, self.queues, self.settings.idle_poll_s))
+                        self.wake.wait(idle_wait_s(claimed.offer_wait_s, self.settings.idle_poll_s))
                         continue
                     with self.held_lock:
                         self.held.extend(claimed[1:])
@@ -278,7 +279,7 @@ class WorkerProcess:
     def _claim_count(self) -> int:
         return self.settings.prefetch_jobs if self.last_run_s < PREFETCH_BELOW_S else 1
 
-    def _record(self, done: Done | None, claim: int, next_job: str = "") -> list[Claimed]:
+    def _record(self, done: Done | None, claim: int, next_job: str = "") -> Claims:
         """Send `done` (if any) and claim up to `claim` jobs, in one round trip when possible; retried until it works.
 
         The execution id is fixed before the first attempt, so a repeat returns the same claim.
@@ -310,7 +311,7 @@ class WorkerProcess:
         log.log(level, "worker %s: job %s %s: %s", self.name, job.id, settled.outcome, failure.short,
                 extra=self._extra(job, done))
         if not claim:
-            return []
+            return Claims()
         return self._retry(lambda: self.lifecycle.claim(self.name, self.queues, execution_id, claim), "claiming")
 
     def _extra(self, job: Claimed, done: Done | None = None) -> dict[str, Any]:
@@ -447,6 +448,9 @@ class WorkerProcess:
                 self.lifecycle.cancel(stop)  # publishes the cancel on our control channel: handled below
             return
         command, _, job_id = data.decode().partition(" ")
+        if command == "wake":  # an enqueue picked this idle worker (lifecycle `wake`): one wake-up per job
+            self.wake.set()
+            return
         if command != "cancel":
             return
         if self.executor.interrupts.request_cancel(job_id):
@@ -502,8 +506,9 @@ def unregister_worker(conn: redis.Redis, name: str, queues: list[str]) -> None:
     key = keys.worker(name)
     pipe = conn.pipeline(transaction=True)
     pipe.srem(keys.RQ_WORKERS, key)
-    pipe.srem(keys.IDLE_WORKERS, name)
+    pipe.hdel(keys.IDLE_WORKERS, name)
     for queue in queues:
+        pipe.srem(keys.idle_on(queue), name)
         pipe.srem(keys.workers_by_queue(queue), key)
     pipe.delete(keys.worker_executions(name))
     pipe.hset(key, mapping={"death": rq_now(), "state": "dead"})

@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 
 try:
     import hiredis
@@ -36,12 +35,12 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-p
 from redis.connection import Connection
 
 from shared import job_metrics, keys, wire
-from shared.lifecycle import lua
+from shared.lifecycle import functions, lua
 from shared.objects.ref import refs_in_result
 from shared.settings import Settings
 from shared.timeutil import rq_now, unix_now
 
-__all__ = ["Claimed", "Failure", "Lifecycle", "Outcome", "new_execution_id"]
+__all__ = ["Claimed", "Claims", "Failure", "Lifecycle", "Outcome", "new_execution_id"]
 
 # Requeue reasons counted in ferry:metrics (job_metrics.REQUEUE_REASONS).
 WORKER_DIED, NODE_DIED, TIMEOUT = job_metrics.REQUEUE_REASONS
@@ -144,16 +143,32 @@ def _histogram_fields(task: str) -> tuple[list[tuple[str, str]], list[tuple[str,
 NO_TIMING = ["", "", 0, "", "", 0]
 
 
+class Claims(list[Claimed]):
+    """The jobs a claim took; when none, `offer_wait_s` says when other nodes' offers on its queues end
+    (None: no offer is open), so an idle worker knows when to look again without asking."""
+
+    offer_wait_s: float | None = None
+
+    @classmethod
+    def from_reply(cls, items: Sequence[Any], wait_ms: Any, execution_id: str) -> Claims:
+        claims = cls(Claimed.from_reply(item, execution_id) for item in items)
+        claims.offer_wait_s = int(wait_ms) / 1000 if int(wait_ms) >= 0 else None
+        return claims
+
+
 class Lifecycle:
-    """The lifecycle scripts bound to one connection (EVALSHA; reloaded if the server forgot them)."""
+    """The lifecycle scripts bound to one connection. The hot ones (enqueue, claim, finish, settle) are Redis
+    functions (functions.py: the prelude is not run on every call); the others EVALSHA. Both are loaded again
+    when the server forgot them."""
 
     def __init__(self, conn: redis.Redis, settings: Settings) -> None:
         self.conn = conn
         self.settings = settings
-        self._enqueue = conn.register_script(lua.ENQUEUE)
-        self._claim = conn.register_script(lua.CLAIM_SCRIPT)
-        self._finish = conn.register_script(lua.FINISH)
-        self._settle = conn.register_script(lua.SETTLE)
+        self.library = functions.Library(conn)
+        self._enqueue = functions.HotScript(self.library, "enqueue", lua.ENQUEUE)
+        self._claim = functions.HotScript(self.library, "claim", lua.CLAIM_SCRIPT)
+        self._finish = functions.HotScript(self.library, "finish", lua.FINISH)
+        self._settle = functions.HotScript(self.library, "settle", lua.SETTLE)
         self._requeue_held = conn.register_script(lua.REQUEUE_HELD)
         self._release = conn.register_script(lua.RELEASE)
         self._reap = conn.register_script(lua.REAP)
@@ -172,16 +187,16 @@ class Lifecycle:
         return unix_now() + self.settings.abandoned_after_s
 
     # --- submit ---
-    def enqueue_script(self) -> Script:
+    def enqueue_script(self) -> functions.HotScript:
         """ENQUEUE (KEYS job, queue, idempotency key; ARGV id, queue, ttl, fields...); jobs.py pipelines it."""
         return self._enqueue
 
     # --- worker ---
-    def claim(self, worker: str, queues: Sequence[str], execution_id: str, count: int = 1) -> list[Claimed]:
+    def claim(self, worker: str, queues: Sequence[str], execution_id: str, count: int = 1) -> Claims:
         """Claim up to `count` jobs from `queues` in priority order; repeating the call returns the same jobs."""
-        reply = self._claim(args=[worker, rq_now(), self.deadline(), execution_id, count, self.record_ttl_s,
-                                  self.max_data_bytes, *queues])
-        return [Claimed.from_reply(item, execution_id) for item in reply]
+        items, wait_ms = self._claim(args=[worker, rq_now(), self.deadline(), execution_id, count, self.record_ttl_s,
+                                           self.max_data_bytes, *queues])
+        return Claims.from_reply(items, wait_ms, execution_id)
 
     def finish_args(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
                     stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
@@ -197,36 +212,45 @@ class Lifecycle:
     def finish(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
                stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
                claim_from: Sequence[str] = (), claim_count: int = 0,
-               next_execution_id: str = "") -> tuple[Outcome, list[Claimed]]:
+               next_execution_id: str = "") -> tuple[Outcome, Claims]:
         """Record a finished run (and, with claim_count, claim the next jobs in the same round trip)."""
         args = self.finish_args(job, worker, payload, started, ended, timing, stats_key, stats, next_job, claim_from,
                                 claim_count, next_execution_id)
         return self.finish_reply(job.id, next_execution_id, self._finish(args=args))
 
-    def finish_reply(self, job_id: str, next_execution_id: str, reply: Any) -> tuple[Outcome, list[Claimed]]:
-        outcome, claimed = reply
-        return Outcome(job_id, _text(outcome)), [Claimed.from_reply(item, next_execution_id) for item in claimed]
+    def finish_reply(self, job_id: str, next_execution_id: str, reply: Any) -> tuple[Outcome, Claims]:
+        outcome, claimed, wait_ms = reply
+        return Outcome(job_id, _text(outcome)), Claims.from_reply(claimed, wait_ms, next_execution_id)
 
     # --- pipelined finish: sent before the next prefetched job runs, its reply read after ---
     def load(self) -> None:
-        """Load the scripts a worker sends without redis-py's NOSCRIPT fallback (`send_finish`)."""
-        self._finish.sha = self.conn.script_load(self._finish.script)
+        """Load the scripts a worker sends itself, without redis-py's reload on NOSCRIPT (`send_finish`)."""
+        if not self.library.load():
+            self._finish.script.sha = self.conn.script_load(self._finish.script.script)
 
     def send_finish(self, connection: Connection, args: list[Any]) -> None:
         """Write FINISH to `connection` without waiting: once written, a SIGKILL of this process cannot lose it."""
+        command = self._finish.command(args)
         if hiredis is None:
-            connection.send_command("EVALSHA", self._finish.sha, 0, *args)
+            connection.send_command(*command)
         else:  # redis-py's packer walks every argument in Python first: ~10 µs a job on this path
-            connection.send_packed_command([hiredis.pack_command(("EVALSHA", self._finish.sha, 0, *args))])
+            connection.send_packed_command([hiredis.pack_command(command)])
 
-    def finish_again(self, job_id: str, next_execution_id: str, args: list[Any]) -> tuple[Outcome, list[Claimed]]:
+    def finish_again(self, job_id: str, next_execution_id: str, args: list[Any]) -> tuple[Outcome, Claims]:
         """Send a FINISH built by `finish_args` again, synchronously (after a failed `send_finish`/`read_finish`)."""
         return self.finish_reply(job_id, next_execution_id, self._finish(args=args))
 
     def read_finish(self, connection: Connection, job_id: str,
-                    next_execution_id: str = "") -> tuple[Outcome, list[Claimed]]:
-        """The reply of a `send_finish`; raises what redis-py raises (the caller re-sends with `finish_again`)."""
-        return self.finish_reply(job_id, next_execution_id, connection.read_response())
+                    next_execution_id: str = "") -> tuple[Outcome, Claims]:
+        """The reply of a `send_finish`; raises what redis-py raises (the caller re-sends with `finish_again`),
+        and NoScriptError when the server lost the script or function (the caller loads it first)."""
+        try:
+            reply = connection.read_response()
+        except redis.ResponseError as exc:
+            if functions.is_missing_function(exc):
+                raise redis.exceptions.NoScriptError(str(exc)) from exc
+            raise
+        return self.finish_reply(job_id, next_execution_id, reply)
 
     def settle(self, job: Claimed, worker: str, failure: Failure, timing: Timing | None = None) -> Outcome:
         """Settle a failed execution (requeue or fail); a repeat, or a job someone else settled, is `gone`."""

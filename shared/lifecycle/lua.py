@@ -13,6 +13,8 @@ from shared import job_metrics, keys
 from shared.lifecycle import lua_delays, lua_jobsurface, lua_limits, lua_locality, lua_workflows
 from shared.models import FINAL_STATUSES
 
+RESULT_ENTRIES_KEPT = 10  # a job's result stream keeps its last entries (RQ keeps 10 too)
+
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
 CLAIM_FIELDS = ("id", "queue", "data", "data_bytes", "timeout", "result_ttl", "failure_ttl", "enqueued_at", "task")
 
@@ -46,8 +48,9 @@ PRELUDE = f"""
 local JOB, QUEUE, WIP = {_q(keys.job(''))}, {_q(keys.queue(''))}, {_q(keys.started(''))}
 local FINISHED, FAILED, CANCELED = {_q(keys.finished(''))}, {_q(keys.failed(''))}, {_q(keys.canceled(''))}
 local RESULTS, QUEUES, WORKER = {_q(keys.results(''))}, {_q(keys.RQ_QUEUES)}, {_q(keys.worker(''))}
-local METRICS, DONE, WAKE = {_q(job_metrics.METRICS_KEY)}, {_q(keys.DONE_CHANNEL)}, {_q(keys.WAKE_CHANNEL)}
+local METRICS, DONE = {_q(job_metrics.METRICS_KEY)}, {_q(keys.DONE_CHANNEL)}
 local IDLE, CLAIM, CONTROL = {_q(keys.IDLE_WORKERS)}, {_q(keys.claim(''))}, {_q(keys.control_channel(''))}
+local IDLE_ON = {_q(keys.idle_on(''))}
 local FINAL = {{{_FINAL_ENTRIES}}}
 {lua_jobsurface.LUA}
 local function jobs_field(q, t, o) return {_lua_concat(job_metrics.jobs_field("@q@", "@t@", "@o@"), "q", "t", "o")} end
@@ -55,15 +58,38 @@ local function requeued_field(q, t, r) return {_REQUEUED_FIELD} end
 
 local function count(q, t, outcome) redis.call('HINCRBY', METRICS, jobs_field(q, t, outcome), 1) end
 
--- Wake idle workers only when some are idle: busy workers find the job on their next claim anyway.
-local function wake(q)
-  if redis.call('SCARD', IDLE) > 0 then redis.call('PUBLISH', WAKE, q) end
-end
-
 local function split(text)
   local out = {{}}
   for part in string.gmatch(text or '', '[^,]+') do out[#out + 1] = part end
   return out
+end
+
+-- Idle workers: IDLE (worker -> the queues it waits on) and one set per queue (IDLE_ON .. queue). A worker
+-- is registered in the claim that found its queues empty, and taken off every set when it claims a job
+-- or is woken.
+local function set_idle(worker, qnames)
+  redis.call('HSET', IDLE, worker, table.concat(qnames, ','))
+  for _, q in ipairs(qnames) do redis.call('SADD', IDLE_ON .. q, worker) end
+end
+
+local function set_busy(worker)
+  local was = redis.call('HGET', IDLE, worker)
+  if not was then return end
+  redis.call('HDEL', IDLE, worker)
+  for _, q in ipairs(split(was)) do redis.call('SREM', IDLE_ON .. q, worker) end
+end
+
+-- A job for queue q: wake ONE idle worker waiting on it (busy workers find the job on their next claim), so
+-- one enqueue costs one wake-up, not one per idle process. A worker that no longer listens (it died) is
+-- skipped: PUBLISH counts the receivers.
+local function wake(q)
+  local ikey = IDLE_ON .. q
+  while true do
+    local worker = redis.call('SPOP', ikey)
+    if not worker then return end
+    set_busy(worker)
+    if redis.call('PUBLISH', CONTROL .. worker, 'wake') > 0 then return end
+  end
 end
 
 local function task_of(jkey, given)
@@ -73,7 +99,7 @@ end
 
 -- A result-stream entry (RQ's layout), kept as long as the job: every final state writes one.
 local function result_entry(id, ttl, ...)
-  redis.call('XADD', RESULTS .. id, 'MAXLEN', '10', '*', ...)
+  redis.call('XADD', RESULTS .. id, 'MAXLEN', '{RESULT_ENTRIES_KEPT}', '*', ...)
   redis.call('EXPIRE', RESULTS .. id, ttl)
 end
 {lua_limits.LUA}
@@ -102,7 +128,9 @@ local function entries(text)
 end
 
 -- Claim up to `n` jobs for execution `exec`. A repeat with the same execution id (a re-sent command)
--- returns what the first run claimed, from the worker's claim record, and pops nothing.
+-- returns what the first run claimed, from the worker's claim record, and pops nothing. The second value:
+-- when nothing was claimed because other nodes' offers hold the jobs, the ms until the first offer ends
+-- (the idle worker looks again then), else -1.
 local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, current)
   local rkey = CLAIM .. worker
   local wkey = WORKER .. worker
@@ -112,18 +140,21 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
     for _, e in ipairs(entries(rec[2])) do
       if e[3] == exec then out[#out + 1] = item(e[1], e[2], maxdata) end
     end
-    return out
+    return out, -1
   end
   local held = {{}}
   for _, e in ipairs(entries(rec[2])) do   -- jobs still held from earlier claims stay first
     if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
   end
   local claimed = 0
+  local all_qnames = qnames   -- idle on paused queues too: resuming one wakes its workers
+  local offered_queues = {{}}
   qnames = unpaused(qnames)
   promote_preferred(worker, n, qnames)   -- locality: this node's offered jobs first (lua_locality.py)
   for _, qname in ipairs(qnames) do
     local qkey = QUEUE .. qname
     local offered = has_offers(qname)
+    if offered then offered_queues[#offered_queues + 1] = qname end
     while claimed < n do
       local id = next_job(qkey, qname, worker, offered)
       if not id then break end
@@ -146,17 +177,17 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
   redis.call('EXPIRE', rkey, ttl)
   if current and current ~= '' then
     redis.call('HSET', wkey, 'state', 'busy', 'current_job', current, 'last_heartbeat', now)
-    if #out > 0 then redis.call('SREM', IDLE, worker) else redis.call('SADD', IDLE, worker) end
+    if #out > 0 then set_busy(worker) end   -- still running `current`: its next finish claims again
   elseif #out > 0 then
     redis.call('HSET', wkey, 'state', 'busy', 'current_job', out[1][1], 'current_execution', out[1][1] .. ':' .. exec,
                'current_queue', out[1][2], 'last_heartbeat', now)
-    redis.call('SREM', IDLE, worker)
+    set_busy(worker)
   else
-    -- registered idle in the same step that found every queue empty: an enqueue after this publishes
+    -- registered idle in the same step that found every queue empty: an enqueue after this wakes it
     redis.call('HSET', wkey, 'state', 'idle', 'current_job', '', 'current_execution', '', 'last_heartbeat', now)
-    redis.call('SADD', IDLE, worker)
+    set_idle(worker, all_qnames)
   end
-  return out
+  return out, offer_wait_ms(offered_queues, #out)
 end
 
 local function histograms(a)
@@ -264,10 +295,15 @@ local function requeue_held(worker, exec_wanted, a)
     end
   end
   redis.call('DEL', rkey)
-  redis.call('SREM', IDLE, worker)
+  set_busy(worker)
   return out
 end
 """
+
+# The prelude's variables that hold state for one call (a cached TIME, a count of jobs set aside): a Redis
+# function keeps the prelude's variables between calls, so every function body starts by resetting these
+# (functions.py). tests/shared/test_lifecycle.py checks that no other prelude variable is assigned in a function.
+PER_CALL_STATE = {"js_now": "nil", "asides": "0"}
 
 # Arguments of a settle, in ARGV order after any script-specific ones (see `lifecycle.Failure`).
 SETTLE_ARGS = ("id", "queue", "exec", "now", "now_unix", "short", "exc_string", "exc_info", "failure_ttl", "retryable",
@@ -303,7 +339,10 @@ CLAIM_ARGS = ("worker", "now", "deadline", "exec", "n", "ttl", "maxdata")
 
 CLAIM_SCRIPT = PRELUDE + """
 -- ARGV: worker, now (RQ), deadline, execution id, how many, record ttl, max data bytes, queue names...
-return claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), {unpack(ARGV, 8)})
+-- Reply: {claimed jobs, ms until another node's offer ends or -1}
+local out, wait_ms = claim(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]),
+                           {unpack(ARGV, 8)})
+return {out, wait_ms}
 """
 
 FINISH_ARGS = ("id", "queue", "exec", "now", "now_unix", "result_ttl", "payload", "worker", "started", "ended", "task",
@@ -312,6 +351,7 @@ FINISH_ARGS = ("id", "queue", "exec", "now", "now_unix", "result_ttl", "payload"
 
 FINISH = PRELUDE + f"""
 -- Record a finished execution, then (claim_n > 0) claim the next jobs: one round trip per job.
+-- Reply: {{outcome, claimed jobs, ms until another node's offer ends or -1}} (see claim)
 -- ARGV: FINISH_ARGS, then queue names to claim from. stats = 'name=value,...' cache counters for stats_key.
 {_named(FINISH_ARGS, 1)}
 local jkey = JOB .. a.id
@@ -351,15 +391,16 @@ else
 end
 local n = tonumber(a.claim_n)
 if n > 0 then
-  return {{outcome, claim(a.worker, a.now, a.deadline, a.next_exec, n, a.ttl, tonumber(a.maxdata),
-                          {{unpack(ARGV, {len(FINISH_ARGS) + 1})}}, a.next_job)}}
+  local out, wait_ms = claim(a.worker, a.now, a.deadline, a.next_exec, n, a.ttl, tonumber(a.maxdata),
+                             {{unpack(ARGV, {len(FINISH_ARGS) + 1})}}, a.next_job)
+  return {{outcome, out, wait_ms}}
 end
 if a.next_job ~= '' then
   redis.call('HSET', wkey, 'current_job', a.next_job, 'state', 'busy')
 else
   redis.call('HSET', wkey, 'state', 'idle', 'current_job', '', 'current_execution', '', 'last_heartbeat', a.now)
 end
-return {{outcome, {{}}}}
+return {{outcome, {{}}, -1}}
 """
 
 SETTLE = PRELUDE + f"""
@@ -412,8 +453,8 @@ for _, qkey in ipairs(redis.call('SMEMBERS', QUEUES)) do
   end
 end
 -- idle workers whose record expired (their node died): else every enqueue would publish for nobody
-for _, worker in ipairs(redis.call('SMEMBERS', IDLE)) do
-  if redis.call('EXISTS', WORKER .. worker) == 0 then redis.call('SREM', IDLE, worker) end
+for _, worker in ipairs(redis.call('HKEYS', IDLE)) do
+  if redis.call('EXISTS', WORKER .. worker) == 0 then set_busy(worker) end
 end
 return out
 """

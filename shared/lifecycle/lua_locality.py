@@ -107,6 +107,19 @@ local function has_offers(qname)
   return redis.call('EXISTS', okey) == 1
 end
 
+-- claim() that found nothing: ms until the first open offer on these queues ends (other nodes' offers: this
+-- worker may take those jobs then), or -1 when none is open. Saves the idle worker a round trip to ask.
+local function offer_wait_ms(offered_queues, claimed)
+  if claimed > 0 or #offered_queues == 0 then return -1 end
+  local first
+  for _, qname in ipairs(offered_queues) do
+    local head = redis.call('ZRANGE', OFFERS .. qname, 0, 0, 'WITHSCORES')
+    if head[2] and (not first or tonumber(head[2]) < first) then first = tonumber(head[2]) end
+  end
+  if not first then return -1 end
+  return math.max(0, math.floor((first - now_s()) * 1000))
+end
+
 -- claim(): the next job id this worker may take from the queue (removed from it), or nil.
 local function next_job(qkey, qname, worker, offered)
   if not offered then return redis.call('LPOP', qkey) end

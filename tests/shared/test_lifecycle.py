@@ -6,6 +6,7 @@ outage): the second run must change nothing: no second job popped, no second res
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import pytest
@@ -14,7 +15,7 @@ import redis
 from shared import job_metrics, keys, wire
 from shared.client import Client
 from shared.errors import InvalidRequest
-from shared.lifecycle import NODE_DIED, WORKER_DIED, Failure, Lifecycle, Timing, new_execution_id
+from shared.lifecycle import NODE_DIED, WORKER_DIED, Failure, Lifecycle, Timing, functions, lua, new_execution_id
 from shared.settings import Settings
 
 WORKER = "tnode.0.1"
@@ -44,11 +45,12 @@ def test_claim_replay_returns_the_same_jobs_and_pops_nothing_more(client: Client
     assert again[0].data == first[0].data and again[0].task == "echo"
     assert conn.lrange(keys.queue("default"), 0, -1) == [ids[2].encode()]
     assert conn.zcard(keys.started("default")) == 2
-    assert not conn.sismember(keys.IDLE_WORKERS, WORKER)
+    assert not conn.hexists(keys.IDLE_WORKERS, WORKER)
     # a new execution id claims the next job; an empty claim registers the worker idle
     assert [j.id for j in lifecycle.claim(WORKER, ["default"], new_execution_id(), count=5)] == ids[2:]
     assert lifecycle.claim(WORKER, ["default"], new_execution_id()) == []
-    assert conn.sismember(keys.IDLE_WORKERS, WORKER)
+    assert conn.hget(keys.IDLE_WORKERS, WORKER) == b"default"
+    assert conn.smembers(keys.idle_on("default")) == {WORKER.encode()}
 
 
 def test_finish_twice_writes_one_result_and_counts_once(client: Client, conn: redis.Redis, lifecycle: Lifecycle):
@@ -153,18 +155,27 @@ def test_cancel_and_requeue_failed_are_idempotent(client: Client, conn: redis.Re
     assert conn.hget(keys.job(b), "status") == b"queued"
 
 
-def test_enqueue_wakes_only_when_a_worker_is_idle(client: Client, conn: redis.Redis, lifecycle: Lifecycle):
-    pubsub = conn.pubsub()
-    pubsub.subscribe(keys.WAKE_CHANNEL)
-    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+def test_enqueue_wakes_one_idle_worker_of_its_queue(client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+    channels = {name: conn.pubsub() for name in ("w.0.1", "w.0.2", "w.0.3")}
+    for name, pubsub in channels.items():
+        pubsub.subscribe(keys.control_channel(name))
+        assert pubsub.get_message(timeout=1)["type"] == "subscribe"
     submit(client)
-    assert pubsub.get_message(timeout=0.2) is None  # nobody idle: no publish
-    lifecycle.claim(WORKER, ["default"], new_execution_id())
-    lifecycle.claim(WORKER, ["default"], new_execution_id())  # empty: registers idle
-    submit(client)
-    message = pubsub.get_message(timeout=2)
-    assert message and message["channel"] == keys.WAKE_CHANNEL.encode()
-    pubsub.close()
+    assert all(p.get_message(timeout=0.1) is None for p in channels.values())  # nobody idle: no wake-up
+    lifecycle.claim("w.0.1", ["default"], new_execution_id())
+    for name in channels:  # every queue empty: all three register idle (w.0.3 on another queue only)
+        lifecycle.claim(name, ["default"] if name != "w.0.3" else ["other"], new_execution_id())
+    conn.hset(keys.IDLE_WORKERS, "dead.0.9", "default")
+    conn.sadd(keys.idle_on("default"), "dead.0.9")  # registered idle, but no longer listening
+    woken = []
+    for _ in range(3):
+        submit(client)
+        woken += [name for name, p in channels.items() if (m := p.get_message(timeout=0.3)) and m["data"] == b"wake"]
+    assert sorted(woken) == ["w.0.1", "w.0.2"]  # one per job, each idle worker once, never the other queue's
+    assert not conn.hexists(keys.IDLE_WORKERS, "dead.0.9") and conn.scard(keys.idle_on("default")) == 0
+    assert conn.hget(keys.IDLE_WORKERS, "w.0.3") == b"other"
+    for pubsub in channels.values():
+        pubsub.close()
 
 
 def test_bounded_inflate_stops_a_zlib_bomb():
@@ -212,10 +223,12 @@ def test_pipelined_finish_with_a_refill_claim_is_read_back_and_replays_the_same(
 
 
 def test_reap_forgets_idle_workers_whose_record_expired(conn: redis.Redis, lifecycle: Lifecycle):
-    conn.sadd(keys.IDLE_WORKERS, "gone.0.1", "alive.0.2")
+    conn.hset(keys.IDLE_WORKERS, mapping={"gone.0.1": "default", "alive.0.2": "default"})
+    conn.sadd(keys.idle_on("default"), "gone.0.1", "alive.0.2")
     conn.hset(keys.worker("alive.0.2"), "state", "idle")
     lifecycle.reap(Failure("x", "x", True, reason=NODE_DIED))
-    assert conn.smembers(keys.IDLE_WORKERS) == {b"alive.0.2"}
+    assert conn.hkeys(keys.IDLE_WORKERS) == [b"alive.0.2"]
+    assert conn.smembers(keys.idle_on("default")) == {b"alive.0.2"}
 
 
 def test_a_refill_claimed_while_the_last_job_runs_keeps_that_job_first_in_the_claim_record(
@@ -236,3 +249,27 @@ def test_a_refill_claimed_while_the_last_job_runs_keeps_that_job_first_in_the_cl
     assert conn.hget(keys.job(ids[2]), "retries_left") == b"1"
     assert [i.decode() for i in conn.lrange(keys.queue("default"), 0, -1)] == ids[1:]
     assert conn.zcard(keys.started("default")) == 0
+
+
+def test_prelude_state_that_changes_in_a_call_is_reset_for_the_next_function_call():
+    """Redis functions keep the prelude's variables between calls: any that a call assigns must be reset."""
+    assigned = set()
+    top = [name.strip() for line in lua.PRELUDE.splitlines()
+           if (m := re.match(r"^local (?!function)([\w, ]+?)(=|$)", line)) for name in m.group(1).split(",")]
+    for name in top:
+        if any(re.match(rf"^\s+{name}\s*=[^=]", line) for line in lua.PRELUDE.splitlines()):
+            assigned.add(name)
+    assert assigned == set(lua.PER_CALL_STATE)
+    assert all(f"{name} = {value}" in functions.LIBRARY_CODE for name, value in lua.PER_CALL_STATE.items())
+
+
+def test_hot_scripts_run_as_functions_and_are_loaded_again_after_the_server_forgets_them(
+        client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+    ids = submit(client, 2)
+    assert conn.function_list(library=functions.LIBRARY_NAME)
+    conn.function_flush()  # a restart without persistence loses the library
+    job = lifecycle.claim(WORKER, ["default"], new_execution_id())[0]
+    assert job.id == ids[0] and conn.function_list(library=functions.LIBRARY_NAME)
+    conn.function_flush()
+    assert [s.id for s in client.submit_many([{"task": "echo", "args": {"value": i}, "allow_unserved": True} for i in range(3)])]
+    assert conn.llen(keys.queue("default")) == 4  # the batch was sent again once, each job enqueued once

@@ -42,7 +42,7 @@ def all_finished(client: Client, jobs: list) -> bool:
 def claims_made_since(conn: redis.Redis, workers: list[str]) -> None:
     """Wait until every worker claimed again (and found nothing it may take): it re-registers as idle."""
     conn.delete(keys.IDLE_WORKERS)
-    wait_for(lambda: all(conn.sismember(keys.IDLE_WORKERS, w) for w in workers), 10,
+    wait_for(lambda: all(conn.hexists(keys.IDLE_WORKERS, w) for w in workers), 10,
              what="every worker to claim again and find nothing claimable")
 
 

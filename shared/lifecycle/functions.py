@@ -1,0 +1,107 @@
+"""The hot lifecycle scripts as one Redis function library: the prelude runs once per server, not once per call.
+
+Every EVALSHA runs its whole script, and Ferry's scripts share a prelude of ~60 helper definitions
+(lua.py): running it costs ~12 µs of Redis time per call, on each of the three calls every job makes
+(ENQUEUE, CLAIM, FINISH). A function library (Redis ≥ 7: FUNCTION LOAD, FCALL) defines the prelude
+once, when it is loaded; each call then runs only its own body (measured here: a claim that finds
+nothing, 27 µs with EVALSHA, 15 µs with FCALL).
+
+The prelude's variables live as long as the library, so the few that hold one call's state
+(lua.PER_CALL_STATE) are reset at the start of every function.
+
+The library's name carries a hash of its code (`ferry_<hash>`), so workers and producers of two Ferry
+versions sharing one Redis (a rolling upgrade) each call their own code. A server that lost its functions
+(restarted without persistence, or FUNCTION FLUSH) answers "Function not found": the library is loaded
+again and the call repeated, which is safe because every lifecycle script is idempotent. A server without
+functions (Redis 6) gets the same scripts through EVALSHA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from shared.lifecycle import lua
+
+# name -> the script's body (what follows the prelude). ENQUEUE takes KEYS; the others only ARGV.
+HOT_BODIES = {
+    "enqueue": lua.ENQUEUE[len(lua.PRELUDE):],
+    "claim": lua.CLAIM_SCRIPT[len(lua.PRELUDE):],
+    "finish": lua.FINISH[len(lua.PRELUDE):],
+    "settle": lua.SETTLE[len(lua.PRELUDE):],
+}
+
+
+def _library() -> tuple[str, str]:
+    reset = "".join(f"{name} = {value}\n" for name, value in lua.PER_CALL_STATE.items())
+    registrations = "".join(
+        f"\nredis.register_function('{{lib}}_{name}', function(KEYS, ARGV)\n{reset}{body}\nend)\n"
+        for name, body in HOT_BODIES.items()
+    )
+    digest = hashlib.sha1((lua.PRELUDE + registrations).encode()).hexdigest()[:12]
+    name = f"ferry_{digest}"
+    return name, f"#!lua name={name}\n{lua.PRELUDE}{registrations.replace('{lib}', name)}"
+
+
+LIBRARY_NAME, LIBRARY_CODE = _library()
+
+
+def is_missing_function(exc: BaseException) -> bool:
+    """The server does not know the function (it lost its library): load it and send the call again."""
+    return isinstance(exc, redis.ResponseError) and "function not found" in str(exc).lower()
+
+
+class Library:
+    """The loaded state of the library on one Redis server (shared by the functions bound to a connection)."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.conn = conn
+        self.functions: bool | None = None  # None: not known yet; False: a server without functions
+        self._lock = threading.Lock()
+
+    def load(self) -> bool:
+        """Load (or replace) the library; False on a server without functions. Returns whether FCALL works."""
+        with self._lock:
+            try:
+                self.conn.function_load(LIBRARY_CODE, replace=True)
+                self.functions = True
+            except redis.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self.functions = False
+            return self.functions
+
+    def ready(self) -> bool:
+        return self.load() if self.functions is None else self.functions
+
+
+class HotScript:
+    """One lifecycle script, called like redis-py's `Script` (keys=, args=, client=), as FCALL when it can."""
+
+    def __init__(self, library: Library, name: str, script: str) -> None:
+        self.library = library
+        self.function = f"{LIBRARY_NAME}_{name}"
+        self.script: Script = library.conn.register_script(script)  # the EVALSHA fallback (Redis 6)
+
+    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+        client = self.library.conn if client is None else client
+        if not self.library.ready():
+            return self.script(keys=keys, args=args, client=client)
+        try:
+            return client.fcall(self.function, len(keys), *keys, *args)
+        except redis.ResponseError as exc:
+            if not is_missing_function(exc) or isinstance(client, redis.client.Pipeline):
+                raise
+        self.library.load()
+        return client.fcall(self.function, len(keys), *keys, *args)
+
+    def command(self, args: Sequence[Any]) -> tuple[Any, ...]:
+        """The raw command for `args` (no keys), for a caller that writes it to a connection itself."""
+        if self.library.ready():
+            return ("FCALL", self.function, 0, *args)
+        return ("EVALSHA", self.script.sha, 0, *args)
