@@ -147,7 +147,6 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
     if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
   end
   local claimed = 0
-  local all_qnames = qnames   -- idle on paused queues too: resuming one wakes its workers
   local offered_queues = {{}}
   qnames = unpaused(qnames)
   promote_preferred(worker, n, qnames)   -- locality: this node's offered jobs first (lua_locality.py)
@@ -185,7 +184,7 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
   else
     -- registered idle in the same step that found every queue empty: an enqueue after this wakes it
     redis.call('HSET', wkey, 'state', 'idle', 'current_job', '', 'current_execution', '', 'last_heartbeat', now)
-    set_idle(worker, all_qnames)
+    set_idle(worker, qnames)   -- not on paused queues: an enqueue there wakes nobody; a resume wakes all
   end
   return out, offer_wait_ms(offered_queues, #out)
 end

@@ -267,7 +267,9 @@ def raise_for_reference(named: list[tuple[str, ObjectRef]], reply: list[Any], to
 
 def reference_job_objects(conn: redis.Redis, job_id: str, refs: Iterable[tuple[str, ObjectRef]]) -> None:
     """The submit-time check: every referenced object exists and matches; the job is recorded as needing it."""
-    Lifetime(conn).reference(job_id, refs)
+    refs = list(refs)
+    if refs:  # most jobs reference no object: no scripts to prepare
+        Lifetime(conn).reference(job_id, refs)
 
 
 def sweep_expired(conn: redis.Redis) -> list[str]:
