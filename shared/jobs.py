@@ -129,31 +129,59 @@ class JobService:
         return job_info(job_id, raw, self.settings.max_job_data_bytes)
 
     def result(self, job_id: str, wait_s: float = 0) -> JobResult:
-        """The job's result; with wait_s, block up to that long for it to be ready."""
+        """The job's result; with wait_s, block up to that long for it to be ready.
+
+        One round trip when the job ends within the wait: the status read and the blocking read of the
+        result stream go out together (`_status_then_wait`).
+        """
         deadline = time.monotonic() + wait_s
         stream = keys.results(job_id)
         while True:
-            pipe = self.conn.pipeline(transaction=False)  # the latest entry and the status: one round trip
-            pipe.xrevrange(stream, "+", "-", count=1)
-            pipe.hmget(keys.job(job_id), "status", "ferry_error")
-            latest, (raw_status, raw_error) = pipe.execute()
-            if latest:
-                return self._result_from_entry(job_id, byte_fields(latest[0][1]), raw_error)
-            status, error = self._status_and_error(job_id, raw_status, raw_error)  # raises JobNotFound
             remaining = deadline - time.monotonic()
+            block_ms = max(1, int(min(max(remaining, 0), WAIT_SLICE_S) * 1000))
+            (raw_status, raw_error), entry = self._status_then_wait(job_id, stream, block_ms if remaining > 0 else 0)
+            if entry is not None:
+                return self._result_from_entry(job_id, entry, raw_error)
+            status, error = self._status_and_error(job_id, raw_status, raw_error)  # raises JobNotFound
             if status.is_final:
                 latest = self.conn.xrevrange(stream, "+", "-", count=1)  # it may have ended since our first read
                 if latest:
                     return self._result_from_entry(job_id, byte_fields(latest[0][1]))
                 return JobResult(id=job_id, status=status, ready=False, error=error or "its result expired")
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 return JobResult(id=job_id, status=status, ready=False, error=error)
-            block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
-            # a final state writes the stream's only entry (a requeue deletes the stream): what XREAD brings is
-            # the result, no second read needed
-            arrived: Any = self.conn.xread({stream: "0-0"}, block=block_ms, count=RESULT_ENTRIES_KEPT)
-            if arrived and arrived[0][1]:
-                return self._result_from_entry(job_id, byte_fields(arrived[0][1][-1][1]))
+
+    def _status_then_wait(self, job_id: str, stream: str, block_ms: int) -> tuple[list[Any], dict[bytes, bytes] | None]:
+        """The job's (status, error) and its latest result entry, waiting up to block_ms for one (0: no wait).
+
+        Both commands are sent at once. A final state writes the stream's entry (a requeue deletes the
+        stream), so what XREAD brings is the result. When there is nothing to wait for (no such job, or it
+        ended and its result expired), the blocked read is abandoned with its connection.
+        """
+        read = ["XREAD", "COUNT", RESULT_ENTRIES_KEPT, *(["BLOCK", block_ms] if block_ms else []),
+                "STREAMS", stream, "0-0"]
+        pool = self.conn.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(
+                [("HMGET", keys.job(job_id), "status", "ferry_error"), ("EXISTS", stream), read]))
+            status, has_entry = connection.read_response(), connection.read_response()
+            if block_ms and not has_entry and (status[0] is None or JobStatus.parse(status[0]).is_final):
+                connection.disconnect()  # no such job, or its result expired: nothing will arrive
+                return status, None
+            arrived = connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        if not arrived:
+            return status, None
+        entries = next(iter(arrived.values())) if isinstance(arrived, dict) else arrived[0][1]  # RESP3 | RESP2
+        fields = entries[-1][1]
+        if isinstance(fields, dict):
+            return status, byte_fields(fields)
+        return status, dict(zip(fields[::2], fields[1::2], strict=True))
 
     def _status_and_error(self, job_id: str, raw_status: Any = None, raw_error: Any = None
                           ) -> tuple[JobStatus, str | None]:

@@ -7,6 +7,7 @@ outage): the second run must change nothing: no second job popped, no second res
 from __future__ import annotations
 
 import re
+import time
 import zlib
 
 import pytest
@@ -14,7 +15,7 @@ import redis
 
 from shared import job_metrics, keys, wire
 from shared.client import Client
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, JobNotFound
 from shared.lifecycle import NODE_DIED, WORKER_DIED, Failure, Lifecycle, Timing, functions, lua, new_execution_id
 from shared.settings import Settings
 
@@ -271,5 +272,23 @@ def test_hot_scripts_run_as_functions_and_are_loaded_again_after_the_server_forg
     job = lifecycle.claim(WORKER, ["default"], new_execution_id())[0]
     assert job.id == ids[0] and conn.function_list(library=functions.LIBRARY_NAME)
     conn.function_flush()
-    assert [s.id for s in client.submit_many([{"task": "echo", "args": {"value": i}, "allow_unserved": True} for i in range(3)])]
+    batch = [{"task": "echo", "args": {"value": i}, "allow_unserved": True} for i in range(3)]
+    assert len(client.submit_many(batch)) == 3
     assert conn.llen(keys.queue("default")) == 4  # the batch was sent again once, each job enqueued once
+
+
+def test_waiting_for_a_result_that_cannot_come_returns_at_once(client: Client, conn: redis.Redis,
+                                                                lifecycle: Lifecycle):
+    """The status read and the blocking read go out together; nothing to wait for must not wait out wait_s."""
+    start = time.monotonic()
+    with pytest.raises(JobNotFound):
+        client.result("no-such-job", wait_s=20)
+    [job_id] = submit(client)
+    job = lifecycle.claim(WORKER, ["default"], new_execution_id())[0]
+    lifecycle.finish(job, WORKER, wire.dumps_value(7), time.time(), time.time(), Timing("echo", 0.001, 0.001))
+    assert client.result(job_id, wait_s=20).value == 7  # already there: read at once
+    conn.delete(keys.results(job_id))  # its result expired, the job hash not yet
+    expired = client.result(job_id, wait_s=20)
+    assert not expired.ready and expired.error == "its result expired"
+    assert time.monotonic() - start < 10  # none of the three waited out its 20 s
+    assert conn.ping()  # the abandoned blocking reads left the pool usable
