@@ -225,7 +225,8 @@ class Lifecycle:
     # --- pipelined finish: sent before the next prefetched job runs, its reply read after ---
     def load(self) -> None:
         """Load the scripts a worker sends itself, without redis-py's reload on NOSCRIPT (`send_finish`)."""
-        if not self.library.load():
+        self.library.functions = None  # ask the server again: it may have lost the library
+        if not self.library.ready():
             self._finish.script.sha = self.conn.script_load(self._finish.script.script)
 
     def send_finish(self, connection: Connection, args: list[Any]) -> None:

@@ -57,27 +57,38 @@ def is_missing_function(exc: BaseException) -> bool:
 
 
 class Library:
-    """The loaded state of the library on one Redis server (shared by the functions bound to a connection)."""
+    """The library's state on one Redis server, as seen by the scripts bound to one connection."""
 
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
         self.functions: bool | None = None  # None: not known yet; False: a server without functions
         self._lock = threading.Lock()
 
+    def ready(self) -> bool:
+        """Whether FCALL works; the first call loads the library if the server lacks it (compiling it costs
+        the server a few ms, so it is not done by every client that connects)."""
+        if self.functions is None:
+            with self._lock:
+                if self.functions is None:
+                    try:
+                        present = self.conn.function_list(library=LIBRARY_NAME)
+                    except redis.ResponseError as exc:
+                        if "unknown command" not in str(exc).lower():
+                            raise
+                        self.functions = False
+                        return False
+                    if not present:
+                        self.conn.function_load(LIBRARY_CODE, replace=True)
+                    self.functions = True
+        return self.functions
+
     def load(self) -> bool:
-        """Load (or replace) the library; False on a server without functions. Returns whether FCALL works."""
+        """Load (or replace) the library: the server said it lacks it. Returns whether FCALL works."""
         with self._lock:
-            try:
+            if self.functions is not False:
                 self.conn.function_load(LIBRARY_CODE, replace=True)
                 self.functions = True
-            except redis.ResponseError as exc:
-                if "unknown command" not in str(exc).lower():
-                    raise
-                self.functions = False
-            return self.functions
-
-    def ready(self) -> bool:
-        return self.load() if self.functions is None else self.functions
+        return self.functions
 
 
 class HotScript:
