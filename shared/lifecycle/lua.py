@@ -10,7 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
-from shared.lifecycle import lua_delays, lua_jobsurface, lua_limits, lua_locality, lua_workflows
+from shared.lifecycle import lua_delays, lua_gaps, lua_jobsurface, lua_limits, lua_locality, lua_workflows
 from shared.models import FINAL_STATUSES
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
@@ -267,6 +267,7 @@ local function requeue_held(worker, exec_wanted, a)
   redis.call('SREM', IDLE, worker)
   return out
 end
+{lua_gaps.LUA}
 """
 
 # Arguments of a settle, in ARGV order after any script-specific ones (see `lifecycle.Failure`).
