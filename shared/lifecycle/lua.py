@@ -464,3 +464,4 @@ return 1
 
 WF_SUBMIT = PRELUDE + lua_workflows.WF_SUBMIT_BODY
 WF_CANCEL = PRELUDE + lua_workflows.WF_CANCEL_BODY
+PURGE = PRELUDE + lua_gaps.PURGE_BODY
