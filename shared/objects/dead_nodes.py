@@ -39,7 +39,8 @@ def sweep_dead_nodes(shm_dir: Path, min_age_s: float = MIN_AGE_S,
     """Unlink the files and drop the ledger entries of every node of any deployment that is dead on this host."""
     by_node: dict[tuple[str, str], list[ShmFile]] = {}
     for f in scan(shm_dir):
-        by_node.setdefault((f.node, f.deployment), []).append(f)
+        if _owned(shm_dir / f.name):  # another user's Ferry has its own ledger, and its files are not ours to remove
+            by_node.setdefault((f.node, f.deployment), []).append(f)
     now = time.time()
     removed: list[Removed] = []
     for (node, deployment), files in by_node.items():
@@ -78,6 +79,13 @@ def _sweep_if_dead(shm_dir: Path, node: str, deployment: str, files: list[ShmFil
 
 def _unlink(files: list[ShmFile], shm_dir: Path, reason: str) -> list[Removed]:
     return [Removed(f.name, f.size, reason) for f in files if segments.unlink(f.name, shm_dir)]
+
+
+def _owned(path: Path) -> bool:
+    try:
+        return os.stat(path).st_uid == os.getuid()
+    except FileNotFoundError:
+        return False
 
 
 def _inode(path: Path) -> int:
