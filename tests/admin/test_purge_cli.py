@@ -58,3 +58,4 @@ def test_purge_says_what_it_removes(cli) -> None:
     text = " ".join(shown.stdout.split())
     for words in ("queued jobs", "scheduled jobs", "concurrency or rate limit", "idempotency keys", "Started jobs"):
         assert words in text, text
+
