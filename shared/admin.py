@@ -12,7 +12,8 @@ from shared.errors import NotFound
 from shared.jobs import job_info, queue_job_view, read_job_view
 from shared.lifecycle import Lifecycle
 from shared.models import JobInfo, JobStatus, NodeInfo, QueueInfo, WorkerInfo
-from shared.replies import text, texts
+from shared.purge import Purged, purge_queue
+from shared.replies import texts
 from shared.settings import Settings
 from shared.timeutil import rq_parse, unix_now
 
@@ -87,17 +88,11 @@ class Admin:
             requeued += [job_id for job_id in candidates if lifecycle.requeue_failed(job_id, q)]  # atomic, idempotent
         return requeued
 
-    def purge(self, queue: str) -> int:
-        """Drop every queued job of a queue (running jobs finish); returns how many were dropped."""
+    def purge(self, queue: str) -> Purged:
+        """Drop every queued, scheduled and limit-waiting job of a queue (started jobs finish): shared/purge.py."""
         if not self.conn.sismember(keys.RQ_QUEUES, keys.queue(queue)) and queue not in self.settings.queues:
             raise NotFound(f"no queue named {queue!r}; queues: {', '.join(self.queue_names())}")
-        ids = self.conn.lrange(keys.queue(queue), 0, -1)
-        pipe = self.conn.pipeline(transaction=True)
-        pipe.delete(keys.queue(queue))
-        for job_id in ids:
-            pipe.delete(keys.job(text(job_id)))
-        pipe.execute()
-        return len(ids)
+        return purge_queue(self.conn, queue)
 
     def workers(self) -> list[WorkerInfo]:
         names = [k[len("rq:worker:") :] for k in texts(self.conn.smembers(keys.RQ_WORKERS))]

@@ -73,9 +73,9 @@ class JobService:
     def submit(self, request: JobRequest) -> Submitted:
         """Validate and enqueue one job; a repeated idempotency key returns the first job instead."""
         if request.depends_on:  # deferred until its dependencies end (shared/workflows.py)
-            job_id, status = self.workflows.submit_job(request)
-            if status == JobStatus.UNKNOWN:
-                return self._submitted(request, 0, job_id)
+            job_id, status, created = self.workflows.submit_job(request)
+            if created != idempotency.CREATED:  # the key's earlier job: a duplicate, or a conflict (raised)
+                return self._submitted(request, created, job_id)
             return new_submission(request, job_id, self.settings, status)
         script_keys, script_args = self._enqueue_args(request)
         created, job_id = self.lifecycle.enqueue_script()(keys=script_keys, args=script_args)

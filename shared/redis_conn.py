@@ -85,6 +85,18 @@ def _bounded_handshake(connection: AbstractConnection) -> None:
 RETRY_ATTEMPTS = 3
 RETRY_ON = [redis.ConnectionError]
 
+# What CLIENT SETINFO sends, resolved once here (in a node, before its worker processes fork): redis-py
+# otherwise reads its own version with importlib.metadata for every client it builds, a walk that writes
+# (so copies, copy-on-write) about 1.5 MB of the supervisor's shared pages in each worker process.
+try:  # redis-py >= 7.1
+    from redis.driver_info import DriverInfo
+
+    DRIVER: dict[str, Any] = {"driver_info": DriverInfo()}
+except ImportError:  # older redis-py: its lib_version argument
+    from redis.utils import get_lib_version
+
+    DRIVER = {"lib_version": get_lib_version()}
+
 
 def connect(url: str, **overrides: Any) -> redis.Redis:
     """A client for `url`; commands retry briefly on connection errors, never on time-outs (see above).
@@ -99,6 +111,7 @@ def connect(url: str, **overrides: Any) -> redis.Redis:
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRY_ATTEMPTS),
         "retry_on_error": RETRY_ON,
         "redis_connect_func": _bounded_handshake,
+        **DRIVER,
     }
     options.update(overrides)
     try:

@@ -36,7 +36,7 @@ import numpy as np
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import keys, wire
+from shared import idempotency, keys, wire
 from shared.catalog import Catalog
 from shared.errors import Conflict, FerryError, InvalidArgs, InvalidRequest, NotFound
 from shared.lifecycle import lua
@@ -276,21 +276,24 @@ class Workflows:
         self._run([keys.workflow(workflow_id), ""], ["spec", spec, "created_at", rq_now()], ttl, prepared)
         return WorkflowSubmitted(id=workflow_id, jobs=[j.id for j in jobs])
 
-    def submit_job(self, request: JobRequest) -> tuple[str, JobStatus]:
-        """One job with `depends_on` (deferred until they end); its id and status (deferred, queued or failed),
-        or an earlier job's id and `unknown` when the idempotency key matched it."""
+    def submit_job(self, request: JobRequest) -> tuple[str, JobStatus, int]:
+        """One job with `depends_on` (deferred until they end): its id, status (deferred, queued or failed) and
+        `idempotency.CREATED`; or, when its idempotency key names an earlier job, that job's id, `unknown` and
+        `idempotency.DUPLICATE` (same request) or `idempotency.CONFLICT` (a different one), as ENQUEUE answers."""
         deps = [d if isinstance(d, Dependency) else Dependency(id=str(d)) for d in request.depends_on]
         step_ = Step(task=request.task, args=request.args, queue=request.queue, timeout_s=request.timeout_s,
                      retries=request.retries)
         planned = Planned(wire.new_job_id(), step_, "job", [d.id for d in deps])
-        prepared = self._prepare(planned, request.allow_unserved, run_on=[d.id for d in deps if d.on_failure == "run"])
+        prepared = self._prepare(planned, request.allow_unserved, run_on=[d.id for d in deps if d.on_failure == "run"],
+                                 idempotency_key=request.idempotency_key)
         idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
         reply = self._run(["", idem], [], self.settings.result_ttl_s, [prepared])
-        if not reply[0]:  # the idempotency key matched an earlier job: nothing was enqueued
-            return text(reply[1]), JobStatus.UNKNOWN
-        return planned.id, JobStatus.parse(reply[1])
+        if reply[0] != idempotency.CREATED:  # the key names an earlier job: nothing was enqueued
+            return text(reply[1]), JobStatus.UNKNOWN, int(reply[0])
+        return planned.id, JobStatus.parse(reply[1]), idempotency.CREATED
 
-    def _prepare(self, job: Planned, allow_unserved: bool, run_on: list[str] | None = None) -> list[Any]:
+    def _prepare(self, job: Planned, allow_unserved: bool, run_on: list[str] | None = None,
+                 idempotency_key: str | None = None) -> list[Any]:
         step_ = job.step
         request = JobRequest(task=step_.task, args=step_.args, queue=step_.queue, timeout_s=step_.timeout_s,
                              retries=step_.retries, allow_unserved=allow_unserved)
@@ -308,6 +311,9 @@ class Workflows:
         fields.update(_placement(named, input_name is not None, self.settings))
         if run_on is None:
             run_on = job.deps if step_.on_failure == "run" else []
+        # what makes two dependent submissions "the same job": ENQUEUE's fingerprint plus the dependencies
+        fields.update(idempotency.fields(idempotency_key, step_.task, queue,
+                                         {"args": args, "depends_on": job.deps, "run_on": run_on}))
         flat: list[Any] = [job.id, queue, "1" if input_name is not None else "", "", len(job.deps), *job.deps,
                            len(run_on), *run_on, len(fields)]
         for name, value in fields.items():

@@ -198,8 +198,11 @@ def get(
 def gc(json_output: Annotated[bool, typer.Option("--json", help="Print what was removed as JSON.")] = False) -> None:
     """Delete expired objects no job needs, and free this machine's shared memory held by dead nodes or dead writers.
 
-    Only this deployment's files (named with its id) are looked at: another Ferry on this machine, with
-    another Redis, is never touched. Every running node also deletes expired objects as it reaps.
+    This deployment's files (named with its id) of nodes that are not running, and the files and ledger
+    entries of nodes of ANY deployment that are provably dead on this machine (nobody holds their lock; a
+    stack killed with its Redis leaves those): a live node of another Ferry on this machine, with another
+    Redis, is never touched. Every running node also deletes expired objects as it reaps, and sweeps dead
+    nodes' files when it starts.
     """
     with open_client() as client:
         expired = client.objects.gc()

@@ -29,6 +29,7 @@ from shared.catalog import unservable_jobs, unservable_lines
 from shared.client import Client
 from shared.errors import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_USAGE, InvalidRequest, JobNotFound
 from shared.models import JobStatus, NodeInfo
+from shared.purge import counts_text
 from shared.redis_conn import redact
 
 CACHE_COUNTERS = ("bytes_from_redis", "bytes_from_shm", "hits", "misses", "evictions", "resident_bytes")
@@ -184,19 +185,27 @@ def purge(
     queue: Annotated[str, typer.Argument(help="The queue to empty.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Drop every queued job of a queue (started jobs finish). Asks first unless --yes."""
+    """Drop every job of a queue that no worker holds yet. Asks first unless --yes.
+
+    Removes, in one atomic step: its queued jobs, its scheduled jobs (delayed ones and retries waiting out
+    a back-off) and its jobs set aside by a concurrency or rate limit. Their idempotency keys can be used
+    again; jobs that depend on them fail, naming them. Started jobs finish; ended jobs, their results and
+    deferred jobs (waiting for their dependencies) stay.
+    """
     with open_client() as client:
-        waiting = next((q.queued for q in client.admin.queues() if q.name == queue), None)
-        if waiting == 0:
-            empty("queued jobs", f"in queue {queue}")
+        info = next((q for q in client.admin.queues() if q.name == queue), None)
+        counts = (info.queued, info.scheduled, info.waiting) if info is not None else None
+        if counts is not None and not sum(counts):
+            empty("queued, scheduled or limit-waiting jobs", f"in queue {queue}")
             return
-        if not yes and waiting is not None:
+        if not yes and counts is not None:
             if not sys.stdin.isatty():
-                fail(f"queue {queue} holds {waiting} queued jobs; pass --yes to purge without a prompt", EXIT_USAGE)
-            if not typer.confirm(f"Drop {waiting} queued jobs from queue {queue}?", default=False):
+                fail(f"queue {queue} holds {counts_text(*counts)}; pass --yes to purge without a prompt", EXIT_USAGE)
+            if not typer.confirm(f"Drop {counts_text(*counts)} from queue {queue}?", default=False):
                 note("nothing purged")  # a person said no: nothing to do, exit 0
                 return
         dropped = client.admin.purge(queue)  # InvalidRequest naming the queues for an unknown queue
-    console.print(f"purged {dropped} queued {'job' if dropped == 1 else 'jobs'} from queue {queue}", highlight=False)
-    if dropped:
+    console.print(f"purged {counts_text(dropped.queued, dropped.scheduled, dropped.waiting)} from queue {queue}",
+                  highlight=False)
+    if dropped.total:
         note("started jobs were not touched")

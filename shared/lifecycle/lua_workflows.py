@@ -73,6 +73,7 @@ local function wf_fail(did, origin, dep, dstatus, now, now_unix)
   err = string.sub(err, 1, {MAX_ERROR_CHARS})
   redis.call('HSET', jkey, 'status', 'failed', 'ended_at', now, 'ferry_error', err)
   redis.call('EXPIRE', jkey, ttl)
+  idem_release(jkey, did)   -- its key can be used again, as after SETTLE's fail
   redis.call('ZREM', WF_DEFERRED .. origin, did)
   redis.call('ZADD', FAILED .. origin, now_unix + ttl, did)
   result_entry(did, ttl, 'type', '2', 'worker_name', '')
@@ -85,6 +86,7 @@ local function wf_cancel_now(id, origin, why, now, now_unix, ttl)
   redis.call('ZREM', WF_DEFERRED .. origin, id)
   redis.call('HSET', jkey, 'status', 'canceled', 'ended_at', now, 'ferry_error', why)
   redis.call('EXPIRE', jkey, ttl)
+  idem_release(jkey, id)   -- its key can be used again, as after CANCEL
   redis.call('ZADD', CANCELED .. origin, now_unix + ttl, id)
   result_entry(id, ttl, 'type', '3', 'worker_name', '')
   count(origin, task_of(jkey, ''), 'canceled')
@@ -135,10 +137,9 @@ WF_SUBMIT_BODY = """
 -- ARGV: now (RQ), now (unix), ttl (of the workflow record, or of the idempotency key), workflow fields count,
 -- field, value..., job count, then each job (see lua_workflows.WF_SUBMIT_BODY's comment).
 if KEYS[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then return {0} end   -- a re-sent submit
-if KEYS[2] and KEYS[2] ~= '' then   -- a single job's idempotency key: the first job's id, or nothing is done
-  local existing = redis.call('GET', KEYS[2])
-  if existing then return {0, existing} end
-  redis.call('SET', KEYS[2], ARGV[6 + 2 * tonumber(ARGV[4])], 'EX', ARGV[3])
+if KEYS[2] and KEYS[2] ~= '' then   -- a single job's idempotency key: as ENQUEUE's (duplicate, conflict)
+  local taken = wf_idem_take(KEYS[2], ARGV)   -- lua_gaps
+  if taken then return taken end
 end
 local now, now_unix = ARGV[1], tonumber(ARGV[2])
 local p = 4

@@ -45,6 +45,7 @@ log = logging.getLogger("ferry.shm")
 DEFAULT_BUDGET_FRACTION = 0.8  # of the host's /dev/shm size
 NODE_BYTE, ALIVE_BYTE, FIRST_OBJECT_BYTE = 0, 1, 2
 OBJECT_LOCK_RANGE = 1 << 40
+HOLD_ALIVE_WAIT_S = 1.0  # a dead-node sweep holds a dead node's alive byte for a moment
 
 
 def deployment_id(conn: redis.Redis) -> str:
@@ -345,12 +346,25 @@ class NodeSpace:
 
     # --- the node's life (called by its supervisor) ---
     def hold_alive(self) -> None:
-        """Mark the node alive on this host (released by the kernel when the node and its workers die)."""
-        if not _range_lock(self._fd, ALIVE_BYTE, wait=False):
-            raise ConfigError(
-                f"node {self.node_id!r} of this deployment is already running on this host; "
-                "give this node its own FERRY_NODE_ID"
-            )
+        """Mark the node alive on this host (released by the kernel when the node and its workers die).
+
+        A dead-node sweep (dead_nodes.py) holds the byte for a moment while it unlinks a dead node's files:
+        wait that long, and if the file we locked was unlinked meanwhile, lock a new one.
+        """
+        deadline = time.monotonic() + HOLD_ALIVE_WAIT_S
+        while True:
+            if _range_lock(self._fd, ALIVE_BYTE, wait=False):
+                if os.fstat(self._fd).st_ino == _inode(self.lock_path):
+                    return
+                os.close(self._fd)  # swept away under us: a new lock file, and lock that one
+                self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            elif time.monotonic() > deadline:
+                raise ConfigError(
+                    f"node {self.node_id!r} of this deployment is already running on this host; "
+                    "give this node its own FERRY_NODE_ID"
+                )
+            else:
+                time.sleep(0.05)
 
     def sweep(self, keep_lock: bool = True) -> tuple[int, int]:
         """Unlink every file of this node (at its start and stop); returns (files, bytes)."""
@@ -373,7 +387,8 @@ class NodeSpace:
 
 
 def start_node(conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int) -> NodeSpace:
-    """At a node's start: refuse a second live node of this id and deployment here, then sweep its old files."""
+    """At a node's start: refuse a second live node of this id and deployment here, then sweep its old files
+    (and those of any node, of any deployment, that is dead on this host)."""
     space = NodeSpace(shm_dir, node_id, deployment_id(conn), budget_bytes)
     space.hold_alive()
     files, freed = space.sweep()
@@ -381,7 +396,21 @@ def start_node(conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int
         log.info(
             "node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", node_id, files, freed
         )
+    _sweep_dead_nodes(shm_dir)
     return space
+
+
+def _sweep_dead_nodes(shm_dir: Path) -> list[Removed]:
+    from shared.objects.dead_nodes import sweep_dead_nodes  # it builds on this module
+
+    return sweep_dead_nodes(shm_dir)
+
+
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return -1
 
 
 @dataclass
@@ -392,11 +421,12 @@ class Removed:
 
 
 def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
-    """Free this deployment's shared memory on this host held by dead nodes and by dead writers.
+    """Free this deployment's shared memory on this host held by dead nodes and by dead writers, and that of
+    dead nodes of any other deployment (whose Redis may be gone with them: dead_nodes.py).
 
     A node is dead when nobody holds its alive byte (the kernel drops it when its processes die); a
-    `.part` segment is abandoned when nobody holds its object's lock. Other deployments' files are
-    never looked at.
+    `.part` segment is abandoned when nobody holds its object's lock. Another deployment's live nodes
+    are never touched.
     """
     deployment = deployment_id(conn)
     by_node: dict[str, list[ShmFile]] = {}
@@ -434,7 +464,7 @@ def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
         finally:
             if fd >= 0:
                 os.close(fd)
-    return removed
+    return removed + _sweep_dead_nodes(shm_dir)
 
 
 def collect_quietly(conn: redis.Redis, shm_dir: Path = segments.SHM_DIR, wait_s: float = 3.0) -> list[Removed]:

@@ -100,7 +100,7 @@ def test_purge_drops_queued_jobs_after_confirmation(cli, client: Client, conn: r
     assert conn.lrange(keys.queue("high"), 0, -1) == [kept.encode()]
 
     again = cli("purge", "low", "--yes")
-    assert (again.exit_code, again.stdout.strip()) == (0, "no queued jobs in queue low")
+    assert (again.exit_code, again.stdout.strip()) == (0, "no queued, scheduled or limit-waiting jobs in queue low")
     unknown = cli("purge", "nosuchqueue", "--yes")
     assert unknown.exit_code == EXIT_NOT_FOUND
     assert "no queue named 'nosuchqueue'" in unknown.stderr
