@@ -235,11 +235,14 @@ def test_json_logs_carry_the_job_id_from_submit_to_finish(start_producer, start_
     job = producer.http.post("/v1/jobs", json={"task": "echo", "args": {"value": 1}, "allow_unserved": True}).json()["id"]
     assert producer.http.get(f"/v1/jobs/{job}/result", params={"wait_s": 30}).json()["status"] == "finished"
 
-    producer_lines = [json.loads(line) for line in producer.output().splitlines() if line.strip()]
-    node_lines = [json.loads(line) for line in node.output().splitlines() if line.strip()]
+    def lines_of(process) -> list[dict]:
+        return [json.loads(line) for line in process.output().splitlines() if line.strip()]
 
-    submitted = [line for line in producer_lines if line.get("job_id") == job]
+    submitted = [line for line in lines_of(producer) if line.get("job_id") == job]
     assert submitted and submitted[0]["task"] == "echo" and submitted[0]["queue"] == "default"
-    finished = [line for line in node_lines if line.get("job_id") == job and line.get("duration_s") is not None]
-    assert finished and finished[-1]["task"] == "echo" and finished[-1]["queue"] == "default"
+    # the worker logs the finish after recording it: the result can be read before the line is written
+    finished = wait_for(lambda: [line for line in lines_of(node)
+                                 if line.get("job_id") == job and line.get("duration_s") is not None],
+                        what="the node's log line for the finished job")
+    assert finished[-1]["task"] == "echo" and finished[-1]["queue"] == "default"
     assert finished[-1]["node"] == node.node_id and finished[-1]["worker"].startswith(node.node_id)
