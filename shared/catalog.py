@@ -125,8 +125,26 @@ class Catalog:
         report_problems(task, validator, args)
 
 
+_last_parsed: tuple[list[bytes | str | None], Catalog] | None = None
+
+
 def parse(raw_entries: Iterable[bytes | str | None]) -> Catalog:
-    """A Catalog from the stored entries (missing ones: nodes whose entry expired, i.e. dead nodes)."""
+    """A Catalog from the stored entries (missing ones: nodes whose entry expired, i.e. dead nodes).
+
+    The same entries as last time give the same Catalog, not a new one: clients read the catalog every
+    second and nodes republish unchanged entries, and parsing costs ~60 us per node (1.7 ms for 20).
+    """
+    global _last_parsed
+    entries = list(raw_entries)
+    last = _last_parsed
+    if last is not None and last[0] == entries:
+        return last[1]
+    catalog = _parse(entries)
+    _last_parsed = (entries, catalog)
+    return catalog
+
+
+def _parse(raw_entries: list[bytes | str | None]) -> Catalog:
     found = []
     for raw in raw_entries:
         if raw:
