@@ -45,7 +45,8 @@ class AccessLog:
 
 def _emit(scope: Scope, status: int, duration: float) -> None:
     """The line, as `log.info(..., extra=...)` would make it, without looking up the caller's frame (the
-    record's file and line are this module's): about half the cost per request (~15 us, then ~7 us)."""
+    record's file and line are this module's): ~20 us a line instead of ~25 (formatting and writing the
+    line are the rest; FERRY_ACCESS_LOG=false saves it all)."""
     client = scope.get("client")
     peer = f"{client[0]}:{client[1]}" if client else "-"
     method, path = scope["method"], scope["path"]
