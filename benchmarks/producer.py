@@ -6,11 +6,16 @@ Part 1 (wrk, 32 connections, 20 s each, one run): `POST /v1/jobs` on
 No worker node runs: a task catalog is published for the test tasks (as a node would), so every
 submit is validated against it and enqueued; the jobs pile up in Redis.
 
+Part 1b (in-process, no HTTP server, ~10 s): CPU time per `POST /v1/jobs` in the minimal app and in Ferry's
+app, driven through ASGI by 32 concurrent callers. CPU time, unlike a rate, hardly moves when the machine
+is shared: it shows what each app costs per request, which is what limits one GIL-bound process.
+
 Part 2: with 1,000 HTTP long-polls waiting (`GET /v1/jobs/{id}/result?wait_s=`), a node runs the
 1,000 jobs; the delay is from each job's `ended_at` (written by its worker) to its waiter's answer.
 Next to it, the same 1,000 waits made by a direct AsyncClient, and 50 sequential waits of the sync Client.
 
     python benchmarks/producer.py [--duration-s 20] [--connections 32] [--waiters 1000]
+                                  [--skip-wrk] [--skip-cpu] [--skip-wait] [--cpu-requests 6400]
 """
 
 from __future__ import annotations
@@ -150,6 +155,69 @@ def submit_rates(
     return rows
 
 
+async def asgi_cpu_us(app, requests: int, concurrency: int = 32) -> float:
+    """CPU µs per `POST /v1/jobs` through the ASGI `app` (no server, no sockets but Redis); best of 3 rounds."""
+    body = json.dumps(BODY).encode()
+    headers = [(b"host", b"bench"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    statuses: dict[int, int] = {}
+
+    async def one() -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/v1/jobs", "raw_path": b"/v1/jobs", "root_path": "", "query_string": b"", "headers": headers,
+                 "client": ("127.0.0.1", 1), "server": ("bench", 80), "state": {}}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+        await app(scope, receive, send)
+
+    async def caller(n: int) -> None:
+        for _ in range(n):
+            await one()
+
+    await asyncio.gather(*(caller(20) for _ in range(concurrency)))  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        await asyncio.gather(*(caller(requests // concurrency) for _ in range(concurrency)))
+        best = min(best, (time.process_time() - started) / (requests // concurrency * concurrency) * 1e6)
+    if set(statuses) != {202}:
+        raise SystemExit(f"in-process submits answered {statuses}")
+    return best
+
+
+def cpu_per_submit(settings: Settings, requests: int) -> dict[str, float]:
+    """Part 1b: the minimal app's and Ferry's CPU per request, in this process (uvloop, as uvicorn runs them)."""
+    import logging
+
+    import uvloop
+
+    from services.producer.app import create_app
+    from shared.logs import configure
+
+    namespace: dict[str, object] = {}
+    exec(MINIMAL_APP, namespace)  # noqa: S102 - our own constant, the same app part 1 serves
+    rows = {"minimal async FastAPI": uvloop.run(asgi_cpu_us(namespace["app"], requests))}
+
+    async def ferry(log_level: str) -> float:
+        configure(log_level)
+        logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 - closed with the process
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            return await asgi_cpu_us(app, requests)
+
+    rows["Ferry (log level WARNING, as part 1)"] = uvloop.run(ferry("WARNING"))
+    rows["Ferry (INFO: one access log line per request)"] = uvloop.run(ferry("INFO"))
+    configure("WARNING")
+    return rows
+
+
 async def http_waits(url: str, ids: list[str]) -> list[float]:
     """One raw HTTP/1.1 connection per waiter.
 
@@ -251,6 +319,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--waiters", type=int, default=1000)
     parser.add_argument("--skip-wrk", action="store_true")
+    parser.add_argument("--skip-cpu", action="store_true", help="skip part 1b (CPU per request, in-process)")
+    parser.add_argument("--skip-wait", action="store_true", help="skip part 2 (long-poll wake-up delays)")
+    parser.add_argument("--cpu-requests", type=int, default=6400, help="requests per round in part 1b")
     args = parser.parse_args()
 
     server = EmbeddedRedis().start()
@@ -289,13 +360,19 @@ def main() -> None:
             two = rates["Ferry producer (2 processes)"]["rate"] / one
             print(f"\n2 processes / 1 process: {two:.2f}x")
             record["submit"] = rates
-        conn.flushall()
-        wakes = wake_delays(env, settings, args.waiters)
-        print(f"\nDelay from a job's end to its waiter's answer ({args.waiters} waiting; re-check every 600 s)\n")
-        print(
-            table(["waiter", "p50 ms", "p99 ms"], [[n, f"{p50:.2f}", f"{p99:.2f}"] for n, (p50, p99) in wakes.items()])
-        )
-        record["wake_ms"] = wakes
+        if not args.skip_cpu:
+            publish_catalog(conn, settings)
+            cpu = cpu_per_submit(settings, args.cpu_requests)
+            print("\nCPU per `POST /v1/jobs`, in-process through ASGI (32 concurrent callers, best of 3 rounds)\n")
+            print(table(["app", "CPU us/request"], [[n, f"{us:.0f}"] for n, us in cpu.items()]))
+            record["cpu_us_per_submit"] = {n: round(us, 1) for n, us in cpu.items()}
+        if not args.skip_wait:
+            conn.flushall()
+            wakes = wake_delays(env, settings, args.waiters)
+            print(f"\nDelay from a job's end to its waiter's answer ({args.waiters} waiting; re-check every 600 s)\n")
+            print(table(["waiter", "p50 ms", "p99 ms"],
+                        [[n, f"{p50:.2f}", f"{p99:.2f}"] for n, (p50, p99) in wakes.items()]))
+            record["wake_ms"] = wakes
         record["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
         print(json.dumps(record))
     finally:

@@ -104,6 +104,9 @@ class Catalog:
                 served.nodes.append(entry.node)
                 served.versions[entry.node] = t.version
                 served.queues += [q for q in entry.queues if q not in served.queues]
+        # What every submit asks (twice): a set, not a scan of every node's tasks.
+        self._serving = {(t.name, q) for entry in self.nodes for t in entry.tasks for q in entry.queues}
+        self._validators: dict[str, jsonschema.protocols.Validator] = {}
 
     def names(self) -> list[str]:
         return sorted(self.tasks)
@@ -112,16 +115,36 @@ class Catalog:
         return self.tasks.get(name)
 
     def serves(self, task: str, queue: str) -> bool:
-        return any(queue in n.queues and any(t.name == task for t in n.tasks) for n in self.nodes)
+        return (task, queue) in self._serving
 
     def validate(self, task: str, args: Any) -> None:
         """InvalidArgs naming each bad field (paths as pydantic writes them) unless `args` fit the task's schema."""
-        served = self.tasks[task]
-        validate_with_schema(task, served.input_schema, args)
+        validator = self._validators.get(task)
+        if validator is None:  # once per task and catalog read, not once per submit
+            validator = self._validators[task] = _validator(json.dumps(self.tasks[task].input_schema, sort_keys=True))
+        report_problems(task, validator, args)
+
+
+_last_parsed: tuple[list[bytes | str | None], Catalog] | None = None
 
 
 def parse(raw_entries: Iterable[bytes | str | None]) -> Catalog:
-    """A Catalog from the stored entries (missing ones: nodes whose entry expired, i.e. dead nodes)."""
+    """A Catalog from the stored entries (missing ones: nodes whose entry expired, i.e. dead nodes).
+
+    The same entries as last time give the same Catalog, not a new one: clients read the catalog every
+    second and nodes republish unchanged entries, and parsing costs ~60 us per node (1.7 ms for 20).
+    """
+    global _last_parsed
+    entries = list(raw_entries)
+    last = _last_parsed
+    if last is not None and last[0] == entries:
+        return last[1]
+    catalog = _parse(entries)
+    _last_parsed = (entries, catalog)
+    return catalog
+
+
+def _parse(raw_entries: list[bytes | str | None]) -> Catalog:
     found = []
     for raw in raw_entries:
         if raw:
@@ -176,7 +199,11 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
 
 
 def validate_with_schema(task: str, schema: dict[str, Any], args: Any) -> None:
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    report_problems(task, _validator(json.dumps(schema, sort_keys=True)), args)
+
+
+def report_problems(task: str, validator: jsonschema.protocols.Validator, args: Any) -> None:
+    """InvalidArgs listing every field of `args` that `validator` refuses; nothing when they fit."""
     problems: list[dict[str, str]] = []
     for error in validator.iter_errors(args if args is not None else {}):
         problems += _problems(error)

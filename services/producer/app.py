@@ -11,6 +11,7 @@ Connection budget (per producer process), so that no kind of request can starve 
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from services.producer.dashboard import mount_dashboard
 from services.producer.deps import api_token, bearer
 from services.producer.docs import install_docs
 from services.producer.errors import CatchAll, install_error_handlers
+from services.producer.fast_submit import FastSubmit
 from services.producer.limits import BodyLimit
 from services.producer.routes import job_events, jobs, meta, metrics, objects, pause, schedules, views, workflows
 from services.producer.schemas import COMMON_ERRORS
@@ -52,8 +54,11 @@ Submit jobs to Ferry's queues, wait for their results, and upload the large arra
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for `settings` (default: from the environment); it connects to Redis when it starts serving."""
+def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> FastAPI:
+    """The API for `settings` (default: from the environment); it connects to Redis when it starts serving.
+
+    `freeze_gc` (the server processes, not apps embedded in tests): see `_freeze_startup_objects`.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -69,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await aclient.done.start()  # subscribed before the first long-poll arrives
         log.info("using Redis at %s", redact(client.url))
+        if freeze_gc:
+            _freeze_startup_objects()
         try:
             yield
         finally:
@@ -95,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_token = api_token(settings)
     install_error_handlers(app)
     install_docs(app)
+    app.add_middleware(FastSubmit)  # innermost: POST /v1/jobs past every check below, without FastAPI's overhead
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(TokenGate, token=app.state.api_token)  # before the body is read: 401 beats 400 and 413
     app.add_middleware(CatchAll)  # added late, so outer: it sees what every other layer let through
@@ -112,7 +120,19 @@ def create_app_from_env() -> FastAPI:
     """The app factory each `ferry producer --workers N` process calls (settings from the environment)."""
     settings = get_settings()
     configure(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, freeze_gc=True)
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the objects of start-up (the app, its routes and models, the imported modules) out of every
+    later garbage collection.
+
+    Under load a full collection walked all of them: ~55 ms with the event loop stopped, every few
+    seconds, which was the submit route's p99 (66 ms at 2,500 requests/s). Collected once here first,
+    so no garbage is frozen with them; what is created later is collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _version() -> str:

@@ -67,7 +67,7 @@ def producer(
         log.warning("FERRY_API_TOKEN is not set, so anyone who can reach %s can submit jobs", base)
     uvicorn.run(
         # Several processes need an import string: each calls the factory and reads the same FERRY_* environment.
-        create_app(config) if workers == 1 else "services.producer.app:create_app_from_env",
+        create_app(config, freeze_gc=True) if workers == 1 else "services.producer.app:create_app_from_env",
         factory=workers > 1,
         workers=workers if workers > 1 else None,
         host=host,
