@@ -35,6 +35,7 @@ from shared.client import _jsonify, job_id_of, workflow_id_of, workflow_request
 from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import JobService, job_info, result_from_entry
+from shared.lifecycle import functions
 from shared.lifecycle.lua import ENQUEUE
 from shared.locality import placement_fields
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, QueueInfo, Submitted
@@ -122,6 +123,10 @@ def _redis_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
     return wrapper
 
 
+def _unknown_command(reply: Any) -> bool:
+    return isinstance(reply, redis.ResponseError) and "unknown command" in str(reply).lower()
+
+
 class _EnqueueBatcher:
     """ENQUEUE calls made while one batch is on its way go together in the next: one pipeline, one send, one reply.
 
@@ -135,6 +140,8 @@ class _EnqueueBatcher:
     def __init__(self, conn: redis.asyncio.Redis) -> None:
         self.conn = conn
         self.sha = hashlib.sha1(ENQUEUE.encode()).hexdigest()
+        self.function = f"{functions.LIBRARY_NAME}_enqueue"  # the lifecycle's function library (EVALSHA on Redis 6)
+        self.functions = True
         self.pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self.draining: asyncio.Task[None] | None = None
 
@@ -170,13 +177,23 @@ class _EnqueueBatcher:
             self.draining = None
 
     async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        uses_functions = self.functions
         async with self.conn.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:  # bare EVALSHA: a pipeline of Script calls would send SCRIPT EXISTS first
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            for keys, args, _ in batch:  # bare calls: a pipeline of Script calls would send SCRIPT EXISTS first
+                if uses_functions:
+                    pipe.fcall(self.function, len(keys), *keys, *args)
+                else:
+                    pipe.evalsha(self.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:  # a new or flushed server: load the script, run again only the calls that did nothing
-            await self.conn.script_load(ENQUEUE)
+        missing = [i for i, r in enumerate(replies)
+                   if isinstance(r, NoScriptError) or functions.is_missing_function(r) or _unknown_command(r)]
+        if missing:  # a new or flushed server: load the code, run again only the calls that did nothing
+            if uses_functions and _unknown_command(replies[missing[0]]):
+                self.functions = False  # a server without functions (Redis 6)
+            elif uses_functions:
+                await self.conn.function_load(functions.LIBRARY_CODE, replace=True)
+            else:
+                await self.conn.script_load(ENQUEUE)
             again = await self._run([batch[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply

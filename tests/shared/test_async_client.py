@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
+from shared import keys
 from shared.async_client import AsyncClient
 from shared.client import Client
 from shared.errors import Conflict, InvalidArgs, JobNotFound, UnknownTask
+from shared.lifecycle import functions
 from shared.models import Submitted
 
 
@@ -88,3 +90,16 @@ def test_the_async_client_manages_schedules(settings, served: str) -> None:
             assert await client.schedules() == []
 
     asyncio.run(scenario())
+
+
+def test_submits_are_loaded_again_after_the_server_forgets_the_lifecycle_functions(settings, conn) -> None:
+    async def main() -> list[str]:
+        async with AsyncClient(settings=settings) as client:
+            first = await client.submit("echo", {"value": 1}, allow_unserved=True)
+            conn.function_flush()  # a restart without persistence
+            again = await asyncio.gather(*(client.submit("echo", {"value": i}, allow_unserved=True) for i in range(3)))
+            return [first.id, *(s.id for s in again)]
+
+    ids = asyncio.run(main())
+    assert conn.function_list(library=functions.LIBRARY_NAME)
+    assert conn.lrange(keys.queue("default"), 0, -1) == [i.encode() for i in ids]  # each enqueued once
