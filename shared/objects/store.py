@@ -92,7 +92,7 @@ class ObjectStore:
 
         Large objects are hashed (threads, 16 MiB pieces) while their chunks are already being written
         under a temporary upload id; the chunks are then renamed to the content id. Hashing and writing
-        overlap instead of adding up; the hash stays sha256, so nobody can craft a collision to make
+        overlap instead of adding up; the hash stays cryptographic (BLAKE3), so nobody can craft a collision to make
         dedup hand out someone else's data.
         """
         kind, array = normalize(data)
