@@ -28,7 +28,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -372,10 +372,17 @@ class NodeSpace:
         return count, freed
 
 
-def start_node(conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int) -> NodeSpace:
-    """At a node's start: refuse a second live node of this id and deployment here, then sweep its old files."""
+def start_node(
+    conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int, before_sweep: Callable[[], None] | None = None
+) -> NodeSpace:
+    """At a node's start: refuse a second live node of this id and deployment here, then sweep its old files.
+
+    `before_sweep` runs once the node is marked alive, while its earlier run's files are still there.
+    """
     space = NodeSpace(shm_dir, node_id, deployment_id(conn), budget_bytes)
     space.hold_alive()
+    if before_sweep is not None:
+        before_sweep()  # puts written behind that the earlier run left unwritten (put_writer.finish_own)
     files, freed = space.sweep()
     if files:
         log.info(

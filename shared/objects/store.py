@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
@@ -30,6 +30,9 @@ from shared.objects.pending import wait_written
 from shared.objects.ref import ObjectKind, ObjectRef, mismatch, normalize, ref_for
 from shared.replies import optional_text, text, texts
 from shared.timeutil import unix_now
+
+if TYPE_CHECKING:
+    from shared.objects.local_put import LocalCopy, LocalPut
 
 log = logging.getLogger("ferry.objects")
 
@@ -80,28 +83,58 @@ class Stored:
 class ObjectStore:
     """Puts, fetches, lists and deletes objects in Redis."""
 
-    def __init__(self, conn: redis.Redis, chunk_bytes: int, default_ttl_s: int) -> None:
+    def __init__(self, conn: redis.Redis, chunk_bytes: int, default_ttl_s: int, local: LocalPut | None = None) -> None:
         self.conn = conn
+        self.local = local  # a same-host put also fills a local node's memory (local_put.py)
         self.chunk_bytes = chunk_bytes
         self.default_ttl_s = default_ttl_s
         self.lifetime = Lifetime(conn)
         self._publish = conn.register_script(PUBLISH)
 
-    def put(self, data: Any, ttl_s: int | None = None) -> ObjectRef:
+    def put(self, data: Any, ttl_s: int | None = None, durable: bool | None = None) -> ObjectRef:
         """Store a numpy array or bytes once; a second put of equal data only extends its expiry.
 
-        Large objects are hashed (threads, 16 MiB pieces) while their chunks are already being written
-        under a temporary upload id; the chunks are then renamed to the content id. Hashing and writing
-        overlap instead of adding up; the hash stays cryptographic (BLAKE3), so nobody can craft a collision to make
-        dedup hand out someone else's data.
+        Large objects are hashed (on every core) while their chunks are already being written under a
+        temporary upload id; the chunks are then renamed to the content id. Hashing and writing overlap
+        instead of adding up; the hash stays cryptographic (BLAKE3), so nobody can craft a collision to
+        make dedup hand out someone else's data. On a host with a live node of this deployment, the bytes
+        also go into its memory, and unless `durable` (default: not FERRY_PUT_WRITE_BEHIND) that node
+        writes them to Redis behind the put (local_put.py).
         """
         kind, array = normalize(data)
+        copy = self.local.begin(int(array.nbytes)) if self.local is not None else None
+        if copy is not None:
+            return self._put_local(copy, kind, array, ttl_s, durable)
         if array.nbytes <= SMALL_OBJECT_BYTES:
             ref = ref_for(kind, array)
             self.put_prepared(ref, array, ttl_s)
             return ref
         with ThreadPoolExecutor(max_workers=1) as pool:
             return self._upload(pool.submit(ref_for, kind, array), array, ttl_s)
+
+    def _put_local(
+        self, copy: LocalCopy, kind: ObjectKind, array: np.ndarray, ttl_s: int | None, durable: bool | None
+    ) -> ObjectRef:
+        """Hash, copy into the local node's segment and (durable) write the chunks, all at once; then publish."""
+        assert self.local is not None
+        behind = self.local.write_behind if durable is None else not durable
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                hashing = pool.submit(ref_for, kind, array)
+                copy.start(array)
+                ref = hashing.result() if behind else self._upload(hashing, array, ttl_s)
+        except BaseException:
+            copy.abort()  # nothing left in /dev/shm, nothing charged
+            raise
+        held = copy.finish(ref)
+        if behind and held:  # marked for the node to write (or already stored, or an equal put is being written)
+            if self.local.mark(ref, copy.node, ttl_s or self.default_ttl_s) == 1:
+                log.info("object %s: %d bytes in node %s's memory; it writes them to Redis", ref.id, ref.nbytes,
+                         copy.node)
+            return ref
+        if behind:  # not in the node's memory after all: the plain way
+            self.put_prepared(ref, array, ttl_s)
+        return ref
 
     def put_prepared(self, ref: ObjectRef, array: np.ndarray, ttl_s: int | None = None) -> None:
         """Store data whose reference is already computed (a task's result)."""
@@ -404,6 +437,7 @@ class ObjectStore:
 
         Running nodes keep their copies until they evict them or stop.
         """
+        wait_written(self.conn, object_id)  # a put or result still being written behind: delete what it writes
         return self.lifetime.delete(object_id, force).existed
 
     def list(self) -> builtins.list[tuple[ObjectRef, float, int]]:  # the object verb everywhere
