@@ -102,7 +102,8 @@ class Node:
             self._start(slot)
         promoter = Promoter(self.settings, self.redis_url, self.node_id, self.queues)  # after the forks: delayed jobs
         promoter.start()
-        put_writer = PutWriter(self.settings, self.redis_url, self.node_id, SHM_DIR).start()  # puts written behind
+        put_writer = PutWriter(self.settings, self.redis_url, self.node_id, SHM_DIR, self.processes)  # puts behind
+        put_writer.start()
         try:
             self._supervise()
         finally:

@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +50,16 @@ LOST_AFTER_FACTOR = 3  # x FERRY_ABANDONED_AFTER_S without a heartbeat from the 
 TOMBSTONE_TTL_S = 7 * 86_400
 WRITER_NICENESS = 10  # below the node's jobs (Linux: per thread)
 RETRY_S = 1.0
+YIELD_MAX_S = 1.0  # per object: the most a write waits, in total, for the node's workers to be idle
+YIELD_STEP_S = 0.01
 
 
 class PutWriter:
     """Writes puts marked for this node (or for a dead node of this host) from /dev/shm to Redis."""
 
-    def __init__(self, settings: Settings, redis_url: str, node_id: str, shm_dir: os.PathLike[str] | str) -> None:
-        self.settings, self.node_id = settings, node_id
+    def __init__(self, settings: Settings, redis_url: str, node_id: str, shm_dir: os.PathLike[str] | str,
+                 processes: int = 0) -> None:
+        self.settings, self.node_id, self.processes = settings, node_id, processes
         self.shm_dir = Path(shm_dir)
         self.conn = connect(redis_url)
         self.store = ObjectStore(self.conn, settings.object_chunk_bytes, settings.object_ttl_s)
@@ -140,7 +144,7 @@ class PutWriter:
             data = np.frombuffer(buffer, dtype=np.uint8, count=ref.nbytes, offset=HEADER_BYTES)
             ttl_s = max(1, int(float(marker.get("expiry", 0)) - unix_now()))
             try:
-                self.store.put_prepared(ref, data, ttl_s)
+                self.store.put_prepared(ref, data, ttl_s, self._pacer() if self.processes else None)
             except FerryError as exc:  # Redis is full, say: the object cannot be stored; readers must hear why
                 self._lose(object_id, f"it could not be written to Redis ({exc.message})")
                 return False
@@ -158,6 +162,25 @@ class PutWriter:
         finally:
             del buffer
             shm.close()
+
+    def _pacer(self) -> Callable[[], None]:
+        """Between round trips: wait (at most YIELD_MAX_S per object) while every worker of this node runs a job.
+
+        Niceness alone is not enough: Redis, receiving the chunks, is not niced, and on a small host its
+        work competes with the jobs that read the object from memory meanwhile. A stop writes at once.
+        """
+        budget = [YIELD_MAX_S]
+        prefix = f"{self.node_id}."
+
+        def pace() -> None:
+            while budget[0] > 0 and not self._stopping.is_set():
+                idle = sum(1 for w in texts(self.conn.smembers(keys.IDLE_WORKERS)) if w.startswith(prefix))
+                if idle:
+                    return
+                time.sleep(YIELD_STEP_S)
+                budget[0] -= YIELD_STEP_S
+
+        return pace
 
     def _maybe_lost(self, object_id: str, marker: dict[str, str]) -> None:
         """Tombstone a marker whose node has been gone too long for a restart or a takeover to come."""

@@ -136,13 +136,17 @@ class ObjectStore:
             self.put_prepared(ref, array, ttl_s)
         return ref
 
-    def put_prepared(self, ref: ObjectRef, array: np.ndarray, ttl_s: int | None = None) -> None:
+    def put_prepared(
+        self, ref: ObjectRef, array: np.ndarray, ttl_s: int | None = None, pace: Callable[[], None] | None = None
+    ) -> None:
         """Store data whose reference is already computed (a task's result)."""
         done: Future[ObjectRef] = Future()
         done.set_result(ref)
-        self._upload(done, array, ttl_s)
+        self._upload(done, array, ttl_s, pace)
 
-    def _upload(self, hashing: Future[ObjectRef], array: np.ndarray, ttl_s: int | None) -> ObjectRef:
+    def _upload(
+        self, hashing: Future[ObjectRef], array: np.ndarray, ttl_s: int | None, pace: Callable[[], None] | None = None
+    ) -> ObjectRef:
         """Write the chunks under a fresh upload id (zero-copy sends), then publish them as the object.
 
         Publishing is one script: it renames the chunks to the content id and writes the meta hash, or,
@@ -174,6 +178,7 @@ class ObjectStore:
                     _bytes_of(array),
                     _DuplicateCheck(self.conn, hashing),
                     publish_args if hashing.done() else None,
+                    pace,
                 )
                 ref = hashing.result()
                 if created is None:  # the hash came last, or the server had to load the script
@@ -231,6 +236,7 @@ class ObjectStore:
         raw: memoryview,
         stop: Callable[[], bool],
         publish: Callable[[], tuple[list[str], list[Any]]] | None = None,
+        pace: Callable[[], None] | None = None,
     ) -> Any:
         """SET every chunk (with UPLOAD_TTL_S), sending the caller's memory as it is.
 
@@ -250,6 +256,8 @@ class ObjectStore:
             for first in range(0, len(chunk_keys), per_trip):
                 if first and stop():
                     break
+                if pace is not None:
+                    pace()  # a write behind yields to the node's jobs (put_writer.py)
                 batch = range(first, min(first + per_trip, len(chunk_keys)))
                 parts: list[bytes | memoryview] = []
                 for index in batch:

@@ -168,3 +168,15 @@ def test_a_put_lost_with_its_host_fails_its_readers_with_an_error_naming_it(
     wait_for(lambda: not conn.exists(keys.object_pending(ref.id)), timeout=20, what="the lost put to be given up")
     with pytest.raises(ObjectNotFound, match=ref.id):
         client.get(ref)
+
+
+def test_a_write_behind_yields_to_busy_workers_only_for_a_bounded_time(
+    client: Client, start_node, conn: redis.Redis
+) -> None:
+    start_node(processes=1)
+    busy = client.submit("test.hold", {"data": client.put(np.ones(10)), "seconds": 8.0}, retries=0)
+    wait_for(lambda: conn.hget(keys.job(busy.id), "status") == b"started", what="the node's only worker to be busy")
+    ref = client.put(np.random.default_rng(13).random(2 * MB))
+    wait_for(lambda: conn.exists(keys.object_meta(ref.id)), timeout=6, what="the write behind, despite the busy node")
+    assert conn.hget(keys.job(busy.id), "status") == b"started"  # written while the worker was still busy
+    client.cancel(busy.id)
