@@ -100,6 +100,7 @@ class LocalPut:
         self._spaces: dict[str, NodeSpace] = {}
         self._mark = conn.register_script(MARK_PUT)
         self._lock = threading.Lock()  # the async client puts from several threads
+        self.publishing = threading.Lock()
 
     @classmethod
     def from_settings(cls, conn: redis.Redis, settings: Settings) -> LocalPut | None:
@@ -153,6 +154,9 @@ class LocalPut:
 
     def _space(self, node: str) -> NodeSpace:
         space = self._spaces.get(node)
+        if space is not None and not _same_file(space):  # the node restarted: its lock file is a new one
+            space.close()
+            space = None
         if space is None:
             budget = self.budget_bytes or default_budget(self.shm_dir)
             space = self._spaces[node] = NodeSpace(self.shm_dir, node, self._deployment_id(), budget)
@@ -215,7 +219,7 @@ class LocalCopy:
             if self._error is not None:
                 raise self._error
             os.pwrite(segments.fd(self.shm), _header(ref), 0)
-            with self.space.object_lock(ref.id):
+            with self.owner.publishing, self.space.object_lock(ref.id):  # (OFD locks do not exclude our own threads)
                 final = self.space.shm_dir / self.space.segment(ref.id)
                 if final.exists():
                     self.space.remove_partial(self.upload)  # an equal put or a fetch was first
@@ -258,3 +262,10 @@ class LocalCopy:
         finally:
             self._held.close()
 
+
+def _same_file(space: NodeSpace) -> bool:
+    """Whether the space's open lock file is still the one at its path (a restarted node makes a new one)."""
+    try:
+        return os.stat(space.lock_path).st_ino == os.fstat(space._fd).st_ino
+    except FileNotFoundError:
+        return False

@@ -146,9 +146,12 @@ def test_a_restarted_node_writes_the_put_its_previous_run_left_unwritten(
     finally:
         node.kill()
     assert not conn.exists(keys.object_meta(ref.id))
-    start_node(node_id, processes=1)  # before sweeping its old files, it writes the pending put from them
+    restarted = start_node(node_id, processes=1)  # before sweeping its old files, it writes the pending put from them
     assert conn.exists(keys.object_meta(ref.id)) and not conn.exists(keys.object_pending(ref.id))
     assert np.array_equal(client.get(ref), data)
+    again = client.put(data + 1)  # the same client, into the restarted node's memory
+    assert _sum_on_node(client, again) == pytest.approx((data + 1).sum())
+    assert _stats(conn, restarted.node_id).get("bytes_from_redis", 0) == 0
 
 
 def test_a_put_lost_with_its_host_fails_its_readers_with_an_error_naming_it(
