@@ -438,6 +438,8 @@ class AsyncClient:
         await self.events.close()
         await self.conn.aclose()
         if self._sync_services is not None:
+            if self._sync_services[1].local is not None:
+                self._sync_services[1].local.close()
             self._sync_services[1].conn.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -84,9 +84,9 @@ class PutWriter:
             self._thread.join()
         try:
             self.write_pending(own_only=True)
-        except redis.RedisError as exc:
-            log.warning("node %s: puts still to write to Redis were left for a restart or another node (%s)",
-                        self.node_id, exc)
+        except Exception as exc:  # noqa: BLE001 - a stop must go on; the segments stay for a restart
+            log.error("node %s: stopping with puts not yet written to Redis (%s); the stop's sweep removes their "
+                      "only copy, so readers will be told to put them again", self.node_id, exc)
         self.conn.close()
         self._wake.close()
 
@@ -101,6 +101,9 @@ class PutWriter:
                 self._wake.blpop([keys.node_puts(self.node_id)], timeout=1)
             except redis.RedisError as exc:
                 log.debug("node %s: put writer: %s", self.node_id, exc)
+                self._stopping.wait(RETRY_S)
+            except Exception:  # never let the thread die: pending puts would wait for a restart
+                log.exception("node %s: put writer failed; trying again", self.node_id)
                 self._stopping.wait(RETRY_S)
 
     def write_pending(self, own_only: bool = False) -> list[str]:
