@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -183,3 +184,26 @@ def test_a_write_behind_yields_to_busy_workers_only_for_a_bounded_time(
     wait_for(lambda: conn.exists(keys.object_meta(ref.id)), timeout=6, what="the write behind, despite the busy node")
     assert conn.hget(keys.job(busy.id), "status") == b"started"  # written while the worker was still busy
     client.cancel(busy.id)
+
+
+@pytest.mark.slow
+def test_a_node_killed_while_writing_a_put_leaves_it_to_its_restart_and_readers_wait_for_it(
+    client: Client, start_node, conn: redis.Redis, node_id: str, settings: Settings
+) -> None:
+    node = start_node(node_id, processes=1)
+    data = np.random.default_rng(14).random(25 * MB)  # 200 MB: its write takes long enough to be cut
+    ref = client.put(data)
+    reader = Client(settings=settings)  # Redis only: it waits while the marker says the write is coming
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(reader.get, ref)
+        wait_for(lambda: conn.keys("ferry:upload:*") or conn.exists(keys.object_meta(ref.id)), interval=0.001,
+                 what="the node to start writing the put")
+        node.kill()  # SIGKILL, most likely in the middle of the chunks
+        print(f"killed mid-write: {not conn.exists(keys.object_meta(ref.id))}")
+        start_node(node_id, processes=1)  # its restart writes it from the segment before sweeping
+        assert np.array_equal(waiting.result(timeout=60), data)
+    reader.close()
+    assert conn.exists(keys.object_meta(ref.id)) and not conn.exists(keys.object_pending(ref.id))
+    start_node(processes=1, queues="elsewhere")  # ANOTHER node: it reads the object from Redis
+    result = client.result(client.submit("array.stats", {"data": ref}, queue="elsewhere", retries=0), wait_s=60)
+    assert result.status == "finished" and result.value["sum"] == pytest.approx(data.sum())
