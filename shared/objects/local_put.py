@@ -46,7 +46,7 @@ from shared.objects import segments
 from shared.objects.cache import HEADER_BYTES, _header
 from shared.objects.lifetime import shape_field
 from shared.objects.ref import ObjectRef
-from shared.objects.shm import ALIVE_BYTE, NodeSpace, default_budget, deployment_id, scan
+from shared.objects.shm import ALIVE_BYTE, NODE_BYTE, NodeSpace, default_budget, deployment_id, scan
 from shared.settings import Settings
 from shared.timeutil import unix_now
 
@@ -176,6 +176,7 @@ class LocalCopy:
         self.owner, self.space, self.upload, self.shm, self._held = owner, space, upload, shm, held
         self.node = space.node_id
         self._error: BaseException | None = None
+        self._renamed_to: str | None = None  # the object's segment, when this put created it
         self._stopped = False
         self._thread: threading.Thread | None = None
 
@@ -225,9 +226,12 @@ class LocalCopy:
                     self.space.remove_partial(self.upload)  # an equal put or a fetch was first
                 else:
                     os.rename(self.space.shm_dir / self.space.partial(self.upload), final)
-        except OSError as exc:
+                    self._renamed_to = final.name
+        except BaseException as exc:
+            self._drop()  # whatever went wrong: no segment left, no bytes charged
+            if not isinstance(exc, OSError):
+                raise
             log.info("object %s: not kept in node %s's memory (%s)", ref.id, self.node, exc)
-            self._drop()
             return False
         finally:
             self._close()
@@ -235,6 +239,15 @@ class LocalCopy:
         Holdings(self.owner.conn, self.node).publish([ref.id], evicted)
         log.debug("object %s: copied into node %s's memory by the put", ref.id, self.node)
         return True
+
+    def withdraw(self, ref: ObjectRef) -> None:
+        """The put failed after the segment was published (its marker was refused): unlink it, give its bytes back."""
+        if self._renamed_to is None:
+            return
+        with self.owner.publishing, self.space.object_lock(ref.id), self.space.locked(NODE_BYTE):
+            self.space._remove_locked(self._renamed_to)
+        self.space._unlinked()  # processes that mapped it meanwhile drop their mapping
+        Holdings(self.owner.conn, self.node).publish([], [ref.id])
 
     def abort(self) -> None:
         """The put failed: stop copying, unlink the segment, give its bytes back."""

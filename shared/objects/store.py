@@ -128,7 +128,13 @@ class ObjectStore:
             raise
         held = copy.finish(ref)
         if behind and held:  # marked for the node to write (or already stored, or an equal put is being written)
-            if self.local.mark(ref, copy.node, ttl_s or self.default_ttl_s) == 1:
+            try:
+                with self._oom_is_redis_full(ref, []):
+                    marked = self.local.mark(ref, copy.node, ttl_s or self.default_ttl_s)
+            except BaseException:
+                copy.withdraw(ref)  # a failed put leaves nothing in the node's memory
+                raise
+            if marked == 1:
                 log.info("object %s: %d bytes in node %s's memory; it writes them to Redis", ref.id, ref.nbytes,
                          copy.node)
             return ref

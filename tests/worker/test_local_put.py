@@ -207,3 +207,19 @@ def test_a_node_killed_while_writing_a_put_leaves_it_to_its_restart_and_readers_
     start_node(processes=1, queues="elsewhere")  # ANOTHER node: it reads the object from Redis
     result = client.result(client.submit("array.stats", {"data": ref}, queue="elsewhere", retries=0), wait_s=60)
     assert result.status == "finished" and result.value["sum"] == pytest.approx(data.sum())
+
+
+def test_a_put_written_behind_that_redis_refuses_leaves_nothing_in_the_nodes_memory(
+    client: Client, start_node, conn: redis.Redis
+) -> None:
+    node = start_node(processes=1)
+    deployment_id(conn)  # (created before Redis refuses writes)
+    used = int(conn.info("memory")["used_memory"])
+    conn.config_set("maxmemory", used // 2)  # over it already: the marker is refused
+    try:
+        with pytest.raises(RedisFull):
+            client.put(np.random.default_rng(15).random(MB))  # 8 MB, written behind
+    finally:
+        conn.config_set("maxmemory", 0)
+    assert shm_files(node.node_id) == []
+    assert _charged(conn, node.node_id) == 0
