@@ -46,7 +46,7 @@ from shared.objects import segments
 from shared.objects.cache import HEADER_BYTES, _header
 from shared.objects.lifetime import shape_field
 from shared.objects.ref import ObjectRef
-from shared.objects.shm import ALIVE_BYTE, NODE_BYTE, NodeSpace, default_budget, deployment_id, scan
+from shared.objects.shm import ALIVE_BYTE, NODE_BYTE, Ledger, NodeSpace, default_budget, deployment_id, scan
 from shared.settings import Settings
 from shared.timeutil import unix_now
 
@@ -146,11 +146,14 @@ class LocalPut:
         if not self._nodes or now - self._nodes_at > self.NODES_FRESH_S:
             self._nodes = sorted({f.node for f in scan(self.shm_dir, deployment) if f.object_id is None})
             self._nodes_at = now
-        for node in self._nodes:
-            if node_alive_here(self.shm_dir, deployment, node):
-                return node
-        self._nodes = []  # every one found is gone: look again next time
-        return None
+        alive = [node for node in self._nodes if node_alive_here(self.shm_dir, deployment, node)]
+        if not alive:
+            self._nodes = []  # every one found is gone: look again next time
+            return None
+        if len(alive) == 1:
+            return alive[0]
+        held = Ledger(self.shm_dir).read()  # several nodes here: the one holding the fewest bytes, so objects
+        return min(alive, key=lambda n: int(held.get(f"{n}_{deployment}", {}).get("bytes", 0)))  # (and jobs) spread
 
     def _space(self, node: str) -> NodeSpace:
         space = self._spaces.get(node)

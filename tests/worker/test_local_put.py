@@ -223,3 +223,13 @@ def test_a_put_written_behind_that_redis_refuses_leaves_nothing_in_the_nodes_mem
         conn.config_set("maxmemory", 0)
     assert shm_files(node.node_id) == []
     assert _charged(conn, node.node_id) == 0
+
+
+def test_puts_on_a_host_with_several_nodes_go_to_the_one_holding_the_fewest_bytes(
+    client: Client, start_node, conn: redis.Redis
+) -> None:
+    nodes = [start_node(processes=1), start_node(processes=1)]
+    refs = [client.put(np.full(MB, float(i)), durable=True) for i in range(2)]  # 8 MB each
+    held = sorted(len(shm_files(node.node_id)) for node in nodes)
+    assert held == [1, 1], {node.node_id: shm_files(node.node_id) for node in nodes}
+    assert {conn.smembers(keys.holders(ref.id)).pop() for ref in refs} == {n.node_id.encode() for n in nodes}
