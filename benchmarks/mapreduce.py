@@ -5,7 +5,10 @@
 Every system runs 2 worker processes, warm before the clock starts; the clock runs from the start of storing
 the array to the reduce step's result in the driver's hands.
   ferry  `ferry worker --processes 2`; client.put once; one workflow: a group of `array.stats` over the slices
-         and an `array.combine_stats` callback that gets their results in order (shared/workflows.py)
+         and an `array.combine_stats` callback that gets their results in order (shared/workflows.py). The
+         client runs on the node's host, so the put copies the array into the node's memory and the node
+         writes it to Redis behind the put (shared/objects/local_put.py); FERRY_PUT_WRITE_BEHIND=0 makes the
+         put wait for Redis, FERRY_PUT_LOCAL_COPY=0 gives the earlier path (Redis, then one fetch by the node)
   ray    ray.init(num_cpus=2); ray.put once; one task per slice on the ref, a reduce task taking their refs
   rq     RQ SimpleWorker x2 (JSON serializer); the array's bytes SET once in Redis as 16 MiB pieces; a map job
          per slice GETRANGEs only its slice; the reduce job is enqueued with `depends_on` every map job

@@ -7,7 +7,9 @@ Variants (every job computes the same count/sum/min/max/mean as Ferry's `array.s
   rq-arg  plain RQ SimpleWorker x2, the array is the job's argument (RQ pickles + compresses it per job)
   rq-get  plain RQ SimpleWorker x2, the array SET once in Redis (as 16 MiB keys, or --rq-piece-mib: no
           huge command, and Redis caps a string at 512 MB); each job GETs every piece into one numpy buffer
-  ferry   `ferry worker --processes 2`; client.put once, then `array.stats` jobs on the ObjectRef
+  ferry   `ferry worker --processes 2`; client.put once, then `array.stats` jobs on the ObjectRef (on the node's
+          host, the put copies the array into the node's memory and the node writes it to Redis behind the put;
+          FERRY_PUT_WRITE_BEHIND=0: the put waits for Redis; FERRY_PUT_LOCAL_COPY=0: Redis, then the node's fetch)
   ray     ray.init(num_cpus=2), ray.put once, remote tasks (only if `import ray` works)
 
 Workers are started and warm before the clock starts; wall time runs from the start of storing the input

@@ -40,6 +40,7 @@ from shared.lifecycle.lua import ENQUEUE
 from shared.locality import placement_fields
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, QueueInfo, Submitted
 from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
+from shared.objects.local_put import LocalPut
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
@@ -389,7 +390,8 @@ class AsyncClient:
             conn = redis.Redis(connection_pool=pool)
             self._sync_services = (
                 JobService(conn, self.settings, self.tasks),
-                ObjectStore(conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s),
+                ObjectStore(conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s,
+                            LocalPut.from_settings(conn, self.settings)),
             )
         return self._sync_services
 
@@ -398,9 +400,12 @@ class AsyncClient:
         return self._sync()[1]
 
     @_redis_errors
-    async def put(self, data: np.ndarray | bytes, ttl_s: int | None = None) -> ObjectRef:
-        """Store an array or bytes once in Redis; pass the returned ObjectRef as a task's Array argument."""
-        return await asyncio.to_thread(self.objects.put, data, ttl_s)
+    async def put(self, data: np.ndarray | bytes, ttl_s: int | None = None, durable: bool | None = None) -> ObjectRef:
+        """Store an array or bytes once in Redis; pass the returned ObjectRef as a task's Array argument.
+
+        On a host with a live node, see `Client.put` (the copy into its memory, `durable`).
+        """
+        return await asyncio.to_thread(self.objects.put, data, ttl_s, durable)
 
     @_redis_errors
     async def get(self, ref: ObjectRef | str) -> np.ndarray | bytes:
@@ -457,6 +462,8 @@ class AsyncClient:
         await self.events.close()
         await self.conn.aclose()
         if self._sync_services is not None:
+            if self._sync_services[1].local is not None:
+                self._sync_services[1].local.close()
             self._sync_services[1].conn.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -18,6 +18,7 @@ from shared.errors import FerryError
 from shared.jobs import JobService
 from shared.limits import check_queue_names
 from shared.models import JobInfo, JobRequest, JobResult, QueueInfo, Submitted
+from shared.objects.local_put import LocalPut
 from shared.objects.ref import ObjectRef
 from shared.objects.store import ObjectStore
 from shared.redis_conn import connect, unavailable
@@ -63,7 +64,8 @@ class Client:
         self.conn = connect(self.url)
         self.tasks = load_tasks(self.settings.task_modules)
         self.jobs = JobService(self.conn, self.settings, self.tasks)
-        self.objects = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s)
+        self.objects = ObjectStore(self.conn, self.settings.object_chunk_bytes, self.settings.object_ttl_s,
+                                   LocalPut.from_settings(self.conn, self.settings))
         self.admin = Admin(self.conn, self.settings)
 
     # --- jobs ---
@@ -157,9 +159,13 @@ class Client:
 
     # --- objects ---
     @_redis_errors
-    def put(self, data: np.ndarray | bytes, ttl_s: int | None = None) -> ObjectRef:
-        """Store an array or bytes once in Redis; pass the returned ObjectRef as a task's Array argument."""
-        return self.objects.put(data, ttl_s)
+    def put(self, data: np.ndarray | bytes, ttl_s: int | None = None, durable: bool | None = None) -> ObjectRef:
+        """Store an array or bytes once in Redis; pass the returned ObjectRef as a task's Array argument.
+
+        On a host with a live node, the bytes also go into its memory and (unless `durable`, default: not
+        FERRY_PUT_WRITE_BEHIND) that node writes them to Redis behind the put; readers elsewhere wait for it.
+        """
+        return self.objects.put(data, ttl_s, durable)
 
     @_redis_errors
     def get(self, ref: ObjectRef | str) -> np.ndarray | bytes:
@@ -216,6 +222,8 @@ class Client:
         return self.pause_schedule(name, paused=False)
 
     def close(self) -> None:
+        if self.objects.local is not None:
+            self.objects.local.close()
         self.conn.close()
 
     def __enter__(self) -> Client:

@@ -264,3 +264,12 @@ def limit(name: str) -> str:
     """A limit's config hash; `:running` (hash execution -> node), `:starts` (zset), `:waiting` (list) hang off it,
     and `:node:<node>:running` (set) / `:node:<node>:waiting` (list) for a per-node limit."""
     return f"{LIMIT_PREFIX}{name}"
+
+
+# --- Same-host puts written behind (shared/objects/local_put.py, shared/objects/put_writer.py) ---
+PUTS_PENDING = "ferry:objects:puts"  # zset: object id put write-behind -> when its put returned (unix s)
+
+
+def node_puts(node_id: str) -> str:
+    """List of object ids put into the node's memory for it to write to Redis (a doorbell; the zset is the truth)."""
+    return f"ferry:node:{node_id}:puts"

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     # Large array results reach the node's memory (and the job reports done) before their write to Redis ends;
     # readers elsewhere wait for it (shared/handoff.py). False: written to Redis before the job reports done.
     result_write_behind: bool = True
+    # A put on a host where a live node of this deployment runs copies the bytes into that node's shared memory
+    # too (its first job reads them there: nothing fetched from Redis); shared/objects/local_put.py.
+    put_local_copy: bool = True
+    # ... and returns once they are there: that node writes them to Redis behind the put (readers elsewhere wait
+    # for it). False, or `put(..., durable=True)`: put returns once the object is in Redis.
+    put_write_behind: bool = True
     progress_interval_s: float = Field(0.25, ge=0)  # a task's progress is written at most this often (the last is kept)
     max_event_streams: int = Field(200, gt=0)  # open `GET /v1/jobs/{id}/events` streams per producer process
 

@@ -59,6 +59,9 @@ def env(redis_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
         "FERRY_ABANDONED_AFTER_S": "3",
         "FERRY_REAP_INTERVAL_S": "0.5",
         "FERRY_LOG_LEVEL": "INFO",
+        # Puts go to Redis only (the node fetches them), as the object-path tests expect; the same-host copy into
+        # a node's memory is tested on its own (tests/worker/test_local_put.py turns it on).
+        "FERRY_PUT_LOCAL_COPY": "0",
         "PYTHONUNBUFFERED": "1",
         "PYTEST_TMP": str(tmp_path),
     }

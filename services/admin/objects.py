@@ -37,13 +37,22 @@ def put(
             help="Keep it at least this long, and while jobs that need it are not done (default: FERRY_OBJECT_TTL_S).",
         ),
     ] = None,
+    durable: Annotated[
+        bool,
+        typer.Option(
+            "--durable",
+            help="Return only once the object is in Redis. On a host where a node runs, the file is also copied "
+            "into that node's memory and by default (FERRY_PUT_WRITE_BEHIND) the put returns once it is there, "
+            "the node writing it to Redis just after.",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the object reference as JSON.")] = False,
 ) -> None:
     """Store a file once in Redis and print its object id (pass it to a task as `--arg data=@obj:ID`)."""
     data = load_file(path)
     with open_client() as client:
         started = time.monotonic()
-        ref = client.put(data, ttl_s=ttl)
+        ref = client.put(data, ttl_s=ttl, durable=True if durable else None)
         elapsed = time.monotonic() - started
     if json_output:
         print_json(ref)

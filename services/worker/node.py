@@ -34,6 +34,7 @@ from shared.lifecycle import WORKER_DIED, Failure, Lifecycle
 from shared.limits import promote_waiting
 from shared.locality import forget_node
 from shared.objects import segments
+from shared.objects.put_writer import PutWriter, finish_own
 from shared.objects.segments import SHM_DIR
 from shared.objects.shm import default_budget, start_node
 from shared.processes import pid_alive
@@ -82,7 +83,8 @@ class Node:
         self.lifecycle = Lifecycle(self.conn, self.settings)
         self._refuse_duplicate_node()
         self.budget = self.settings.shm_budget_bytes or default_budget(SHM_DIR)
-        self.shm = start_node(self.conn, SHM_DIR, self.node_id, self.budget)  # its files here; swept; marked alive
+        self.shm = start_node(self.conn, SHM_DIR, self.node_id, self.budget,  # its files here; swept; marked alive
+                              lambda: finish_own(self.settings, self.redis_url, self.node_id, SHM_DIR))
         self._register()
         forget_node(self.conn, self.node_id)  # its shared memory was just swept: it holds nothing yet
         self._forget_dead_workers()
@@ -100,10 +102,13 @@ class Node:
             self._start(slot)
         promoter = Promoter(self.settings, self.redis_url, self.node_id, self.queues)  # after the forks: delayed jobs
         promoter.start()
+        put_writer = PutWriter(self.settings, self.redis_url, self.node_id, SHM_DIR, self.processes)  # puts behind
+        put_writer.start()
         try:
             self._supervise()
         finally:
             promoter.stop()
+            put_writer.stop()  # writes what is still pending before the node's files are swept
             self._shutdown()
         return 0
 

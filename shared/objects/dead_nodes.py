@@ -78,7 +78,9 @@ def _sweep_if_dead(shm_dir: Path, node: str, deployment: str, files: list[ShmFil
 
 
 def _unlink(files: list[ShmFile], shm_dir: Path, reason: str) -> list[Removed]:
-    return [Removed(f.name, f.size, reason) for f in files if segments.unlink(f.name, shm_dir)]
+    now = time.time()  # a put not yet written to Redis is left for its node's restart (segments.mark_unwritten)
+    return [Removed(f.name, f.size, reason) for f in files
+            if not segments.spared_unwritten(shm_dir / f.name, now) and segments.unlink(f.name, shm_dir)]
 
 
 def _owned(path: Path) -> bool:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import Annotated, Any
 
+import blake3
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,7 +23,7 @@ def refs_in_result(payload: bytes) -> str:
     if REF_MARKER.encode() not in payload:
         return ""
     return ",".join(f"{m[1].decode()}:{m[2].decode()}" for m in _REF_IN_JSON.finditer(payload))
-HASH_PIECE_BYTES = 16 * 1024 * 1024
+HASH_THREADED_BYTES = 4 * 1024 * 1024  # from this size, BLAKE3 hashes on every core
 MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS); more is refused as input, never a 500
 
 
@@ -120,25 +118,19 @@ def normalize(data: Any) -> tuple[ObjectKind, np.ndarray]:
 def ref_for(kind: ObjectKind, array: np.ndarray) -> ObjectRef:
     """The reference for `array`: a content hash over kind, dtype, shape and bytes.
 
-    The bytes are hashed as 16 MiB pieces on all cores (sha256 releases the GIL; ~1.8 GB/s a core with
-    SHA-NI) and the id is the sha256 of the header and the pieces' digests: hashing is on the critical
-    path of every put, and this halves it on two cores.
+    BLAKE3 on all cores (it releases the GIL and splits the input into a tree itself): a cryptographic
+    hash, so nobody can craft a collision to make dedup hand out someone else's data, and about 2.5 x
+    faster than the sha256 of 16 MiB pieces it replaced (400 MB: 45 ms against 113 ms on two cores;
+    docs/benchmarks.md, "Same-host put"). Hashing is on the critical path of every put.
     """
-    digest = hashlib.sha256(f"{kind.value}|{array.dtype.str}|{array.shape}|".encode())
-    for piece in _piece_digests(array.data.cast("B") if array.nbytes else memoryview(b"")):
-        digest.update(piece)
+    raw = array.data.cast("B") if array.nbytes else memoryview(b"")
+    threads = blake3.blake3.AUTO if len(raw) >= HASH_THREADED_BYTES else 1  # threads cost more than small inputs take
+    digest = blake3.blake3(f"{kind.value}|{array.dtype.str}|{array.shape}|".encode(), max_threads=threads)
+    digest.update(raw)
     shape = tuple(int(n) for n in array.shape)
     nbytes = int(array.nbytes)
     assert nbytes == math.prod(shape) * array.dtype.itemsize
     return ObjectRef(id=digest.hexdigest()[:32], kind=kind, dtype=array.dtype.str, shape=shape, nbytes=nbytes)
-
-
-def _piece_digests(raw: memoryview) -> list[bytes]:
-    pieces = [raw[start : start + HASH_PIECE_BYTES] for start in range(0, len(raw), HASH_PIECE_BYTES)] or [raw]
-    if len(pieces) == 1:
-        return [hashlib.sha256(pieces[0]).digest()]
-    with ThreadPoolExecutor(max_workers=min(len(pieces), os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda piece: hashlib.sha256(piece).digest(), pieces))
 
 
 def view(ref: ObjectRef, buffer: memoryview) -> np.ndarray:

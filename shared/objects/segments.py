@@ -13,6 +13,7 @@ import ctypes
 import errno
 import mmap
 import os
+import stat
 import sys
 import threading
 from multiprocessing import resource_tracker, shared_memory
@@ -178,6 +179,33 @@ def _libc_madvise(address: int, length: int, advice: int) -> None:
 def attach(name: str) -> shared_memory.SharedMemory:
     """Map an existing segment; FileNotFoundError if it is gone (evicted or never made)."""
     return _open(name, create=False)  # pages map on first touch: a job reading a slice pays for that slice only
+
+
+# A put written behind (local_put.py) leaves the only copy of its object in a node's segment until the node
+# has written it to Redis. The segment carries the sticky bit meanwhile (no effect on access): sweeps that
+# cannot ask Redis whether it is written (another node's start, `ferry objects gc` for a dead node) leave it
+# to its node's restart, or to a live node of its deployment here that takes the write over.
+UNWRITTEN_KEEP_S = 7 * 86_400  # an unwritten segment is kept this long after its node's death at most
+
+
+def mark_unwritten(path: Path) -> None:
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR | stat.S_ISVTX)
+
+
+def mark_written(path: Path) -> None:
+    try:
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    except FileNotFoundError:
+        pass
+
+
+def spared_unwritten(path: Path, now: float) -> bool:
+    """A put's segment not yet written to Redis, young enough that its node may still come back for it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return bool(info.st_mode & stat.S_ISVTX) and now - info.st_mtime < UNWRITTEN_KEEP_S
 
 
 def unlink(name: str, shm_dir: Path) -> bool:

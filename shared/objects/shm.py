@@ -28,7 +28,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -386,11 +386,18 @@ class NodeSpace:
         return count, freed
 
 
-def start_node(conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int) -> NodeSpace:
+def start_node(
+    conn: redis.Redis, shm_dir: Path, node_id: str, budget_bytes: int, before_sweep: Callable[[], None] | None = None
+) -> NodeSpace:
     """At a node's start: refuse a second live node of this id and deployment here, then sweep its old files
-    (and those of any node, of any deployment, that is dead on this host)."""
+    (and those of any node, of any deployment, that is dead on this host).
+
+    `before_sweep` runs once the node is marked alive, while its earlier run's files are still there.
+    """
     space = NodeSpace(shm_dir, node_id, deployment_id(conn), budget_bytes)
     space.hold_alive()
+    if before_sweep is not None:
+        before_sweep()  # puts written behind that the earlier run left unwritten (put_writer.finish_own)
     files, freed = space.sweep()
     if files:
         log.info(
@@ -445,6 +452,8 @@ def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
             for f in files:
                 if f.object_id is None:
                     continue
+                if not alive and segments.spared_unwritten(shm_dir / f.name, time.time()):
+                    continue  # a put its node has not written to Redis yet: its restart (or a takeover) will
                 if not alive:
                     reason = f"node {node} is not running"
                 elif f.partial and _range_lock(fd, object_lock_byte(f.object_id), wait=False):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis
@@ -30,6 +30,9 @@ from shared.objects.pending import wait_written
 from shared.objects.ref import ObjectKind, ObjectRef, mismatch, normalize, ref_for
 from shared.replies import optional_text, text, texts
 from shared.timeutil import unix_now
+
+if TYPE_CHECKING:
+    from shared.objects.local_put import LocalCopy, LocalPut
 
 log = logging.getLogger("ferry.objects")
 
@@ -80,22 +83,28 @@ class Stored:
 class ObjectStore:
     """Puts, fetches, lists and deletes objects in Redis."""
 
-    def __init__(self, conn: redis.Redis, chunk_bytes: int, default_ttl_s: int) -> None:
+    def __init__(self, conn: redis.Redis, chunk_bytes: int, default_ttl_s: int, local: LocalPut | None = None) -> None:
         self.conn = conn
+        self.local = local  # a same-host put also fills a local node's memory (local_put.py)
         self.chunk_bytes = chunk_bytes
         self.default_ttl_s = default_ttl_s
         self.lifetime = Lifetime(conn)
         self._publish = conn.register_script(PUBLISH)
 
-    def put(self, data: Any, ttl_s: int | None = None) -> ObjectRef:
+    def put(self, data: Any, ttl_s: int | None = None, durable: bool | None = None) -> ObjectRef:
         """Store a numpy array or bytes once; a second put of equal data only extends its expiry.
 
-        Large objects are hashed (threads, 16 MiB pieces) while their chunks are already being written
-        under a temporary upload id; the chunks are then renamed to the content id. Hashing and writing
-        overlap instead of adding up; the hash stays sha256, so nobody can craft a collision to make
-        dedup hand out someone else's data.
+        Large objects are hashed (on every core) while their chunks are already being written under a
+        temporary upload id; the chunks are then renamed to the content id. Hashing and writing overlap
+        instead of adding up; the hash stays cryptographic (BLAKE3), so nobody can craft a collision to
+        make dedup hand out someone else's data. On a host with a live node of this deployment, the bytes
+        also go into its memory, and unless `durable` (default: not FERRY_PUT_WRITE_BEHIND) that node
+        writes them to Redis behind the put (local_put.py).
         """
         kind, array = normalize(data)
+        copy = self.local.begin(int(array.nbytes)) if self.local is not None else None
+        if copy is not None:
+            return self._put_local(copy, kind, array, ttl_s, durable)
         if array.nbytes <= SMALL_OBJECT_BYTES:
             ref = ref_for(kind, array)
             self.put_prepared(ref, array, ttl_s)
@@ -103,13 +112,47 @@ class ObjectStore:
         with ThreadPoolExecutor(max_workers=1) as pool:
             return self._upload(pool.submit(ref_for, kind, array), array, ttl_s)
 
-    def put_prepared(self, ref: ObjectRef, array: np.ndarray, ttl_s: int | None = None) -> None:
+    def _put_local(
+        self, copy: LocalCopy, kind: ObjectKind, array: np.ndarray, ttl_s: int | None, durable: bool | None
+    ) -> ObjectRef:
+        """Hash, copy into the local node's segment and (durable) write the chunks, all at once; then publish."""
+        assert self.local is not None
+        behind = self.local.write_behind if durable is None else not durable
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                hashing = pool.submit(ref_for, kind, array)
+                copy.start(array)
+                ref = hashing.result() if behind else self._upload(hashing, array, ttl_s)
+        except BaseException:
+            copy.abort()  # nothing left in /dev/shm, nothing charged
+            raise
+        held = copy.finish(ref)
+        if behind and held:  # marked for the node to write (or already stored, or an equal put is being written)
+            try:
+                with self._oom_is_redis_full(ref, []):
+                    marked = self.local.mark(ref, copy.node, ttl_s or self.default_ttl_s)
+            except BaseException:
+                copy.withdraw(ref)  # a failed put leaves nothing in the node's memory
+                raise
+            if marked == 1:
+                log.info("object %s: %d bytes in node %s's memory; it writes them to Redis", ref.id, ref.nbytes,
+                         copy.node)
+            return ref
+        if behind:  # not in the node's memory after all: the plain way
+            self.put_prepared(ref, array, ttl_s)
+        return ref
+
+    def put_prepared(
+        self, ref: ObjectRef, array: np.ndarray, ttl_s: int | None = None, pace: Callable[[], None] | None = None
+    ) -> None:
         """Store data whose reference is already computed (a task's result)."""
         done: Future[ObjectRef] = Future()
         done.set_result(ref)
-        self._upload(done, array, ttl_s)
+        self._upload(done, array, ttl_s, pace)
 
-    def _upload(self, hashing: Future[ObjectRef], array: np.ndarray, ttl_s: int | None) -> ObjectRef:
+    def _upload(
+        self, hashing: Future[ObjectRef], array: np.ndarray, ttl_s: int | None, pace: Callable[[], None] | None = None
+    ) -> ObjectRef:
         """Write the chunks under a fresh upload id (zero-copy sends), then publish them as the object.
 
         Publishing is one script: it renames the chunks to the content id and writes the meta hash, or,
@@ -141,6 +184,7 @@ class ObjectStore:
                     _bytes_of(array),
                     _DuplicateCheck(self.conn, hashing),
                     publish_args if hashing.done() else None,
+                    pace,
                 )
                 ref = hashing.result()
                 if created is None:  # the hash came last, or the server had to load the script
@@ -198,6 +242,7 @@ class ObjectStore:
         raw: memoryview,
         stop: Callable[[], bool],
         publish: Callable[[], tuple[list[str], list[Any]]] | None = None,
+        pace: Callable[[], None] | None = None,
     ) -> Any:
         """SET every chunk (with UPLOAD_TTL_S), sending the caller's memory as it is.
 
@@ -217,6 +262,8 @@ class ObjectStore:
             for first in range(0, len(chunk_keys), per_trip):
                 if first and stop():
                     break
+                if pace is not None:
+                    pace()  # a write behind yields to the node's jobs (put_writer.py)
                 batch = range(first, min(first + per_trip, len(chunk_keys)))
                 parts: list[bytes | memoryview] = []
                 for index in batch:
@@ -404,6 +451,7 @@ class ObjectStore:
 
         Running nodes keep their copies until they evict them or stop.
         """
+        wait_written(self.conn, object_id)  # a put or result still being written behind: delete what it writes
         return self.lifetime.delete(object_id, force).existed
 
     def list(self) -> builtins.list[tuple[ObjectRef, float, int]]:  # the object verb everywhere

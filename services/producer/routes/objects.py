@@ -84,6 +84,16 @@ def upload(
             ),
         ),
     ] = None,
+    durable: Annotated[
+        bool | None,
+        Query(
+            description=(
+                "true: answer only once the object is in Redis. On a host where a node runs, an upload is also "
+                "copied into that node's memory, and by default (FERRY_PUT_WRITE_BEHIND) the answer comes once it "
+                "is there, the node writing it to Redis just after"
+            ),
+        ),
+    ] = None,
 ) -> ObjectRef:
     media = (content_type or "").split(";")[0].strip().lower()
     if media == arrays.NPY:
@@ -98,7 +108,7 @@ def upload(
             f"send the body as `Content-Type: {arrays.NPY}` (a .npy file) or `Content-Type: {arrays.RAW}` "
             f"(raw bytes, with ?dtype=&shape= for an array); got {content_type or 'no Content-Type'!r}"
         )
-    ref = client.put(data, ttl_s)
+    ref = client.put(data, ttl_s, durable)
     response.headers["Location"] = f"/v1/objects/{ref.id}"
     return ref
 
