@@ -186,7 +186,7 @@ class PutWriter:
             if wait_s > 0 and self._stopping.wait(min(wait_s, budget[0])) is False:
                 budget[0] -= wait_s
             while budget[0] > 0 and not self._stopping.is_set():
-                idle = sum(1 for w in texts(self.conn.smembers(keys.IDLE_WORKERS)) if w.startswith(prefix))
+                idle = sum(1 for w in texts(self.conn.hkeys(keys.IDLE_WORKERS)) if w.startswith(prefix))
                 if idle:
                     return
                 time.sleep(YIELD_STEP_S)
