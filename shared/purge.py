@@ -1,4 +1,4 @@
-"""Purging a queue: every job of it that no worker holds yet, in one atomic script (`lua_gaps.PURGE_BODY`).
+"""Purging a queue: every job of it that no worker holds yet, in one atomic script (`lua_purge.PURGE_BODY`).
 
 What goes: its queued jobs, its scheduled jobs (delayed ones and retries waiting out a back-off, RQ's
 `rq:scheduled:<queue>`) and its jobs set aside by a concurrency or rate limit (status `queued`, in a limit's

@@ -10,7 +10,7 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
-from shared.lifecycle import lua_delays, lua_gaps, lua_jobsurface, lua_limits, lua_locality, lua_workflows
+from shared.lifecycle import lua_delays, lua_jobsurface, lua_limits, lua_locality, lua_purge, lua_workflows
 from shared.models import FINAL_STATUSES
 
 RESULT_ENTRIES_KEPT = 10  # a job's result stream keeps its last entries (RQ keeps 10 too)
@@ -297,7 +297,6 @@ local function requeue_held(worker, exec_wanted, a)
   set_busy(worker)
   return out
 end
-{lua_gaps.LUA}
 """
 
 # The prelude's variables that hold state for one call (a cached TIME, a count of jobs set aside): a Redis
@@ -504,4 +503,4 @@ return 1
 
 WF_SUBMIT = PRELUDE + lua_workflows.WF_SUBMIT_BODY
 WF_CANCEL = PRELUDE + lua_workflows.WF_CANCEL_BODY
-PURGE = PRELUDE + lua_gaps.PURGE_BODY
+PURGE = PRELUDE + lua_purge.PURGE_BODY

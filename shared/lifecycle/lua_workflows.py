@@ -133,12 +133,28 @@ end
 # One job of a workflow, in WF_SUBMIT's ARGV: id, queue, wants results ('1'/''), front ('1'/''),
 # number of dependencies, the dependencies..., number of 'run' dependencies, those..., number of fields, k, v...
 WF_SUBMIT_BODY = """
+-- WF_SUBMIT of one job with depends_on (ARGV: now, now unix, ttl, 0 workflow fields, 1 job, then the job:
+-- id, queue, wants, front, #deps, deps..., #run_on, run_on..., #fields, field, value...): take its idempotency
+-- key as ENQUEUE does. nil when taken; else ENQUEUE's reply ({0, first job} duplicate, {2, first job} conflict).
+local function wf_idem_take(ikey, argv)
+  local p = 6 + 2 * tonumber(argv[4])
+  local id = argv[p]
+  p = p + 4
+  p = p + 1 + tonumber(argv[p])   -- the dependencies
+  p = p + 1 + tonumber(argv[p])   -- the 'run' dependencies
+  local fp = ''
+  for i = p + 1, p + 2 * tonumber(argv[p]) - 1, 2 do
+    if argv[i] == IDEM_FP then fp = argv[i + 1] end
+  end
+  return idem_take(ikey, id, argv[3], {'', '', '', IDEM_FP, fp})
+end
+
 -- KEYS: the workflow's key ('' for a single job), an idempotency key ('' for none)
 -- ARGV: now (RQ), now (unix), ttl (of the workflow record, or of the idempotency key), workflow fields count,
 -- field, value..., job count, then each job (see lua_workflows.WF_SUBMIT_BODY's comment).
 if KEYS[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then return {0} end   -- a re-sent submit
 if KEYS[2] and KEYS[2] ~= '' then   -- a single job's idempotency key: as ENQUEUE's (duplicate, conflict)
-  local taken = wf_idem_take(KEYS[2], ARGV)   -- lua_gaps
+  local taken = wf_idem_take(KEYS[2], ARGV)
   if taken then return taken end
 end
 local now, now_unix = ARGV[1], tonumber(ARGV[2])
