@@ -34,12 +34,12 @@ from shared.errors import InvalidArgs, ShmFull
 from shared.locality import Holdings
 from shared.objects import segments
 from shared.objects.ref import ObjectRef, mismatch, view
+from shared.objects.segments import HEADER_BYTES
 from shared.objects.shm import DEFAULT_BUDGET_FRACTION, NodeSpace, default_budget, deployment_id
 from shared.objects.store import ObjectStore, Stored
 
 log = logging.getLogger("ferry.cache")
 
-HEADER_BYTES = 4096  # one page: the data stays page-aligned
 WRITE_PIECE_BYTES = 8 * 1024 * 1024  # per pwrite when a result is kept
 
 __all__ = ["DEFAULT_BUDGET_FRACTION", "HEADER_BYTES", "NodeCache", "default_budget"]
@@ -122,7 +122,7 @@ class NodeCache:
                 reservation.start()  # stays ahead of the socket
             reservation.wait_through(HEADER_BYTES)
             buf = segments.buffer(shm)
-            buf[:HEADER_BYTES] = _header(stored.ref)
+            buf[:HEADER_BYTES] = segments.header(stored.ref)
             return buf, HEADER_BYTES, reservation.wait_through
 
         try:
@@ -167,7 +167,7 @@ class NodeCache:
                 log.info("object %s: result not kept in shared memory (%s)", ref.id, exc.message)
                 return
             try:
-                _write_into(shm, self.shm_dir, _header(ref), array)
+                _write_into(shm, self.shm_dir, segments.header(ref), array)
                 self.space.publish(ref.id)
             except BaseException as exc:
                 traceback.clear_frames(exc.__traceback__)
@@ -264,6 +264,3 @@ def _write_into(shm: shared_memory.SharedMemory, shm_dir: Path, header: bytes, a
         raise
 
 
-def _header(ref: ObjectRef) -> bytes:
-    text = ref.model_dump_json().encode()
-    return text + b" " * (HEADER_BYTES - len(text))

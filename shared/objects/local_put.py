@@ -43,7 +43,6 @@ from shared import keys
 from shared.errors import ShmFull
 from shared.locality import Holdings
 from shared.objects import segments
-from shared.objects.cache import HEADER_BYTES, _header
 from shared.objects.lifetime import shape_field
 from shared.objects.ref import ObjectRef
 from shared.objects.shm import ALIVE_BYTE, NODE_BYTE, Ledger, NodeSpace, default_budget, deployment_id, scan
@@ -195,7 +194,7 @@ class LocalCopy:
         held = ExitStack()
         held.enter_context(space.object_lock(upload))
         try:
-            _name, shm = space.create_partial(upload, HEADER_BYTES + nbytes, f"a put of {nbytes} bytes")
+            _name, shm = space.create_partial(upload, segments.HEADER_BYTES + nbytes, f"a put of {nbytes} bytes")
         except BaseException:
             held.close()
             raise
@@ -213,7 +212,7 @@ class LocalCopy:
                 offset = 0
                 while offset < len(data) and not self._stopped:
                     with data[offset : offset + WRITE_PIECE_BYTES] as piece:
-                        offset += os.pwrite(descriptor, piece, HEADER_BYTES + offset)
+                        offset += os.pwrite(descriptor, piece, segments.HEADER_BYTES + offset)
         except BaseException as exc:  # noqa: BLE001 - handed to the put by `finish`
             self._error = exc
 
@@ -227,7 +226,7 @@ class LocalCopy:
             self._join()
             if self._error is not None:
                 raise self._error
-            os.pwrite(segments.fd(self.shm), _header(ref), 0)
+            os.pwrite(segments.fd(self.shm), segments.header(ref), 0)
             with self.owner.publishing, self.space.object_lock(ref.id):  # (OFD locks do not exclude our own threads)
                 final = self.space.shm_dir / self.space.segment(ref.id)
                 if final.exists():

@@ -32,7 +32,6 @@ import redis
 from shared import keys
 from shared.errors import FerryError
 from shared.objects import segments
-from shared.objects.cache import HEADER_BYTES
 from shared.objects.lifetime import parse_shape_field
 from shared.objects.local_put import node_alive_here
 from shared.objects.ref import ObjectKind, ObjectRef, mismatch
@@ -140,12 +139,12 @@ class PutWriter:
             return False
         buffer = segments.buffer(shm)
         try:
-            header = ObjectRef.model_validate_json(bytes(buffer[:HEADER_BYTES]).rstrip(b" "))
+            header = ObjectRef.model_validate_json(bytes(buffer[:segments.HEADER_BYTES]).rstrip(b" "))
             problem = mismatch(ref, header)
             if problem:
                 self._lose(object_id, f"node {node}'s copy does not match the put ({problem})", node)
                 return False
-            data = np.frombuffer(buffer, dtype=np.uint8, count=ref.nbytes, offset=HEADER_BYTES)
+            data = np.frombuffer(buffer, dtype=np.uint8, count=ref.nbytes, offset=segments.HEADER_BYTES)
             ttl_s = max(1, int(float(marker.get("expiry", 0)) - unix_now()))
             pace = self._pacer(float(marker.get("since", 0))) if self.processes else None
             try:

@@ -20,6 +20,16 @@ from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 
 from shared.errors import ShmFull
+from shared.objects.ref import ObjectRef
+
+# A segment's layout: a one-page header (the object's ObjectRef as JSON, space-padded), then the data, so the
+# data stays page-aligned and a reader can check the bytes against the reference it was given.
+HEADER_BYTES = 4096
+
+
+def header(ref: ObjectRef) -> bytes:
+    text = ref.model_dump_json().encode()
+    return text + b" " * (HEADER_BYTES - len(text))
 
 _TRACK_FLAG = sys.version_info >= (3, 13)
 SHM_DIR = Path("/dev/shm")  # where multiprocessing.shared_memory puts segments on Linux
