@@ -116,18 +116,25 @@ def test_a_put_written_behind_returns_before_redis_has_it_and_every_reader_gets_
     del other
 
 
+def _put_in_a_node_killed_before_writing(client: Client, start_node, seed: int, node_id: str | None = None):
+    """A put written behind into a node that is SIGKILLed before its writer could run (the node is stopped for
+    the put): the object is in that node's memory only. Returns (node, data, ref)."""
+    node = start_node(node_id, processes=1) if node_id else start_node(processes=1)
+    os.killpg(node.proc.pid, signal.SIGSTOP)  # its writer cannot run
+    try:
+        data = np.random.default_rng(seed).random(2 * MB)
+        ref = client.put(data)
+    finally:
+        node.kill()  # SIGKILL the whole node (stopped or not)
+    return node, data, ref
+
+
 def test_a_put_written_behind_survives_its_node_dying_before_the_write(
     client: Client, start_node, conn: redis.Redis
 ) -> None:
-    node = start_node(processes=1)
-    os.killpg(node.proc.pid, signal.SIGSTOP)  # its writer cannot run: the put is in its memory only
-    try:
-        data = np.random.default_rng(10).random(2 * MB)
-        ref = client.put(data)
-        assert not conn.exists(keys.object_meta(ref.id))
-        assert conn.hget(keys.object_pending(ref.id), "node") == node.node_id.encode()
-    finally:
-        node.kill()  # SIGKILL the whole node (stopped or not)
+    node, data, ref = _put_in_a_node_killed_before_writing(client, start_node, seed=10)
+    assert not conn.exists(keys.object_meta(ref.id))
+    assert conn.hget(keys.object_pending(ref.id), "node") == node.node_id.encode()
     assert shm_files(node.node_id) == [keys.segment(deployment_id(conn), node.node_id, ref.id)]  # on the host still
 
     other = start_node(processes=1)  # another node of this deployment on the same host takes the write over
@@ -141,13 +148,7 @@ def test_a_put_written_behind_survives_its_node_dying_before_the_write(
 def test_a_restarted_node_writes_the_put_its_previous_run_left_unwritten(
     client: Client, start_node, conn: redis.Redis, node_id: str
 ) -> None:
-    node = start_node(node_id, processes=1)
-    os.killpg(node.proc.pid, signal.SIGSTOP)
-    try:
-        data = np.random.default_rng(11).random(2 * MB)
-        ref = client.put(data)
-    finally:
-        node.kill()
+    _node, data, ref = _put_in_a_node_killed_before_writing(client, start_node, seed=11, node_id=node_id)
     assert not conn.exists(keys.object_meta(ref.id))
     restarted = start_node(node_id, processes=1)  # before sweeping its old files, it writes the pending put from them
     assert conn.exists(keys.object_meta(ref.id)) and not conn.exists(keys.object_pending(ref.id))
@@ -161,13 +162,7 @@ def test_sweeps_that_cannot_ask_redis_leave_an_unwritten_put_to_its_nodes_restar
     client: Client, start_node, conn: redis.Redis, node_id: str
 ) -> None:
     """Another node's start and `ferry objects gc` sweep dead nodes' files; a put's only copy is not theirs to take."""
-    node = start_node(node_id, processes=1)
-    os.killpg(node.proc.pid, signal.SIGSTOP)
-    try:
-        data = np.random.default_rng(13).random(2 * MB)
-        ref = client.put(data)
-    finally:
-        node.kill()
+    _node, data, ref = _put_in_a_node_killed_before_writing(client, start_node, seed=13, node_id=node_id)
     segment = SHM_DIR / keys.segment(deployment_id(conn), node_id, ref.id)
     lock = SHM_DIR / keys.node_lock(deployment_id(conn), node_id)
     old = time.time() - 60
@@ -181,12 +176,7 @@ def test_sweeps_that_cannot_ask_redis_leave_an_unwritten_put_to_its_nodes_restar
 def test_a_put_lost_with_its_host_fails_its_readers_with_an_error_naming_it(
     client: Client, start_node, conn: redis.Redis
 ) -> None:
-    node = start_node(processes=1)
-    os.killpg(node.proc.pid, signal.SIGSTOP)
-    try:
-        ref = client.put(np.random.default_rng(12).random(2 * MB))
-    finally:
-        node.kill()
+    node, _data, ref = _put_in_a_node_killed_before_writing(client, start_node, seed=12)
     for name in shm_files(node.node_id):
         os.unlink(SHM_DIR / name)  # the host (its /dev/shm) is gone with the node
     conn.zadd(keys.NODES, {node.node_id: 1})  # and its last heartbeat is long past
