@@ -13,7 +13,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,23 @@ def wait_ferry(client: Any, submitted: list[Any], deadline: float) -> list[Any]:
             raise RuntimeError(f"job {job.id} {result.status}: {result.error}")
         results.append(result.value)
     return results
+
+
+RAY_MISSING = "import ray failed (pip install 'ray[default]')"
+
+
+@contextmanager
+def ray_session() -> Iterator[Any]:
+    """Ray as every benchmark runs it beside Ferry: 2 CPUs, quiet, the repository importable by its workers;
+    shut down on the way out. Yields None when Ray is not installed (the variant is then reported unavailable)."""
+    try:
+        import ray
+    except ImportError:
+        yield None
+        return
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

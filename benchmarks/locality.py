@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
-    REPO,
     Workers,
     connect,
     json_line,
     machine,
     net_output_bytes,
+    ray_session,
     registered_workers,
     table,
     tool,
@@ -94,13 +94,9 @@ def pipeline_ferry(url: str, n: int, runs: int, timeout_s: float, write_behind: 
 
 
 def pipeline_ray(n: int, runs: int, timeout_s: float) -> dict[str, Any]:
-    try:
-        import ray
-    except ImportError:
-        return {"status": "unavailable"}
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
+    with ray_session() as ray:
+        if ray is None:
+            return {"status": "unavailable"}
         make, reduce = ray.remote(make_array), ray.remote(reduce_array)
         times = []
         for run in range(runs + 1):
@@ -111,8 +107,6 @@ def pipeline_ray(n: int, runs: int, timeout_s: float) -> dict[str, Any]:
             if total != expected:
                 raise RuntimeError(f"ray pipeline sum {total} != {expected}")
         return {"median_s": statistics.median(times[1:]), "best_s": min(times[1:]), "runs": len(times) - 1}
-    finally:
-        ray.shutdown()
 
 
 # --- (b) rounds over objects on two nodes ---

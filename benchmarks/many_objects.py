@@ -31,9 +31,21 @@ from typing import Any
 import numpy as np
 from rq import Queue
 
-from benchmarks.common import (REPO, Workers, connect, json_line, machine, registered_workers, table, tool, wait_ferry,
-                               wait_rq,
-                               wait_until)
+from benchmarks.common import (
+    RAY_MISSING,
+    REPO,
+    Workers,
+    connect,
+    json_line,
+    machine,
+    ray_session,
+    registered_workers,
+    table,
+    tool,
+    wait_ferry,
+    wait_rq,
+    wait_until,
+)
 from benchmarks.rq_tasks import stats
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
@@ -159,14 +171,10 @@ def _ray_stats(data: np.ndarray) -> dict[str, float | int]:
 
 def ray_variant(case: Case) -> Run:
     run = Run("ray", case.count, case.size_bytes)
-    try:
-        import ray
-    except ImportError:
-        run.status, run.note = "unavailable", "import ray failed (pip install 'ray[default]')"
-        return run
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
+    with ray_session() as ray:
+        if ray is None:
+            run.status, run.note = "unavailable", RAY_MISSING
+            return run
         remote_stats = ray.remote(_ray_stats)
         ray.get([remote_stats.remote(np.ones(8)) for _ in range(4)])  # warm workers
         start = time.perf_counter()
@@ -174,8 +182,6 @@ def ray_variant(case: Case) -> Run:
         results = ray.get([remote_stats.remote(ref) for ref in refs], timeout=case.timeout_s)
         run.wall_s = time.perf_counter() - start
         case.check("ray", results)
-    finally:
-        ray.shutdown()
     return run
 
 

@@ -30,6 +30,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from benchmarks.common import (
+    RAY_MISSING,
     REPO,
     Workers,
     connect,
@@ -37,6 +38,7 @@ from benchmarks.common import (
     machine,
     mb,
     net_output_bytes,
+    ray_session,
     registered_workers,
     table,
     tool,
@@ -136,14 +138,10 @@ def _ray_reduce(*parts: dict[str, Any]) -> dict[str, Any]:
 
 def ray_system(case: Case) -> Run:
     run = Run("ray")
-    try:
-        import ray
-    except ImportError:
-        run.status, run.note = "unavailable", "import ray failed"
-        return run
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
+    with ray_session() as ray:
+        if ray is None:
+            run.status, run.note = "unavailable", RAY_MISSING
+            return run
         remote_slice, remote_reduce = ray.remote(_ray_slice), ray.remote(_ray_reduce)
         ray.get([remote_slice.remote(np.zeros(4), 0, 2) for _ in range(4)])  # warm both workers
         start = time.perf_counter()
@@ -153,8 +151,6 @@ def ray_system(case: Case) -> Run:
         reduced = ray.get(remote_reduce.remote(*parts), timeout=case.timeout_s)
         run.wall_s = time.perf_counter() - start
         case.check("ray", ray.get(parts), reduced)
-    finally:
-        ray.shutdown()
     return run
 
 

@@ -37,10 +37,26 @@ import psutil
 import redis
 from rq import Queue
 
-from benchmarks.common import (REPO, PeakPss, Workers, connect, json_line, machine, mb, net_output_bytes, pss_bytes,
-                               wait_ferry, wait_rq,
-                               registered_workers, table, tool, wait_until)
 from benchmarks import profiled_worker
+from benchmarks.common import (
+    RAY_MISSING,
+    REPO,
+    PeakPss,
+    Workers,
+    connect,
+    json_line,
+    machine,
+    mb,
+    net_output_bytes,
+    pss_bytes,
+    ray_session,
+    registered_workers,
+    table,
+    tool,
+    wait_ferry,
+    wait_rq,
+    wait_until,
+)
 from benchmarks.rq_tasks import PIECE_BYTES, stats
 from shared.client import Client
 from shared.embedded import EmbeddedRedis
@@ -200,14 +216,10 @@ def _ray_pid() -> int:
 
 def ray_variant(case: Case) -> Run:
     run = Run("ray", case.size_mb)
-    try:
-        import ray
-    except ImportError:
-        run.status, run.note = "unavailable", "import ray failed (pip install 'ray[default]')"
-        return run
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # for Ray's workers
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
+    with ray_session() as ray:
+        if ray is None:
+            run.status, run.note = "unavailable", RAY_MISSING
+            return run
         remote_stats, remote_pid = ray.remote(_ray_stats), ray.remote(_ray_pid)
         warm_pids = set(ray.get([remote_pid.remote() for _ in range(4)]))
         raylet = [p.pid for p in psutil.Process().children(recursive=True) if p.name() == "raylet"]
@@ -223,8 +235,6 @@ def ray_variant(case: Case) -> Run:
         run.pss_peak = max(peak.peak, run.pss_end)  # a short run can end between two samples
         run.extra = {"worker_pids_ran_tasks": len(ran), "raylet_found": bool(raylet)}
         case.check("ray", [result for result, _ in outputs])
-    finally:
-        ray.shutdown()
     return run
 
 
