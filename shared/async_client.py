@@ -124,10 +124,6 @@ def _redis_errors(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
     return wrapper
 
 
-def _unknown_command(reply: Any) -> bool:
-    return isinstance(reply, redis.ResponseError) and "unknown command" in str(reply).lower()
-
-
 class _EnqueueBatcher:
     """ENQUEUE calls made while one batch is on its way go together in the next: one pipeline, one send, one reply.
 
@@ -187,9 +183,9 @@ class _EnqueueBatcher:
                     pipe.evalsha(self.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
         missing = [i for i, r in enumerate(replies)
-                   if isinstance(r, NoScriptError) or functions.is_missing_function(r) or _unknown_command(r)]
+                   if isinstance(r, NoScriptError) or functions.is_missing_function(r) or functions.lacks_functions(r)]
         if missing:  # a new or flushed server: load the code, run again only the calls that did nothing
-            if uses_functions and _unknown_command(replies[missing[0]]):
+            if uses_functions and functions.lacks_functions(replies[missing[0]]):
                 self.functions = False  # a server without functions (Redis 6)
             elif uses_functions:
                 await self.conn.function_load(functions.LIBRARY_CODE, replace=True)

@@ -183,10 +183,8 @@ class JobService:
             return status, byte_fields(fields)
         return status, dict(zip(fields[::2], fields[1::2], strict=True))
 
-    def _status_and_error(self, job_id: str, raw_status: Any = None, raw_error: Any = None
-                          ) -> tuple[JobStatus, str | None]:
-        if raw_status is None:
-            raw_status, raw_error = self.conn.hmget(keys.job(job_id), "status", "ferry_error")
+    def _status_and_error(self, job_id: str, raw_status: Any, raw_error: Any) -> tuple[JobStatus, str | None]:
+        """The job's status and error from their HMGET reply; JobNotFound when it has no hash."""
         if raw_status is None and not self.conn.exists(keys.job(job_id)):
             raise JobNotFound(f"no job {job_id!r} (unknown id, or it expired after its result TTL)")
         return JobStatus.parse(raw_status), (text(raw_error, errors="replace") or None) if raw_error else None

@@ -51,6 +51,11 @@ def _library() -> tuple[str, str]:
 LIBRARY_NAME, LIBRARY_CODE = _library()
 
 
+def lacks_functions(exc: BaseException) -> bool:
+    """The server has no FUNCTION/FCALL commands (Redis 6): the scripts go through EVALSHA instead."""
+    return isinstance(exc, redis.ResponseError) and "unknown command" in str(exc).lower()
+
+
 def is_missing_function(exc: BaseException) -> bool:
     """The server does not know the function (it lost its library): load it and send the call again."""
     return isinstance(exc, redis.ResponseError) and "function not found" in str(exc).lower()
@@ -73,7 +78,7 @@ class Library:
                     try:
                         present = self.conn.function_list(library=LIBRARY_NAME)
                     except redis.ResponseError as exc:
-                        if "unknown command" not in str(exc).lower():
+                        if not lacks_functions(exc):
                             raise
                         self.functions = False
                         return False
