@@ -14,7 +14,7 @@ from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
 from shared.lifecycle import Lifecycle
-from shared.lifecycle.functions import is_missing_function
+from shared.lifecycle.functions import call_together, is_missing_function
 from shared.lifecycle.lua import RESULT_ENTRIES_KEPT
 from shared.locality import placement_fields
 from shared.models import AttemptError, JobInfo, JobRequest, JobResult, JobStatus, Submitted
@@ -78,7 +78,7 @@ class JobService:
                 return self._submitted(request, created, job_id)
             return new_submission(request, job_id, self.settings, status)
         script_keys, script_args = self._enqueue_args(request)
-        created, job_id = self.lifecycle.enqueue_script()(keys=script_keys, args=script_args)
+        ((created, job_id),) = call_together(self.conn, [(self.lifecycle.enqueue_script(), script_keys, script_args)])
         return self._submitted(request, created, job_id)
 
     def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:

@@ -27,8 +27,11 @@ def where(data: Array) -> dict:
 
 
 @task("test.pid")
-def pid(seconds: float = 0.0) -> int:
-    """This worker process's pid, after an optional sleep (a job to kill mid-flight)."""
+def pid(seconds: float = 0.0, running: str = "") -> int:
+    """This worker process's pid, after an optional sleep (a job to kill mid-flight). `running`: a file
+    created when the body starts ("started" only says a worker claimed the job, not that it runs yet)."""
+    if running:
+        open(running, "w").close()
     time.sleep(seconds)
     return os.getpid()
 
@@ -58,9 +61,13 @@ def hold(data: Array, seconds: float) -> list[float]:
 
 @task("test.async_sleep")
 async def async_sleep(seconds: float, marker: str = "") -> dict:
-    """Await a sleep on the worker's event loop; `marker` is written when the task is interrupted (its finally ran)."""
+    """Await a sleep on the worker's event loop; `marker` says "running" once it runs, "cleaned up" when the
+    task is interrupted (its finally ran)."""
     import asyncio
 
+    if marker:
+        with open(marker, "w") as f:
+            f.write("running")
     try:
         await asyncio.sleep(seconds)
     except BaseException:

@@ -105,6 +105,7 @@ class WorkerProcess:
         self.held: deque[Claimed] = deque()  # claimed, not started yet (prefetch)
         self.held_lock = threading.Lock()
         self.cancel_held: set[str] = set()
+        self.dispatched: dict[str, None] = {}  # execution ids of jobs dispatched to us that we took (see _take)
         self.last_run_s = 1.0
         self.inflight: tuple[Done, list[Any], str] | None = None  # a finish written to `pipe`, reply not read yet
         self.pipe_lock = threading.Lock()  # the side thread may read a refill's reply when the running job is long
@@ -183,7 +184,7 @@ class WorkerProcess:
                     self._read_inflight()  # a refill claimed with the last finish
                     job = self._next_held()
                 if job is None:
-                    claimed = self._record(done, claim=self._claim_count())
+                    claimed = self._take(self._record(done, claim=self._claim_count()))
                     done = None
                     if not claimed:
                         self.last_run_s = 1.0  # after idling, claim one job at a time until jobs prove short
@@ -207,11 +208,41 @@ class WorkerProcess:
             if done is not None:
                 self._record(done, claim=0)
                 done = None
+            self._give_back_held("the process is stopping")
+            given_back = self._retry(lambda: self.lifecycle.retire(self.name), "giving back dispatched jobs")
+            if given_back:
+                log.info("worker %s: gave back %d job(s) dispatched to it while it stopped", self.name, len(given_back))
         except GaveUp:
             log.warning("worker %s: stopping with Redis unreachable for %ds; the reaper will requeue what it held",
                         self.name, self.settings.abandoned_after_s)
-            return
-        self._give_back_held("the process is stopping")
+
+    def _take(self, claims: Claims) -> Claims:
+        """The jobs of an idle claim this process runs. A job dispatched to it (lua `dispatch`) comes on the
+        control channel and, if the claim ran first, in the claim's reply too: whichever arrives first is
+        taken, in the order of the claim record (the order a dead worker's jobs are settled in)."""
+        if not any(job.dispatched for job in claims):
+            return claims
+        with self.held_lock:
+            for job in claims:
+                if job.dispatched:
+                    if job.execution_id in self.dispatched:
+                        self.held = deque(held for held in self.held if held.execution_id != job.execution_id)
+                    self._note_dispatched(job.execution_id)
+        return claims
+
+    def _note_dispatched(self, execution_id: str) -> None:
+        self.dispatched[execution_id] = None
+        while len(self.dispatched) > 64:  # a duplicate follows within one claim: a few recent ids are enough
+            del self.dispatched[next(iter(self.dispatched))]
+
+    def _on_dispatch(self, job: Claimed) -> None:
+        """A job the enqueue claimed for this idle process: run it next (unless a claim reply brought it)."""
+        with self.held_lock:
+            if job.execution_id in self.dispatched:
+                return
+            self._note_dispatched(job.execution_id)
+            self.held.append(job)
+        self.wake.set()
 
     def _next_held(self) -> Claimed | None:
         with self.held_lock:
@@ -290,6 +321,13 @@ class WorkerProcess:
         if done is None:
             return self._retry(lambda: self.lifecycle.claim(self.name, self.queues, execution_id, claim), "claiming")
         job = done.job
+        if done.failure is None and claim and not next_job:  # out of jobs: the result first, then look for more
+            outcome, claimed = self._retry(lambda: self.lifecycle.finish_then_claim(
+                job, self.name, done.payload, done.started, done.ended, done.timing,
+                keys.node_stats(self.settings.node_id), done.stats, self.queues, claim, execution_id),
+                "recording a result")
+            self._log_finish(done, outcome.outcome)
+            return claimed
         if done.failure is None:
             outcome, claimed = self._retry(lambda: self.lifecycle.finish(
                 job, self.name, done.payload, done.started, done.ended, done.timing,
@@ -405,6 +443,7 @@ class WorkerProcess:
     def _side_loop(self) -> None:
         next_beat = 0.0
         backoff = 0.05
+        lost = False  # the subscription broke: a job dispatched meanwhile is found by the next idle claim
         while not self.stopping.is_set():
             self._check_parent()
             try:
@@ -426,7 +465,11 @@ class WorkerProcess:
                     next_beat = time.monotonic() + self.settings.heartbeat_interval_s
                 self.outage.ok()
                 backoff = 0.05
+                if lost:
+                    lost = False
+                    self.wake.set()
             except redis.RedisError as exc:
+                lost = True
                 self.outage.failed(exc, "sending a heartbeat")
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, self.settings.heartbeat_interval_s)
@@ -447,7 +490,11 @@ class WorkerProcess:
                 log.info("worker %s: RQ stop-job command for job %s: canceling it", self.name, stop)
                 self.lifecycle.cancel(stop)  # publishes the cancel on our control channel: handled below
             return
-        command, _, job_id = data.decode().partition(" ")
+        job = Claimed.from_dispatch(data)
+        if job is not None:
+            self._on_dispatch(job)
+            return
+        command, _, job_id = data.decode(errors="replace").partition(" ")
         if command == "wake":  # an enqueue picked this idle worker (lifecycle `wake`): one wake-up per job
             self.wake.set()
             return

@@ -1,10 +1,12 @@
 """The job lifecycle: every state change a job goes through, each one atomic Lua script safe to run twice.
 
-    submit ─ENQUEUE─▶ queued ─CLAIM─▶ started ─FINISH─▶ finished
+    submit ─ENQUEUE─▶ queued ─CLAIM─▶ started ─FINISH─▶ finished     (ENQUEUE claims for an idle worker itself:
+                                                                       `dispatch`, the job sent on its channel)
                         ▲               │ ╰──SETTLE──▶ failed | canceled
                         ╰── retried ────┤   (task error, timeout, cancel)
                         ╰── requeued ───╯   REQUEUE_HELD (supervisor: worker died), REAP (node died),
-                                            RELEASE (stopping worker gives back prefetched jobs)
+                                            RELEASE, RETIRE (a stopping worker gives back what it
+                                            never started: prefetched or dispatched jobs)
     failed ─REQUEUE_FAILED─▶ queued          queued ─CANCEL─▶ canceled
 
 Used by the worker process, the node supervisor, the reaper, `ferry requeue` and the API; nothing else
@@ -45,6 +47,7 @@ __all__ = ["Claimed", "Claims", "Failure", "Lifecycle", "Outcome", "new_executio
 # Requeue reasons counted in ferry:metrics (job_metrics.REQUEUE_REASONS).
 WORKER_DIED, NODE_DIED, TIMEOUT = job_metrics.REQUEUE_REASONS
 REAP_BATCH = 500  # expired registry entries settled per queue per reap call
+DISPATCH_COMMAND = lua.DISPATCH_MESSAGE.encode()  # a control-channel message carrying a job claimed for its worker
 
 
 def new_execution_id() -> str:
@@ -82,8 +85,13 @@ class Claimed:
         except ValueError:
             return 0.0
 
+    @property
+    def dispatched(self) -> bool:
+        """Claimed for its worker by the enqueue (lua `dispatch`), not by the worker's own claim."""
+        return self.execution_id.startswith(lua.DISPATCH_PREFIX)
+
     @classmethod
-    def from_reply(cls, reply: Sequence[Any], execution_id: str) -> Claimed:
+    def from_reply(cls, reply: Sequence[Any]) -> Claimed:
         f = dict(zip(lua.CLAIM_FIELDS, reply, strict=True))
         text = lambda name: f[name].decode() if isinstance(f[name], bytes) else str(f[name])  # noqa: E731
         return cls(
@@ -91,8 +99,26 @@ class Claimed:
             timeout_s=float(f["timeout"]) if f["timeout"] else None,
             result_ttl_s=int(float(f["result_ttl"])) if f["result_ttl"] else None,
             failure_ttl_s=int(float(f["failure_ttl"])) if f["failure_ttl"] else None,
-            enqueued_at=text("enqueued_at"), task=text("task"), execution_id=execution_id,
+            enqueued_at=text("enqueued_at"), task=text("task"), execution_id=text("exec"),
         )
+
+    @classmethod
+    def from_dispatch(cls, message: bytes) -> Claimed | None:
+        """The job in a dispatch message (`job ` then each CLAIM_FIELDS value as `<length>:<bytes>`), or None
+        when the message is not one (a truncated or foreign message is ignored: the claim record still has it)."""
+        if not message.startswith(DISPATCH_COMMAND):
+            return None
+        fields: list[bytes] = []
+        pos = len(DISPATCH_COMMAND)
+        try:
+            while pos < len(message):
+                colon = message.index(b":", pos)
+                end = colon + 1 + int(message[pos:colon])
+                fields.append(message[colon + 1 : end])
+                pos = end
+            return cls.from_reply(fields) if pos == len(message) else None
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -150,8 +176,8 @@ class Claims(list[Claimed]):
     offer_wait_s: float | None = None
 
     @classmethod
-    def from_reply(cls, items: Sequence[Any], wait_ms: Any, execution_id: str) -> Claims:
-        claims = cls(Claimed.from_reply(item, execution_id) for item in items)
+    def from_reply(cls, items: Sequence[Any], wait_ms: Any) -> Claims:
+        claims = cls(Claimed.from_reply(item) for item in items)
         claims.offer_wait_s = int(wait_ms) / 1000 if int(wait_ms) >= 0 else None
         return claims
 
@@ -171,6 +197,7 @@ class Lifecycle:
         self._settle = functions.HotScript(self.library, "settle", lua.SETTLE)
         self._requeue_held = conn.register_script(lua.REQUEUE_HELD)
         self._release = conn.register_script(lua.RELEASE)
+        self._retire = conn.register_script(lua.RETIRE)
         self._reap = conn.register_script(lua.REAP)
         self._cancel = conn.register_script(lua.CANCEL)
         self._requeue_failed = conn.register_script(lua.REQUEUE_FAILED)
@@ -196,7 +223,7 @@ class Lifecycle:
         """Claim up to `count` jobs from `queues` in priority order; repeating the call returns the same jobs."""
         items, wait_ms = self._claim(args=[worker, rq_now(), self.deadline(), execution_id, count, self.record_ttl_s,
                                            self.max_data_bytes, *queues])
-        return Claims.from_reply(items, wait_ms, execution_id)
+        return Claims.from_reply(items, wait_ms)
 
     def finish_args(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
                     stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
@@ -218,9 +245,21 @@ class Lifecycle:
                                 claim_count, next_execution_id)
         return self.finish_reply(job.id, next_execution_id, self._finish(args=args))
 
+    def finish_then_claim(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float,
+                          timing: Timing, stats_key: str, stats: dict[str, int] | None, claim_from: Sequence[str],
+                          claim_count: int, next_execution_id: str) -> tuple[Outcome, Claims]:
+        """FINISH, then CLAIM as a second command of the same write: still one round trip, but Redis serves the
+        job's waiters (blocked on its result stream) between the two, not after the claim (~40 µs sooner)."""
+        finish = self.finish_args(job, worker, payload, started, ended, timing, stats_key, stats)
+        claim = [worker, rq_now(), self.deadline(), next_execution_id, claim_count, self.record_ttl_s,
+                 self.max_data_bytes, *claim_from]
+        finished, (items, wait_ms) = functions.call_together(self.conn, [(self._finish, (), finish),
+                                                                         (self._claim, (), claim)])
+        return self.finish_reply(job.id, next_execution_id, finished)[0], Claims.from_reply(items, wait_ms)
+
     def finish_reply(self, job_id: str, next_execution_id: str, reply: Any) -> tuple[Outcome, Claims]:
         outcome, claimed, wait_ms = reply
-        return Outcome(job_id, _text(outcome)), Claims.from_reply(claimed, wait_ms, next_execution_id)
+        return Outcome(job_id, _text(outcome)), Claims.from_reply(claimed, wait_ms)
 
     # --- pipelined finish: sent before the next prefetched job runs, its reply read after ---
     def load(self) -> None:
@@ -265,6 +304,11 @@ class Lifecycle:
             return []
         reply = self._release(args=[worker, execution_id, *(j.held for j in jobs)])
         return [Outcome(_text(i), _text(o)) for i, o in reply]
+
+    def retire(self, worker: str) -> list[Outcome]:
+        """A stopping worker: nothing is dispatched to it any more, and jobs dispatched to it that it never
+        received go back to the front of their queues (no retry used)."""
+        return [Outcome(_text(i), _text(o)) for i, o in self._retire(args=[worker])]
 
     # --- supervisor and reaper ---
     def requeue_held(self, worker: str, failure: Failure, execution_id: str = "") -> list[Outcome]:

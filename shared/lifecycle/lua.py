@@ -16,7 +16,12 @@ from shared.models import FINAL_STATUSES
 RESULT_ENTRIES_KEPT = 10  # a job's result stream keeps its last entries (RQ keeps 10 too)
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
-CLAIM_FIELDS = ("id", "queue", "data", "data_bytes", "timeout", "result_ttl", "failure_ttl", "enqueued_at", "task")
+CLAIM_FIELDS = ("id", "queue", "data", "data_bytes", "timeout", "result_ttl", "failure_ttl", "enqueued_at", "task",
+                "exec")
+
+# A dispatched job's execution id starts with this (a worker's own claims use hex ids): see `dispatch`.
+DISPATCH_PREFIX = "h"
+DISPATCH_MESSAGE = "job "  # the start of a dispatch message: then each CLAIM_FIELDS value as `<length>:<bytes>`
 
 
 def _lua_string(text: str) -> str:
@@ -107,13 +112,13 @@ end
 {lua_workflows.LUA}
 
 -- One claimed job, in CLAIM_FIELDS order. Data over the bound is not sent: the worker fails the job.
-local function item(id, qname, maxdata)
+local function item(id, qname, maxdata, exec)
   local jkey = JOB .. id
   local size = redis.call('HSTRLEN', jkey, 'data')
   local f = redis.call('HMGET', jkey, 'timeout', 'result_ttl', 'failure_ttl', 'enqueued_at', 'ferry_task')
   local data = ''
   if size <= maxdata then data = redis.call('HGET', jkey, 'data') or '' end
-  return {{id, qname, data, size, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or ''}}
+  return {{id, qname, data, size, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', exec}}
 end
 
 -- The worker's claim record: `exec` (its latest claim) and `ids`, every job it holds in the order it runs
@@ -130,7 +135,8 @@ end
 -- Claim up to `n` jobs for execution `exec`. A repeat with the same execution id (a re-sent command)
 -- returns what the first run claimed, from the worker's claim record, and pops nothing. The second value:
 -- when nothing was claimed because other nodes' offers hold the jobs, the ms until the first offer ends
--- (the idle worker looks again then), else -1.
+-- (the idle worker looks again then), else -1. A claim by an idle worker (no `current` job) also returns
+-- the jobs dispatched to it that it may not have received yet (it drops those it has: same execution id).
 local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, current)
   local rkey = CLAIM .. worker
   local wkey = WORKER .. worker
@@ -138,13 +144,21 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
   local out = {{}}
   if rec[1] == exec then
     for _, e in ipairs(entries(rec[2])) do
-      if e[3] == exec then out[#out + 1] = item(e[1], e[2], maxdata) end
+      if e[3] == exec or (string.sub(e[3], 1, 1) == {_q(DISPATCH_PREFIX)} and (not current or current == '')
+                          and redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3])) then
+        out[#out + 1] = item(e[1], e[2], maxdata, e[3])
+      end
     end
     return out, -1
   end
   local held = {{}}
   for _, e in ipairs(entries(rec[2])) do   -- jobs still held from earlier claims stay first
-    if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then held[#held + 1] = table.concat(e, '@') end
+    if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then
+      held[#held + 1] = table.concat(e, '@')
+      if string.sub(e[3], 1, 1) == {_q(DISPATCH_PREFIX)} and (not current or current == '') then
+        out[#out + 1] = item(e[1], e[2], maxdata, e[3])
+      end
+    end
   end
   local claimed = 0
   local offered_queues = {{}}
@@ -165,7 +179,7 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
         redis.call('HSET', jkey, 'status', 'started', 'started_at', now, 'last_heartbeat', now, 'worker_name', worker)
         redis.call('ZADD', WIP .. qname, deadline, id .. ':' .. exec)
         held[#held + 1] = id .. '@' .. qname .. '@' .. exec
-        out[#out + 1] = item(id, qname, maxdata)
+        out[#out + 1] = item(id, qname, maxdata, exec)
         rq_exec_start(id, exec, worker)
         claimed = claimed + 1
       end
@@ -185,6 +199,8 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
     -- registered idle in the same step that found every queue empty: an enqueue after this wakes it
     redis.call('HSET', wkey, 'state', 'idle', 'current_job', '', 'current_execution', '', 'last_heartbeat', now)
     set_idle(worker, qnames)   -- not on paused queues: an enqueue there wakes nobody; a resume wakes all
+    -- what `dispatch` needs to claim for it: its heartbeat deadline (s from now), record ttl, data bound
+    redis.call('HSET', rkey, 'dispatch', (tonumber(deadline) - js_time()) .. ' ' .. ttl .. ' ' .. maxdata)
   end
   return out, offer_wait_ms(offered_queues, #out)
 end
@@ -297,6 +313,57 @@ local function requeue_held(worker, exec_wanted, a)
   set_busy(worker)
   return out
 end
+
+-- A job for queue q goes straight to ONE idle worker waiting on it: the enqueue claims it for that worker
+-- (a fresh execution id starting with DISPATCH_PREFIX) and publishes the claimed job on the worker's
+-- control channel, so the worker runs it without a claim round trip of its own. `now` is the enqueue's
+-- time (RQ format). A worker that does not listen any more (PUBLISH counts no receiver) gets nothing:
+-- the job is given back to the front of its queue and the next idle worker woken. A worker registered
+-- idle without dispatch details is woken as before, and so is one for which the claim found nothing
+-- (the job set aside by a limit, or offered to another node): it claims itself and learns why.
+local function dispatch(q, now)
+  local ikey = IDLE_ON .. q
+  while true do
+    local worker = redis.call('SPOP', ikey)
+    if not worker then return end
+    local qnames = split(redis.call('HGET', IDLE, worker))
+    set_busy(worker)
+    local how = redis.call('HGET', CLAIM .. worker, 'dispatch')
+    if redis.call('EXISTS', WORKER .. worker) == 1 then   -- else its node died: its record expired
+      if not how or not now or now == '' then
+        if redis.call('PUBLISH', CONTROL .. worker, 'wake') > 0 then return end
+      else
+        local offset, ttl, maxdata = string.match(how, '^(%S+) (%S+) (%S+)$')
+        local t = redis.call('TIME')
+        local exec = {_q(DISPATCH_PREFIX)} .. t[1] .. string.format('%06d', tonumber(t[2]))
+        local out = claim(worker, now, js_time() + tonumber(offset), exec, 1, ttl, tonumber(maxdata), qnames, '')
+        if #out == 0 then redis.call('PUBLISH', CONTROL .. worker, 'wake') return end
+        local fields = {{{_q(DISPATCH_MESSAGE)}}}
+        for _, value in ipairs(out[1]) do
+          value = tostring(value)
+          fields[#fields + 1] = #value .. ':' .. value
+        end
+        if redis.call('PUBLISH', CONTROL .. worker, table.concat(fields)) > 0 then return end
+        set_busy(worker)
+        release(out[1][1], out[1][2], exec)   -- front of its queue again; wakes the next idle worker
+        return
+      end
+    end
+  end
+end
+
+-- A stopping worker: off the idle sets (nothing is dispatched to it any more), and every job still claimed
+-- in its name that it never started (dispatched while it stopped) back to the front of its queue.
+local function retire(worker)
+  set_busy(worker)
+  local held = entries(redis.call('HGET', CLAIM .. worker, 'ids'))
+  local out = {{}}
+  for i = #held, 1, -1 do
+    local outcome = release(held[i][1], held[i][2], held[i][3])
+    if outcome ~= 'gone' then out[#out + 1] = {{held[i][1], outcome}} end
+  end
+  return out
+end
 """
 
 # The prelude's variables that hold state for one call (a cached TIME, a count of jobs set aside): a Redis
@@ -330,7 +397,7 @@ if KEYS[4] and KEYS[4] ~= '' then return schedule_new(KEYS, ARGV) end   -- a del
 redis.call('SADD', QUEUES, KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 offer(KEYS[1], ARGV[1], ARGV[2])
-wake(ARGV[2])
+dispatch(ARGV[2], js_field(ARGV, 4, 'enqueued_at'))
 return {1, ARGV[1]}
 """
 
@@ -423,6 +490,11 @@ for i = #ARGV, 3, -1 do
   out[#out + 1] = {id, release(id, qname, ARGV[2])}
 end
 return out
+"""
+
+RETIRE = PRELUDE + """
+-- ARGV: worker. Reply: {{id, outcome}, ...} for the jobs given back.
+return retire(ARGV[1])
 """
 
 REAP = PRELUDE + f"""

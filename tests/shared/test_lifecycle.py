@@ -16,7 +16,17 @@ import redis
 from shared import job_metrics, keys, wire
 from shared.client import Client
 from shared.errors import InvalidRequest, JobNotFound
-from shared.lifecycle import NODE_DIED, WORKER_DIED, Failure, Lifecycle, Timing, functions, lua, new_execution_id
+from shared.lifecycle import (
+    NODE_DIED,
+    WORKER_DIED,
+    Claimed,
+    Failure,
+    Lifecycle,
+    Timing,
+    functions,
+    lua,
+    new_execution_id,
+)
 from shared.settings import Settings
 
 WORKER = "tnode.0.1"
@@ -156,27 +166,81 @@ def test_cancel_and_requeue_failed_are_idempotent(client: Client, conn: redis.Re
     assert conn.hget(keys.job(b), "status") == b"queued"
 
 
-def test_enqueue_wakes_one_idle_worker_of_its_queue(client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+def dispatched_to(channels: dict[str, redis.client.PubSub]) -> dict[str, Claimed]:
+    """What each subscriber received as a dispatch (lua `dispatch`), after one enqueue."""
+    out = {}
+    for name, pubsub in channels.items():
+        message = pubsub.get_message(timeout=0.3)
+        if message is not None:
+            job = Claimed.from_dispatch(message["data"])
+            assert job is not None, message
+            out[name] = job
+    return out
+
+
+def test_enqueue_dispatches_each_job_to_one_idle_worker_of_its_queue(client: Client, conn: redis.Redis,
+                                                                   lifecycle: Lifecycle):
     channels = {name: conn.pubsub() for name in ("w.0.1", "w.0.2", "w.0.3")}
     for name, pubsub in channels.items():
         pubsub.subscribe(keys.control_channel(name))
         assert pubsub.get_message(timeout=1)["type"] == "subscribe"
     submit(client)
-    assert all(p.get_message(timeout=0.1) is None for p in channels.values())  # nobody idle: no wake-up
+    assert all(p.get_message(timeout=0.1) is None for p in channels.values())  # nobody idle: nothing sent
     lifecycle.claim("w.0.1", ["default"], new_execution_id())
     for name in channels:  # every queue empty: all three register idle (w.0.3 on another queue only)
         lifecycle.claim(name, ["default"] if name != "w.0.3" else ["other"], new_execution_id())
     conn.hset(keys.IDLE_WORKERS, "dead.0.9", "default")
-    conn.sadd(keys.idle_on("default"), "dead.0.9")  # registered idle, but no longer listening
-    woken = []
+    conn.sadd(keys.idle_on("default"), "dead.0.9")  # registered idle, but its node died (no worker record)
+    got: dict[str, Claimed] = {}
+    ids = []
     for _ in range(3):
-        submit(client)
-        woken += [name for name, p in channels.items() if (m := p.get_message(timeout=0.3)) and m["data"] == b"wake"]
-    assert sorted(woken) == ["w.0.1", "w.0.2"]  # one per job, each idle worker once, never the other queue's
+        ids += submit(client)
+        got.update(dispatched_to(channels))
+    assert sorted(got) == ["w.0.1", "w.0.2"]  # one job each, each idle worker once, never the other queue's
+    assert sorted(job.id for job in got.values()) == sorted(ids[:2])
+    for name, job in got.items():  # claimed for that worker, as its own claim would have
+        assert job.dispatched and job.task == "echo" and job.queue == "default"
+        assert conn.hget(keys.job(job.id), "status") == b"started"
+        assert conn.hget(keys.job(job.id), "worker_name") == name.encode()
+        assert conn.zscore(keys.started("default"), job.member) is not None
+    assert conn.lrange(keys.queue("default"), 0, -1) == [ids[2].encode()]  # nobody idle any more: it waits
     assert not conn.hexists(keys.IDLE_WORKERS, "dead.0.9") and conn.scard(keys.idle_on("default")) == 0
     assert conn.hget(keys.IDLE_WORKERS, "w.0.3") == b"other"
     for pubsub in channels.values():
         pubsub.close()
+
+
+def test_a_dispatch_nobody_receives_is_given_back(client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+    assert lifecycle.claim(WORKER, ["default"], new_execution_id()) == []  # idle, but nobody listens for it
+    (job_id,) = submit(client)
+    assert conn.lrange(keys.queue("default"), 0, -1) == [job_id.encode()]
+    assert conn.hget(keys.job(job_id), "status") == b"queued"
+    assert conn.zcard(keys.started("default")) == 0 and not conn.hexists(keys.IDLE_WORKERS, WORKER)
+    job = lifecycle.claim(WORKER, ["default"], new_execution_id())[0]  # nothing was used up: it runs normally
+    assert job.id == job_id and not job.dispatched
+
+
+def test_an_idle_claim_returns_what_was_dispatched_to_it_and_retire_gives_it_back(client: Client, conn: redis.Redis,
+                                                                                 lifecycle: Lifecycle):
+    pubsub = conn.pubsub()
+    pubsub.subscribe(keys.control_channel(WORKER))
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    assert lifecycle.claim(WORKER, ["default"], new_execution_id()) == []
+    first, second = submit(client, 2)
+    (sent,) = dispatched_to({WORKER: pubsub}).values()
+    assert sent.id == first
+    # the worker's own claim (a poll that crossed the message) returns it first, with its execution id
+    execution = new_execution_id()
+    claimed = lifecycle.claim(WORKER, ["default"], execution, count=2)
+    assert [(j.id, j.execution_id) for j in claimed] == [(first, sent.execution_id), (second, execution)]
+    again = lifecycle.claim(WORKER, ["default"], execution, count=2)  # a re-sent claim: the same, nothing popped
+    assert [(j.id, j.execution_id) for j in again] == [(first, sent.execution_id), (second, execution)]
+    # stopping: everything it holds and never started goes back, in order, no retry used
+    assert sorted((o.job_id, o.outcome) for o in lifecycle.retire(WORKER)) == [(first, "released"),
+                                                                                 (second, "released")]
+    assert conn.lrange(keys.queue("default"), 0, -1) == [first.encode(), second.encode()]
+    assert conn.zcard(keys.started("default")) == 0 and lifecycle.retire(WORKER) == []
+    pubsub.close()
 
 
 def test_bounded_inflate_stops_a_zlib_bomb():

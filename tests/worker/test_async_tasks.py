@@ -42,7 +42,7 @@ def test_cancelling_a_running_async_task_interrupts_it(client: Client, start_nod
     start_node(processes=1)
     marker = tmp_path / "canceled"
     job = client.submit("test.async_sleep", {"seconds": 30, "marker": str(marker)}, retries=0)
-    wait_for(lambda: client.status(job).status == "started", what="the async job to start")
+    wait_for(lambda: marker.exists() and marker.read_text() == "running", what="the async job to run")
 
     client.cancel(job)
 

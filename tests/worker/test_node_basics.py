@@ -77,10 +77,12 @@ def test_cancelling_a_running_job_interrupts_it(client: Client, start_node) -> N
     assert result.status == "canceled"
 
 
-def test_sigterm_lets_the_running_job_finish_before_the_node_stops(client: Client, start_node, conn: redis.Redis) -> None:
+def test_sigterm_lets_the_running_job_finish_before_the_node_stops(client: Client, start_node, conn: redis.Redis,
+                                                                   tmp_path: Path) -> None:
     node = start_node(processes=1)
-    job = client.submit("sleep", {"seconds": 1.5})
-    wait_for(lambda: client.status(job).status == "started", what="the job to start")
+    running = tmp_path / "running"
+    job = client.submit("test.pid", {"seconds": 1.5, "running": str(running)})
+    wait_for(running.exists, what="the job to run")
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(20) == 0
     assert client.result(job).status == "finished"
