@@ -18,8 +18,10 @@ For each system, on one private Redis flushed in between:
    is reported as a fraction of it (the median of run-by-run ratios, each Ferry run against the ceiling
    run right after it), which is what a shared, noisy machine can still compare.
 4. submitter (with ferry, unless --submit-rate 0): worker CPU per job (user + system seconds of the
-   worker processes / jobs) of the drain above, against the same drain with a client submitting
-   --submit-rate jobs/s, one call each, while the workers run.
+   worker processes / jobs) draining the same backlog with a client submitting --submit-rate jobs/s, one
+   call each, while the workers run, against the same drain without it; --repeat pairs (alone, then with
+   the client, fresh workers each), the ratio taken pair by pair (median). User and system time and the
+   workers' voluntary context switches (sleeps) per job are printed for both.
 """
 
 from __future__ import annotations
@@ -256,40 +258,103 @@ def run_ceiling(url: str, conn: redis.Redis, jobs: int) -> Outcome:
 
 
 # --- worker CPU per job with a client submitting while the workers run ---
-def run_submitter(url: str, conn: redis.Redis, jobs: int, rate: float) -> dict[str, object]:
-    """The drain of `jobs` again, with one client submitting `rate` jobs/s (one call per job) until it is done.
+@dataclass
+class CpuRun:
+    """Worker CPU over one drain: user and system seconds, voluntary context switches, jobs completed."""
 
-    Worker CPU per job (every job: the backlog and the submitted ones) is compared with the plain drain's:
-    enqueues must not cost busy workers anything (they are woken only when idle).
-    """
+    user_s: float = 0.0
+    system_s: float = 0.0
+    switches: int = 0
+    jobs: int = 0
+    submitted: int = 0
+    submit_rate: float = 0.0
+
+    def per_job_us(self) -> float:
+        return (self.user_s + self.system_s) / self.jobs * 1e6 if self.jobs else 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {"worker_cpu_us_per_job": round(self.per_job_us(), 1),
+                "user_us_per_job": round(self.user_s / self.jobs * 1e6, 1) if self.jobs else None,
+                "system_us_per_job": round(self.system_s / self.jobs * 1e6, 1) if self.jobs else None,
+                "voluntary_switches_per_job": round(self.switches / self.jobs, 2) if self.jobs else None,
+                "jobs": self.jobs, "submitted": self.submitted, "submit_rate_jobs_per_s": round(self.submit_rate, 1)}
+
+
+def cpu_sample(pids: list[int]) -> tuple[float, float, int]:
+    user = system = 0.0
+    switches = 0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            times = process.cpu_times()
+            user, system = user + times.user, system + times.system
+            switches += process.num_ctx_switches().voluntary
+        except psutil.Error:
+            pass
+    return user, system, switches
+
+
+UNSERVED = "unserved"  # a queue no worker of the run serves: the control case's client submits there
+
+
+def drain_with_client(url: str, conn: redis.Redis, jobs: int, rate: float, queue: str = "default") -> CpuRun:
+    """Drain a backlog of `jobs` no-op jobs with 2 fresh worker processes while one client submits `rate`
+    jobs/s to `queue` (one call each; 0: no client) until the backlog's worth is done; worker CPU from the
+    first completion to the last job (the backlog and every job submitted to the workers' queue)."""
     conn.flushall()
     enqueue_bulk("ferry", url, conn, jobs)
     workers = start_workers("ferry", url)
-    submitted = 0
+    run = CpuRun()
     try:
         wait_until(lambda: done_count(conn) >= 1, timeout_s=60, what="a first completion", interval_s=0.002,
                    check=workers.check_alive)
-        cpu0, done0 = cpu_seconds(workers.pids()), done_count(conn)
-        with Client(url) as client:
-            start = time.perf_counter()
-            while done_count(conn) < jobs:
-                target = int((time.perf_counter() - start) * rate)
-                while submitted < target:
-                    client.submit("echo", {"value": None})
-                    submitted += 1
-                time.sleep(0.001)
-                workers.check_alive()
-            actual_rate = submitted / (time.perf_counter() - start)
-        wait_until(lambda: done_count(conn) >= jobs + submitted, 60, "submitted jobs to finish",
+        (user0, system0, switches0), done0 = cpu_sample(workers.pids()), done_count(conn)
+        start = time.perf_counter()
+        if rate > 0:
+            with Client(url) as client:
+                while done_count(conn) < jobs:
+                    target = int((time.perf_counter() - start) * rate)
+                    while run.submitted < target:
+                        client.submit("echo", {"value": None}, queue=queue, allow_unserved=queue == UNSERVED)
+                        run.submitted += 1
+                    time.sleep(0.001)
+                    workers.check_alive()
+            run.submit_rate = run.submitted / (time.perf_counter() - start)
+        served = 0 if queue == UNSERVED else run.submitted
+        wait_until(lambda: done_count(conn) >= jobs + served, 60 + jobs / 20, "every job to finish",
                    check=workers.check_alive)
-        cpu = cpu_seconds(workers.pids()) - cpu0
+        user, system, switches = cpu_sample(workers.pids())
     finally:
         workers.stop()
-    result = {"backlog": jobs, "submitted": submitted, "submit_rate_jobs_per_s": round(actual_rate, 1),
-              "worker_cpu_us_per_job": round(cpu / (jobs + submitted - done0) * 1e6, 1)}
-    print(f"  ferry draining with a client submitting {actual_rate:,.0f} jobs/s: {result['worker_cpu_us_per_job']} µs "
-          "worker CPU per job", file=sys.stderr)
-    return result
+    run.user_s, run.system_s, run.switches = user - user0, system - system0, switches - switches0
+    run.jobs = jobs + served - done0
+    return run
+
+
+def run_submitter(url: str, conn: redis.Redis, jobs: int, rate: float, repeat: int) -> dict[str, object]:
+    """Worker CPU per job draining `jobs` with a client submitting `rate` jobs/s, against the same drain
+    without it: enqueues must not cost busy workers anything (they are woken only when idle). Runs in pairs
+    (without, then with, same code path, fresh workers each), the ratio taken pair by pair (the median),
+    as on a shared machine only adjacent runs compare. A control run per pair has the same client submit
+    to a queue no worker serves: the cost of sharing 2 cores with a busy client, without its jobs."""
+    pairs, controls = [], []
+    for _ in range(repeat):
+        pairs.append((drain_with_client(url, conn, jobs, 0), drain_with_client(url, conn, jobs, rate)))
+        controls.append(drain_with_client(url, conn, jobs, rate, queue=UNSERVED).per_job_us() / pairs[-1][0].per_job_us())
+    pairs.sort(key=lambda pair: pair[1].per_job_us() / pair[0].per_job_us())
+    ratios = [with_client.per_job_us() / alone.per_job_us() for alone, with_client in pairs]
+    alone, with_client = pairs[len(pairs) // 2]
+    for index, (a, w) in enumerate(pairs):
+        print(f"  pair {index + 1}: worker CPU {a.per_job_us():.1f} µs/job alone, {w.per_job_us():.1f} µs/job with a "
+              f"client submitting {w.submit_rate:,.0f} jobs/s", file=sys.stderr)
+    return {"backlog": jobs, "alone": alone.summary(), "with_client": with_client.summary(),
+            "submitted": with_client.submitted, "submit_rate_jobs_per_s": round(with_client.submit_rate, 1),
+            "worker_cpu_us_per_job": round(with_client.per_job_us(), 1),
+            "worker_cpu_us_per_job_alone": round(alone.per_job_us(), 1),
+            "with_client_over_alone": round(ratios[len(ratios) // 2], 3),
+            "with_client_over_alone_per_pair": [round(r, 3) for r in ratios],
+            "control_client_elsewhere_over_alone": round(sorted(controls)[len(controls) // 2], 3),
+            "control_per_pair": [round(r, 3) for r in controls]}
 
 
 def run_system(system: str, url: str, conn: redis.Redis, jobs: int, latency_jobs: int) -> Outcome:
@@ -351,11 +416,17 @@ def report(outcomes: dict[str, Outcome], args: argparse.Namespace, submitter: di
         ratios["ferry_over_ceiling_per_run"] = [round(r, 2) for r in pairs]
         print(f"\nFerry / ceiling, run by run: {ratios['ferry_over_ceiling_per_run']} (median {ratios[key]})")
     targets = {f"{k}>={v:g}": (ratios[k] >= v if ratios[k] is not None else None) for k, v in TARGETS.items()}
-    if submitter and ferry and ferry.cpu_jobs:
-        drain_us = ferry.cpu_per_job_us
-        with_client = submitter["worker_cpu_us_per_job"]
-        print(f"\nworker CPU per job: {drain_us:.0f} µs draining, {with_client} µs draining with a client submitting "
-              f"{submitter['submit_rate_jobs_per_s']} jobs/s")
+    if submitter:
+        alone, with_client = submitter["alone"], submitter["with_client"]
+        print(f"\nworker CPU per job (median pair of {len(submitter['with_client_over_alone_per_pair'])}): "
+              f"{alone['worker_cpu_us_per_job']} µs draining alone (user {alone['user_us_per_job']}, system "
+              f"{alone['system_us_per_job']}, {alone['voluntary_switches_per_job']} sleeps/job), "
+              f"{with_client['worker_cpu_us_per_job']} µs with a client submitting "
+              f"{with_client['submit_rate_jobs_per_s']} jobs/s (user {with_client['user_us_per_job']}, system "
+              f"{with_client['system_us_per_job']}, {with_client['voluntary_switches_per_job']} sleeps/job): "
+              f"{submitter['with_client_over_alone']}x, pairs {submitter['with_client_over_alone_per_pair']}; the same "
+              f"client submitting to a queue no worker serves: {submitter['control_client_elsewhere_over_alone']}x, "
+              f"pairs {submitter['control_per_pair']}")
     print()
     for key, met in targets.items():
         print(f"target {key}: {ratios[key.split('>=')[0]]} -> {'met' if met else 'MISSED' if met is False else 'n/a'}")
@@ -403,7 +474,7 @@ def main() -> None:
             runs = sorted(unsorted, key=lambda o: o.drain_rate)
             outcomes[system] = runs[len(runs) // 2]  # the median run, figures and latencies from the same run
             outcomes[system].drain_rates = [o.drain_rate for o in unsorted]
-        submitter = run_submitter(server.url, conn, args.jobs, args.submit_rate) \
+        submitter = run_submitter(server.url, conn, args.jobs, args.submit_rate, args.repeat) \
             if args.submit_rate > 0 and "ferry" in systems else None
     finally:
         server.cleanup()
