@@ -286,13 +286,18 @@ class NodeSpace:
             entry["bytes"] = max(0, int(entry["bytes"]) + delta)
 
     def _make_room(self, size: int, needed_for: str) -> None:
-        """Over budget: correct the numbers from the files (one scan), evict this node's LRU objects, or refuse."""
+        """Over budget: correct the numbers from the files (one scan), evict this node's LRU objects, or refuse.
+
+        A put's segment not yet written to Redis (the sticky bit, see segments.py) is the object's only copy:
+        it is never evicted."""
         files = list(scan(self.shm_dir))
+        now = time.time()
         mine = sorted(
             (
                 f
                 for f in files
                 if f.node == self.node_id and f.deployment == self.deployment and f.object_id and not f.partial
+                and not segments.spared_unwritten(self.shm_dir / f.name, now)
             ),
             key=lambda f: f.mtime,
         )
@@ -325,7 +330,8 @@ class NodeSpace:
                     f"{needed_for} needs {size} bytes of shared memory; "
                     f"this host's budget of {self.budget_bytes} bytes "
                     f"(one for all nodes on its /dev/shm) holds {_total(entries)}: {holders_text(entries)}; "
-                    "objects in use cannot be evicted: retry later, stop idle nodes (`ferry objects gc` frees dead "
+                    "objects in use, or put and not yet written to Redis, cannot be evicted: retry later, stop "
+                    "idle nodes (`ferry objects gc` frees dead "
                     "ones), or raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)"
                 )
             entry["bytes"] = int(entry["bytes"]) + size

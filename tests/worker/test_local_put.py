@@ -246,3 +246,27 @@ def test_puts_on_a_host_with_several_nodes_go_to_the_one_holding_the_fewest_byte
     held = sorted(len(shm_files(node.node_id)) for node in nodes)
     assert held == [1, 1], {node.node_id: shm_files(node.node_id) for node in nodes}
     assert {conn.smembers(keys.holders(ref.id)).pop() for ref in refs} == {n.node_id.encode() for n in nodes}
+
+
+def test_a_put_not_yet_written_to_redis_is_never_evicted(start_node, conn: redis.Redis, env, settings: Settings) -> None:
+    """The segment of a put written behind is the object's only copy until the write: eviction passes it by."""
+    size = 16 * MB
+    budget = int(size * 1.5)  # room for one of the two objects
+    node = start_node(processes=1, env=dict(env, FERRY_SHM_BUDGET_BYTES=str(budget)))
+    putter = Client(settings=settings.model_copy(update={"put_local_copy": True, "shm_budget_bytes": budget}))
+    elsewhere = Client(settings=settings)  # Redis only
+    data = np.random.default_rng(15).random(size // 8)
+    os.kill(node.proc.pid, signal.SIGSTOP)  # the supervisor and its put writer stop; its worker process runs on
+    try:
+        pending = putter.put(data)
+        assert conn.exists(keys.object_pending(pending.id)) and not conn.exists(keys.object_meta(pending.id))
+        other = elsewhere.put(np.ones(size // 8))
+        result = elsewhere.result(elsewhere.submit("array.stats", {"data": other}, retries=0), wait_s=30)
+        assert result.status == "failed" and "not yet written to Redis" in result.error  # no room: nothing evictable
+        assert keys.segment(deployment_id(conn), node.node_id, pending.id) in shm_files(node.node_id)
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    wait_for(lambda: conn.exists(keys.object_meta(pending.id)), timeout=20, what="the writer to write the put")
+    assert np.array_equal(elsewhere.get(pending), data)
+    putter.close()
+    elsewhere.close()
