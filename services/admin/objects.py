@@ -15,7 +15,7 @@ import typer
 from services.admin.common import command, console, esc, fail, human_bytes, note, open_client, print_json, table
 from services.admin.queues import CACHE_COUNTERS, cache_table
 from shared.errors import EXIT_NOT_FOUND, InvalidRequest
-from shared.objects import segments, shm
+from shared.objects import segments, shm, shm_files
 from shared.objects.ref import ObjectKind, ObjectRef
 
 app = typer.Typer(help="Stored objects: large arrays and blobs that jobs take by reference.", no_args_is_help=True)
@@ -99,7 +99,7 @@ def list_objects(
         objects = client.objects.list()
         nodes = client.admin.nodes() if nodes_too else []
         deployment = shm.deployment_id(client.conn) if nodes_too else ""
-    resident = [s for s in shm.scan(segments.SHM_DIR, deployment) if s.object_id] if nodes_too else []
+    resident = [s for s in shm_files.scan(segments.SHM_DIR, deployment) if s.object_id] if nodes_too else []
     if json_output:
         document: dict[str, object] = {
             "objects": [dict(r.model_dump(mode="json"), created_at=c, ttl_s=t) for r, c, t in objects]

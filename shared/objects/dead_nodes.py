@@ -6,7 +6,7 @@ kill of the group, a test machine's crash) leaves segments, its nodes' lock file
 entries that nobody of its deployment will ever come back to collect, and they count against every
 other node's budget forever. So every node's start and every `ferry objects gc` also sweep those.
 
-Proof of death without Redis: a live node's supervisor holds byte 1 (`shm.ALIVE_BYTE`) of its lock file
+Proof of death without Redis: a live node's supervisor holds byte 1 (`shm_files.ALIVE_BYTE`) of its lock file
 for its whole life, and the kernel drops it when the node's processes die (a Linux open-file-description
 lock). A node is provably dead when that byte can be taken here AND its lock file is older than
 `MIN_AGE_S` (a node that has just created its file and not yet taken the byte is never swept). The sweep
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from shared import keys
 from shared.objects import segments
-from shared.objects.shm import ALIVE_BYTE, Ledger, Removed, ShmFile, _range_lock, scan
+from shared.objects.shm_files import ALIVE_BYTE, Ledger, Removed, ShmFile, range_lock, scan
 
 log = logging.getLogger("ferry.shm")
 
@@ -64,7 +64,7 @@ def _sweep_if_dead(shm_dir: Path, node: str, deployment: str, files: list[ShmFil
     except FileNotFoundError:
         return []
     try:
-        if not _range_lock(fd, ALIVE_BYTE, wait=False):
+        if not range_lock(fd, ALIVE_BYTE, wait=False):
             return []  # alive: its supervisor holds the byte
         if os.fstat(fd).st_ino != _inode(lock_path):
             return []  # replaced since we listed it: a node just started; leave it

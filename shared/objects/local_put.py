@@ -45,7 +45,8 @@ from shared.locality import Holdings
 from shared.objects import segments
 from shared.objects.lifetime import shape_field
 from shared.objects.ref import ObjectRef
-from shared.objects.shm import ALIVE_BYTE, NODE_BYTE, Ledger, NodeSpace, default_budget, deployment_id, scan
+from shared.objects.shm import NodeSpace, default_budget, deployment_id
+from shared.objects.shm_files import ALIVE_BYTE, NODE_BYTE, Ledger, scan
 from shared.settings import Settings
 from shared.timeutil import unix_now
 

@@ -1,15 +1,8 @@
-"""/dev/shm as one subsystem: names, locks, the host's one budget, sweeping and gc.
+"""/dev/shm as one subsystem: a node's space (reserving, evicting, sweeping), the host's one budget, and gc.
 
-Names. Every file is `ferry_<node>_<deployment>_...`: the deployment id is 8 hex characters that the
-first Ferry process to need it stores in Redis (`SET NX ferry:deployment`), so two deployments on one
-host (two Redis servers), even with equal node ids, never touch each other's files.
-
-Locks. One lock file per node (`ferry_<node>_<deployment>.lock`) instead of one per object: locks are
-byte ranges in it (Linux open-file-description locks, which the kernel releases when the holder dies,
-and which conflict between processes and between opens in one process). Byte 0 guards the node's
-space (reserving, evicting), byte 1 is held by the node supervisor for its whole life (so any process
-on the host can tell a live node from a dead one without asking Redis), bytes 2.. are per-object
-fetch locks (by a hash of the id; a collision only makes two fetches wait for each other).
+The files themselves (names that carry the deployment, the per-node lock file and its byte ranges, the
+host ledger) are in `shm_files`; sweeping dead nodes of any deployment without their Redis is in
+`dead_nodes`. Both build on the files only, so this module uses them without an import circle.
 
 Budget. One budget per host's /dev/shm, shared by every node there, of any deployment: the bytes each
 node holds are kept as numbers in the host ledger (`/dev/shm/ferry-ledger-<uid>`, JSON under a
@@ -20,17 +13,12 @@ numbers from the files themselves and to choose least-recently-used victims of t
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import logging
 import os
 import secrets
-import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -39,12 +27,25 @@ import redis
 from shared import keys
 from shared.errors import ConfigError, ShmFull
 from shared.objects import segments
+from shared.objects.dead_nodes import sweep_dead_nodes
+from shared.objects.shm_files import (
+    ALIVE_BYTE,
+    NODE_BYTE,
+    Ledger,
+    Removed,
+    ShmFile,
+    holders_text,
+    ledger_entry,
+    ledger_total,
+    object_lock_byte,
+    range_lock,
+    range_unlock,
+    scan,
+)
 
 log = logging.getLogger("ferry.shm")
 
 DEFAULT_BUDGET_FRACTION = 0.8  # of the host's /dev/shm size
-NODE_BYTE, ALIVE_BYTE, FIRST_OBJECT_BYTE = 0, 1, 2
-OBJECT_LOCK_RANGE = 1 << 40
 HOLD_ALIVE_WAIT_S = 1.0  # a dead-node sweep holds a dead node's alive byte for a moment
 
 
@@ -61,146 +62,6 @@ def default_budget(shm_dir: Path) -> int:
     """The host's budget when FERRY_SHM_BUDGET_BYTES is unset: a fraction of /dev/shm's size."""
     stats = os.statvfs(shm_dir)
     return int(stats.f_blocks * stats.f_frsize * DEFAULT_BUDGET_FRACTION)
-
-
-# --- names ---
-@dataclass(frozen=True)
-class ShmFile:
-    name: str
-    node: str
-    deployment: str
-    object_id: str | None  # None for the node's lock file
-    partial: bool
-    size: int = 0
-    mtime: float = 0.0
-
-
-def parse_name(name: str) -> ShmFile | None:
-    """A Ferry file name split into its parts; None for anything else (including older layouts)."""
-    if not name.startswith(keys.SEGMENT_PREFIX):
-        return None
-    parts = name[len(keys.SEGMENT_PREFIX) :].split("_")
-    if len(parts) == 2 and parts[1].endswith(keys.LOCK_SUFFIX):
-        deployment = parts[1][: -len(keys.LOCK_SUFFIX)]
-        return ShmFile(name, parts[0], deployment, None, False) if len(deployment) == 8 else None
-    if len(parts) != 3 or len(parts[1]) != 8:
-        return None
-    object_id, _, part = parts[2].partition(keys.PART_MARK)
-    return ShmFile(name, parts[0], parts[1], object_id, bool(_) and part == "")
-
-
-def scan(shm_dir: Path, deployment: str | None = None, node: str | None = None) -> Iterator[ShmFile]:
-    """Ferry files in `shm_dir` (of one deployment and/or node), with size and mtime. Housekeeping only."""
-    with os.scandir(shm_dir) as entries:
-        for entry in entries:
-            parsed = parse_name(entry.name)
-            if parsed is None or (deployment and parsed.deployment != deployment) or (node and parsed.node != node):
-                continue
-            try:
-                stat = entry.stat()
-            except FileNotFoundError:
-                continue
-            yield ShmFile(
-                parsed.name,
-                parsed.node,
-                parsed.deployment,
-                parsed.object_id,
-                parsed.partial,
-                stat.st_size,
-                stat.st_mtime,
-            )
-
-
-# --- locks ---
-def _range_lock(fd: int, start: int, exclusive: bool = True, wait: bool = True) -> bool:
-    kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
-    try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", kind, 0, start, 1, 0))
-        return True
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-
-
-def _range_unlock(fd: int, start: int) -> None:
-    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, 0, start, 1, 0))
-
-
-def object_lock_byte(object_id: str) -> int:
-    return FIRST_OBJECT_BYTE + int(object_id[:12], 16) % OBJECT_LOCK_RANGE
-
-
-# --- the host ledger ---
-class Ledger:
-    """The bytes each node on this host holds in /dev/shm, as numbers, under one flock."""
-
-    def __init__(self, shm_dir: Path) -> None:
-        self.path = shm_dir / f"{keys.HOST_LEDGER}-{os.getuid()}"
-
-    @contextmanager
-    def edit(self) -> Iterator[dict[str, dict[str, int | str]]]:
-        """The ledger's entries, locked; changes made to the dict are written back."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            entries = _parse(_read_all(fd))
-            before = json.dumps(entries, sort_keys=True)
-            yield entries
-            for key in [key for key, entry in entries.items() if not int(entry.get("bytes", 0))]:
-                del entries[key]  # an empty entry says nothing: without this, every node id ever killed stays
-            after = json.dumps(entries, sort_keys=True)
-            if after != before:
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.ftruncate(fd, 0)
-                os.write(fd, after.encode())
-        finally:
-            os.close(fd)  # releases the flock
-
-    def read(self) -> dict[str, dict[str, int | str]]:
-        """The entries as they are now (a shared lock, no write-back)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            return _parse(_read_all(fd))
-        finally:
-            os.close(fd)
-
-
-def _read_all(fd: int) -> bytes:
-    raw = b""
-    while chunk := os.read(fd, 1 << 16):
-        raw += chunk
-    return raw
-
-
-def _parse(raw: bytes) -> dict[str, dict[str, int | str]]:
-    """The ledger's entries; an unreadable file counts as empty (a torn write cannot happen under the lock,
-    so only a hand-edited file is rebuilt)."""
-    try:
-        return json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-
-
-def _entry(entries: dict[str, dict[str, int | str]], node: str, deployment: str) -> dict[str, int | str]:
-    return entries.setdefault(
-        f"{node}_{deployment}", {"node": node, "deployment": deployment, "bytes": 0}
-    )
-
-
-def _total(entries: dict[str, dict[str, int | str]]) -> int:
-    return sum(int(e["bytes"]) for e in entries.values())
-
-
-def holders_text(entries: dict[str, dict[str, int | str]]) -> str:
-    held = sorted(
-        ((int(e["bytes"]), str(e["node"]), str(e["deployment"])) for e in entries.values() if int(e["bytes"])),
-        reverse=True,
-    )
-    if not held:
-        return "no node holds any"
-    return ", ".join(f"node {node} (deployment {dep}) {size} bytes" for size, node, dep in held)
 
 
 # --- one node's space ---
@@ -226,11 +87,11 @@ class NodeSpace:
 
     @contextmanager
     def locked(self, byte: int) -> Iterator[None]:
-        _range_lock(self._fd, byte)
+        range_lock(self._fd, byte)
         try:
             yield
         finally:
-            _range_unlock(self._fd, byte)
+            range_unlock(self._fd, byte)
 
     def object_lock(self, object_id: str) -> AbstractContextManager[None]:
         return self.locked(object_lock_byte(object_id))
@@ -274,15 +135,15 @@ class NodeSpace:
 
     def _charge(self, size: int) -> bool:
         with self.ledger.edit() as entries:
-            if _total(entries) + size > self.budget_bytes:
+            if ledger_total(entries) + size > self.budget_bytes:
                 return False
-            entry = _entry(entries, self.node_id, self.deployment)
+            entry = ledger_entry(entries, self.node_id, self.deployment)
             entry["bytes"] = int(entry["bytes"]) + size
             return True
 
     def _add(self, delta: int) -> None:
         with self.ledger.edit() as entries:
-            entry = _entry(entries, self.node_id, self.deployment)
+            entry = ledger_entry(entries, self.node_id, self.deployment)
             entry["bytes"] = max(0, int(entry["bytes"]) + delta)
 
     def _make_room(self, size: int, needed_for: str) -> None:
@@ -307,10 +168,10 @@ class NodeSpace:
                 actual[f"{f.node}_{f.deployment}"] = actual.get(f"{f.node}_{f.deployment}", 0) + f.size
             for key, entry in entries.items():
                 entry["bytes"] = actual.get(key, 0)
-            entry = _entry(entries, self.node_id, self.deployment)
+            entry = ledger_entry(entries, self.node_id, self.deployment)
             evicted = 0
             for victim in mine:
-                if _total(entries) + size <= self.budget_bytes:
+                if ledger_total(entries) + size <= self.budget_bytes:
                     break
                 if segments.unlink(victim.name, self.shm_dir):
                     entry["bytes"] = max(0, int(entry["bytes"]) - victim.size)
@@ -325,11 +186,11 @@ class NodeSpace:
             if evicted:
                 self._unlinked()
             self.evicted += evicted
-            if _total(entries) + size > self.budget_bytes:
+            if ledger_total(entries) + size > self.budget_bytes:
                 raise ShmFull(
                     f"{needed_for} needs {size} bytes of shared memory; "
                     f"this host's budget of {self.budget_bytes} bytes "
-                    f"(one for all nodes on its /dev/shm) holds {_total(entries)}: {holders_text(entries)}; "
+                    f"(one for all nodes on its /dev/shm) holds {ledger_total(entries)}: {holders_text(entries)}; "
                     "objects in use, or put and not yet written to Redis, cannot be evicted: retry later, stop "
                     "idle nodes (`ferry objects gc` frees dead "
                     "ones), or raise FERRY_SHM_BUDGET_BYTES (and docker's shm_size)"
@@ -359,7 +220,7 @@ class NodeSpace:
         """
         deadline = time.monotonic() + HOLD_ALIVE_WAIT_S
         while True:
-            if _range_lock(self._fd, ALIVE_BYTE, wait=False):
+            if range_lock(self._fd, ALIVE_BYTE, wait=False):
                 if os.fstat(self._fd).st_ino == _inode(self.lock_path):
                     return
                 os.close(self._fd)  # swept away under us: a new lock file, and lock that one
@@ -382,7 +243,7 @@ class NodeSpace:
                 if segments.unlink(f.name, self.shm_dir):
                     count, freed = count + 1, freed + f.size
             with self.ledger.edit() as entries:
-                entry = _entry(entries, self.node_id, self.deployment)
+                entry = ledger_entry(entries, self.node_id, self.deployment)
                 entry["bytes"] = 0
                 if not keep_lock:
                     entries.pop(f"{self.node_id}_{self.deployment}", None)
@@ -409,14 +270,8 @@ def start_node(
         log.info(
             "node %s: removed %d stale shared-memory files (%d bytes) left by an earlier run", node_id, files, freed
         )
-    _sweep_dead_nodes(shm_dir)
+    sweep_dead_nodes(shm_dir)
     return space
-
-
-def _sweep_dead_nodes(shm_dir: Path) -> list[Removed]:
-    from shared.objects.dead_nodes import sweep_dead_nodes  # it builds on this module
-
-    return sweep_dead_nodes(shm_dir)
 
 
 def _inode(path: Path) -> int:
@@ -424,13 +279,6 @@ def _inode(path: Path) -> int:
         return os.stat(path).st_ino
     except FileNotFoundError:
         return -1
-
-
-@dataclass
-class Removed:
-    name: str
-    bytes: int
-    reason: str
 
 
 def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
@@ -454,7 +302,7 @@ def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
         except FileNotFoundError:
             fd = -1
         try:
-            alive = fd >= 0 and not _range_lock(fd, ALIVE_BYTE, wait=False)  # held from here: no start meanwhile
+            alive = fd >= 0 and not range_lock(fd, ALIVE_BYTE, wait=False)  # held from here: no start meanwhile
             for f in files:
                 if f.object_id is None:
                     continue
@@ -462,15 +310,15 @@ def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
                     continue  # a put its node has not written to Redis yet: its restart (or a takeover) will
                 if not alive:
                     reason = f"node {node} is not running"
-                elif f.partial and _range_lock(fd, object_lock_byte(f.object_id), wait=False):
+                elif f.partial and range_lock(fd, object_lock_byte(f.object_id), wait=False):
                     reason = "its writer died mid-fetch"
-                    _range_unlock(fd, object_lock_byte(f.object_id))
+                    range_unlock(fd, object_lock_byte(f.object_id))
                 else:
                     continue
                 if segments.unlink(f.name, shm_dir):
                     removed.append(Removed(f.name, f.size, reason))
                     with ledger.edit() as entries:
-                        entry = _entry(entries, node, deployment)
+                        entry = ledger_entry(entries, node, deployment)
                         entry["bytes"] = max(0, int(entry["bytes"]) - f.size)
             if not alive:
                 lock_path.unlink(missing_ok=True)
@@ -479,7 +327,7 @@ def gc(conn: redis.Redis, shm_dir: Path) -> list[Removed]:
         finally:
             if fd >= 0:
                 os.close(fd)
-    return removed + _sweep_dead_nodes(shm_dir)
+    return removed + sweep_dead_nodes(shm_dir)
 
 
 def collect_quietly(conn: redis.Redis, shm_dir: Path = segments.SHM_DIR, wait_s: float = 3.0) -> list[Removed]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from shared import keys
 from shared.objects.dead_nodes import sweep_dead_nodes
-from shared.objects.shm import ALIVE_BYTE, Ledger, _range_lock
+from shared.objects.shm_files import ALIVE_BYTE, Ledger, range_lock
 
 OBJECT = "ab" * 32
 
@@ -39,7 +39,7 @@ def test_only_provably_dead_nodes_of_this_user_are_swept(tmp_path: Path) -> None
         os.chown(path, 12345, 12345)
     holder = os.open(live[1], os.O_RDWR)  # what a live node's supervisor holds for its whole life
     try:
-        assert _range_lock(holder, ALIVE_BYTE, wait=False)
+        assert range_lock(holder, ALIVE_BYTE, wait=False)
         removed = sweep_dead_nodes(tmp_path)
     finally:
         os.close(holder)
