@@ -13,9 +13,8 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import redis
 import redis.asyncio
 from pydantic import BaseModel, Field
@@ -23,6 +22,9 @@ from pydantic import BaseModel, Field
 from shared import keys, wire
 from shared.errors import InvalidArgs
 from shared.tasks import TaskRegistry
+
+if TYPE_CHECKING:
+    import jsonschema  # imported where a validator is built: nodes and their workers never validate (~3 MB)
 
 UNSERVABLE_SCAN_LIMIT = 1000  # queued jobs looked at per queue by `unservable_jobs`
 
@@ -193,6 +195,8 @@ class CatalogCache:
 # --- validation against a JSON schema ---
 @lru_cache(maxsize=512)
 def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     schema = json.loads(schema_json)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)
