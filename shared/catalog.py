@@ -24,7 +24,7 @@ from shared.errors import InvalidArgs
 from shared.tasks import TaskRegistry
 
 if TYPE_CHECKING:
-    import jsonschema  # imported where a validator is built: nodes and their workers never validate (~3 MB)
+    import jsonschema  # imported where validators are made (CatalogCache, _validator): not in a node (~3 MB)
 
 UNSERVABLE_SCAN_LIMIT = 1000  # queued jobs looked at per queue by `unservable_jobs`
 
@@ -175,6 +175,7 @@ class CatalogCache:
     """The last catalog read and when: a submit reads Redis at most once per `max_age_s` (and once more on a miss)."""
 
     def __init__(self, max_age_s: float = 1.0, miss_refresh_s: float = 0.05) -> None:
+        import jsonschema  # noqa: F401  # the submitting side loads its validator here (~35 ms), not at its first submit
         self.max_age_s = max_age_s
         self.miss_refresh_s = miss_refresh_s
         self.catalog: Catalog | None = None
