@@ -66,7 +66,6 @@ def configure(level: str = "INFO", fmt: str | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-
 def _configured_as(level: str, fmt: str) -> bool:
     """Whether the root logger already has this level and Ferry's one handler in this format, on today's stderr."""
     root = logging.getLogger()
