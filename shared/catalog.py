@@ -13,9 +13,8 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import redis
 import redis.asyncio
 from pydantic import BaseModel, Field
@@ -23,6 +22,9 @@ from pydantic import BaseModel, Field
 from shared import keys, wire
 from shared.errors import InvalidArgs
 from shared.tasks import TaskRegistry
+
+if TYPE_CHECKING:
+    import jsonschema  # imported where validators are made (CatalogCache, _validator): not in a node (~3 MB)
 
 UNSERVABLE_SCAN_LIMIT = 1000  # queued jobs looked at per queue by `unservable_jobs`
 
@@ -173,6 +175,7 @@ class CatalogCache:
     """The last catalog read and when: a submit reads Redis at most once per `max_age_s` (and once more on a miss)."""
 
     def __init__(self, max_age_s: float = 1.0, miss_refresh_s: float = 0.05) -> None:
+        import jsonschema  # noqa: F401  # the submitting side loads its validator here (~35 ms), not at its first submit
         self.max_age_s = max_age_s
         self.miss_refresh_s = miss_refresh_s
         self.catalog: Catalog | None = None
@@ -193,6 +196,8 @@ class CatalogCache:
 # --- validation against a JSON schema ---
 @lru_cache(maxsize=512)
 def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     schema = json.loads(schema_json)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -56,10 +57,22 @@ def configure(level: str = "INFO", fmt: str | None = None) -> None:
     """Set the root logger's level and format; `fmt` defaults to FERRY_LOG_FORMAT."""
     if fmt is None:
         fmt = _configured_format()
+    if _configured_as(level, fmt):
+        return  # a forked worker inherits its supervisor's setup: redoing it writes to every logger (~0.9 MB copied)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(FORMAT, datefmt="%H:%M:%S"))
+    handler.ferry_format = fmt  # type: ignore[attr-defined]  # what _configured_as compares
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _configured_as(level: str, fmt: str) -> bool:
+    """Whether the root logger already has this level and Ferry's one handler in this format, on today's stderr."""
+    root = logging.getLogger()
+    handlers = root.handlers
+    ours = len(handlers) == 1 and getattr(handlers[0], "ferry_format", None) == fmt
+    same_stream = ours and getattr(handlers[0], "stream", None) is sys.stderr
+    return same_stream and root.level == logging.getLevelName(level.upper())
 
 
 def _configured_format() -> str:

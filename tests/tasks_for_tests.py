@@ -144,3 +144,15 @@ def short_lived(fail: bool = False) -> str:
     if fail:
         raise RuntimeError("failing on purpose")
     return "ok"
+
+
+@task("test.modules")
+def modules(prefixes: list[str], then_import: str = "") -> dict:
+    """Which loaded modules start with one of `prefixes` (what a worker process carries), then import `then_import`
+    (a task may import what Ferry's processes leave out) and name its module."""
+    import importlib
+    import sys
+
+    loaded = sorted(name for name in sys.modules if name.startswith(tuple(prefixes)))
+    imported = importlib.import_module(then_import).__name__ if then_import else ""
+    return {"loaded": loaded, "imported": imported}
