@@ -69,12 +69,12 @@ LABELS = {
     "ray": "(d) Ray, ray.put once",
 }
 ARRAY_KEY = "bench:array"
-TARGETS = {  # ratio name -> (comparison, threshold)
+TARGETS = {  # ratio name -> (comparison, threshold): issue 7's (the first release's were pss 1.5, ray 3.0)
     "ferry_speedup_vs_rq_get": (">=", 5.0),
     "ferry_speedup_vs_rq_arg": (">=", 50.0),
-    "ferry_bytes_out_over_array": ("<=", 1.05),
-    "ferry_pss_over_array": ("<=", 1.5),
-    "ferry_time_over_ray": ("<=", 3.0),
+    "ferry_bytes_out_over_array": ("<=", 1.05),  # one fetch per node; 5 % for the replies' own bytes
+    "ferry_pss_over_array": ("<=", 1.2),
+    "ferry_time_over_ray": ("<=", 1.3),
 }
 
 
