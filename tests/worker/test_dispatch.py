@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 
 import redis
 
 from shared import keys
 from shared.client import Client
+from shared.lifecycle import Lifecycle
 from shared.lifecycle.lua import DISPATCH_PREFIX
+from shared.settings import Settings
 from tests.support import wait_for
 
 
@@ -54,3 +57,21 @@ def test_a_job_dispatched_to_a_worker_that_stops_before_reading_it_is_given_back
     assert conn.xlen(keys.results(job.id)) == 1
     assert int(conn.hget(keys.job(job.id), "number_of_retries") or 0) == 0
     assert node.workers(conn) != [worker]
+
+
+def test_a_job_dispatched_without_its_message_runs_at_the_workers_next_poll(
+        client: Client, start_node, conn: redis.Redis, settings: Settings) -> None:
+    """A dispatch whose message never arrives (a subscription broken at that moment) is not left to the
+    reaper: the worker's next idle claim returns it, within one idle poll (1 s)."""
+    node = start_node(processes=1)
+    (worker,) = wait_for(lambda: node.workers(conn), what="the worker to register")
+    wait_for(lambda: _idle(conn, worker), what="the worker to be idle")
+    conn.srem(keys.idle_on("default"), worker)  # so the submit queues the job instead of dispatching it
+    job = client.submit("echo", {"value": 5}, retries=0)
+    execution = f"{DISPATCH_PREFIX}lost{uuid.uuid4().hex[:8]}"
+    claimed = Lifecycle(conn, settings).claim(worker, ["default"], execution)  # claimed in its name, never sent
+    assert [j.id for j in claimed] == [job.id]
+    result = client.result(job, wait_s=10)
+    assert result.status == "finished" and result.value == 5
+    assert _execution(conn, job.id) == execution  # run under the dispatch's execution id: not reaped, not retried
+    assert conn.xlen(keys.results(job.id)) == 1
