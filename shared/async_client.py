@@ -31,7 +31,7 @@ from shared import idempotency, job_events, keys, limits, schedules
 from shared.admin import Admin
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import aread as read_catalog
-from shared.client import _jsonify, job_id_of, workflow_id_of, workflow_request
+from shared.client import job_id_of, workflow_id_of, workflow_request
 from shared.done import DoneWaiter
 from shared.errors import FerryError, JobNotFound, RedisUnavailable
 from shared.jobs import JobService, job_info, result_from_entry
@@ -41,7 +41,7 @@ from shared.locality import placement_fields
 from shared.models import JobInfo, JobRequest, JobResult, JobStatus, QueueInfo, Submitted
 from shared.objects.lifetime import REFERENCE, missing_object, raise_for_reference, reference_call
 from shared.objects.local_put import LocalPut
-from shared.objects.ref import ObjectRef
+from shared.objects.ref import ObjectRef, refs_as_json
 from shared.objects.store import ObjectStore
 from shared.redis_conn import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, redact, unavailable
 from shared.replies import byte_fields, optional_bytes
@@ -227,7 +227,7 @@ class AsyncClient:
     async def submit(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> Submitted:
         """Enqueue a job. Options: queue, timeout_s, retries, idempotency_key, allow_unserved,
         delay_s or run_at (an aware datetime), retry_delay_s, retry_backoff, retry_max_delay_s, retry_jitter."""
-        return await self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options))
+        return await self.submit_request(JobRequest(task=task, args=refs_as_json(args or {}), **options))
 
     @_redis_errors
     async def submit_request(self, request: JobRequest) -> Submitted:
@@ -240,7 +240,7 @@ class AsyncClient:
     @_redis_errors
     async def submit_many(self, requests: Iterable[JobRequest | dict[str, Any]]) -> list[Submitted]:
         """Enqueue many jobs in a few round trips; all are validated before any is enqueued."""
-        parsed = [r if isinstance(r, JobRequest) else JobRequest.model_validate(_jsonify(r)) for r in requests]
+        parsed = [r if isinstance(r, JobRequest) else JobRequest.model_validate(refs_as_json(r)) for r in requests]
         prepared = []
         for index, request in enumerate(parsed):
             try:
@@ -427,7 +427,7 @@ class AsyncClient:
     async def add_schedule(self, name: str, task: str, args: dict[str, Any] | None = None, *, replace: bool = False,
                            allow_unserved: bool = False, **options: Any) -> ScheduleInfo:
         """As `Client.add_schedule`: `cron=` or `every_s=`, tz, queue, enabled, catch_up, catch_up_max."""
-        schedule = schedules.parse({"name": name, "task": task, "args": _jsonify(args or {}), **options})
+        schedule = schedules.parse({"name": name, "task": task, "args": refs_as_json(args or {}), **options})
         return await asyncio.to_thread(schedules.create, self._sync()[0].conn, schedule, self.settings, self.tasks,
                                        replace, allow_unserved)
 

@@ -11,19 +11,14 @@ due time), and a delay > 0 sends the job to RQ's scheduled registry (shared/dela
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import keys
-
-if TYPE_CHECKING:  # the lifecycle and the task registry import this module's policy model
-    from shared.lifecycle import Claimed, Failure
-    from shared.tasks import TaskRegistry
 
 POLICY_FIELD = "ferry_retry"  # job hash: the job's own back-off fields (JSON), over the task's default
 ATTEMPT_ERRORS_FIELD = "ferry_attempt_errors"  # job hash: the last attempts' errors (JSON), written by settle
@@ -111,8 +106,3 @@ def _int(raw: bytes | str | None) -> int:
         return 0
 
 
-def with_backoff(conn: redis.Redis, job: Claimed, failure: Failure, tasks: TaskRegistry) -> Failure:
-    """`failure` with the job's wait before its next attempt (unchanged when it has none)."""
-    default = tasks.get(job.task).retry_backoff if job.task in tasks.names() else None
-    delay = retry_delay_s(conn, job.id, default)
-    return dataclasses.replace(failure, delay_s=delay) if delay > 0 else failure

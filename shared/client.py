@@ -19,7 +19,7 @@ from shared.jobs import JobService
 from shared.limits import check_queue_names
 from shared.models import JobInfo, JobRequest, JobResult, QueueInfo, Submitted
 from shared.objects.local_put import LocalPut
-from shared.objects.ref import ObjectRef
+from shared.objects.ref import ObjectRef, refs_as_json
 from shared.objects.store import ObjectStore
 from shared.redis_conn import connect, unavailable
 from shared.schedules import ScheduleInfo
@@ -77,7 +77,7 @@ class Client:
         The args are checked against the task catalog the live nodes publish (no task code needed here);
         a task no live node serves on the queue is refused unless `allow_unserved=True`.
         """
-        return self.submit_request(JobRequest(task=task, args=_jsonify(args or {}), **options))
+        return self.submit_request(JobRequest(task=task, args=refs_as_json(args or {}), **options))
 
     @_redis_errors
     def submit_request(self, request: JobRequest) -> Submitted:
@@ -86,7 +86,7 @@ class Client:
     @_redis_errors
     def submit_many(self, requests: Iterable[JobRequest | dict[str, Any]]) -> list[Submitted]:
         """Enqueue many jobs in a few round trips; all are validated before any is enqueued."""
-        parsed = [r if isinstance(r, JobRequest) else JobRequest.model_validate(_jsonify(r)) for r in requests]
+        parsed = [r if isinstance(r, JobRequest) else JobRequest.model_validate(refs_as_json(r)) for r in requests]
         return self.jobs.submit_many(parsed)
 
     @_redis_errors
@@ -194,7 +194,7 @@ class Client:
         tz (IANA, default UTC), queue, enabled, catch_up (latest | skip | all), catch_up_max. Checked like a
         submit (the task is served, the args fit, unless `allow_unserved=True`); `replace=True` overwrites a
         schedule of that name."""
-        schedule = schedules.parse({"name": name, "task": task, "args": _jsonify(args or {}), **options})
+        schedule = schedules.parse({"name": name, "task": task, "args": refs_as_json(args or {}), **options})
         return schedules.create(self.conn, schedule, self.settings, self.tasks, replace, allow_unserved)
 
     @_redis_errors
@@ -246,21 +246,10 @@ def workflow_id_of(workflow: WorkflowSubmitted | str) -> str:
 def workflow_request(workflow: Node | WorkflowRequest | dict[str, Any], allow_unserved: bool) -> WorkflowRequest:
     """What both clients' `submit_workflow` accept (a built tree, a request, or its JSON), as one request."""
     if isinstance(workflow, dict):
-        return WorkflowRequest.model_validate(_jsonify(workflow))
+        return WorkflowRequest.model_validate(refs_as_json(workflow))
     if isinstance(workflow, WorkflowRequest):
         return workflow
     return WorkflowRequest(workflow=workflow, allow_unserved=allow_unserved)
-
-
-def _jsonify(value: Any) -> Any:
-    """ObjectRefs inside args become their JSON form."""
-    if isinstance(value, ObjectRef):
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {k: _jsonify(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonify(v) for v in value]
-    return value
 
 
 __all__ = ["Client", "job_id_of"]

@@ -17,21 +17,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import InvalidRequest
-from shared.models import MAX_DELAY_S, JobRequest
 
 DUE_FIELD = "ferry_due_unix"  # job hash: the due time in unix seconds (float)
+MAX_DELAY_S = 366 * 86_400  # how far ahead a job may be scheduled (delay_s, run_at)
 
 
-def due_unix(request: JobRequest, now: float) -> float | None:
-    """The request's due time in unix seconds, or None when it should be queued now (no delay, or already due)."""
-    if request.delay_s is not None:
-        due = now + request.delay_s
-    elif request.run_at is not None:
-        due = request.run_at.timestamp()
+def due_unix(delay_s: float | None, run_at: datetime | None, now: float) -> float | None:
+    """A request's due time in unix seconds (from its `delay_s` or `run_at`), or None when it should be queued
+    now (no delay, or already due)."""
+    if delay_s is not None:
+        due = now + delay_s
+    elif run_at is not None:
+        due = run_at.timestamp()
         if due - now > MAX_DELAY_S:
             raise InvalidRequest(
-                f"run_at {request.run_at.isoformat()} is more than {MAX_DELAY_S // 86_400} days ahead; "
-                "schedule it nearer (or use a cron schedule)", run_at=request.run_at.isoformat())
+                f"run_at {run_at.isoformat()} is more than {MAX_DELAY_S // 86_400} days ahead; "
+                "schedule it nearer (or use a cron schedule)", run_at=run_at.isoformat())
     else:
         return None
     return due if due > now else None

@@ -12,15 +12,32 @@ slow safety-net re-check (FERRY_RESULT_RECHECK_S) runs between messages.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Protocol
+
+import redis
 
 from shared import keys
+from shared.done import DoneWaiter
 from shared.models import JobInfo, JobStatus
+from shared.settings import Settings
 
-if TYPE_CHECKING:
-    from shared.async_client import AsyncClient
-    from shared.client import Client
+
+class StatusReader(Protocol):
+    """What the sync watcher needs of a client (`shared.client.Client` is one)."""
+
+    conn: redis.Redis
+    settings: Settings
+
+    def status(self, job_id: str) -> JobInfo: ...
+
+
+class AsyncStatusReader(Protocol):
+    """What the async watcher needs of a client (`shared.async_client.AsyncClient` is one)."""
+
+    events: DoneWaiter
+
+    def status(self, job_id: str) -> Awaitable[JobInfo]: ...
 
 QUEUED_RECHECK_S = 1.0
 KEEPALIVE_S = 15.0
@@ -34,7 +51,7 @@ def is_final(info: JobInfo) -> bool:
     return isinstance(info.status, JobStatus) and info.status.is_final
 
 
-async def watch_async(client: AsyncClient, job_id: str, timeout_s: float,
+async def watch_async(client: AsyncStatusReader, job_id: str, timeout_s: float,
                       keepalive_s: float | None = None) -> AsyncIterator[JobInfo | None]:
     """The job's state now, then each change until it is final or `timeout_s` passed; with `keepalive_s`, None
     after that long without a change (an SSE stream sends a comment then). JobNotFound if there is no such job."""
@@ -64,7 +81,7 @@ def _changed_from(last: tuple[Any, ...] | None) -> Callable[[JobInfo], bool]:
     return lambda info: _key(info) != last or is_final(info)
 
 
-def watch(client: Client, job_id: str, timeout_s: float) -> Iterator[JobInfo]:
+def watch(client: StatusReader, job_id: str, timeout_s: float) -> Iterator[JobInfo]:
     """The job's state now, then each change until it is final or `timeout_s` passed (sync; own subscription)."""
     deadline = time.monotonic() + timeout_s
     pubsub = client.conn.pubsub(ignore_subscribe_messages=True)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from shared import keys, wire
 
 if TYPE_CHECKING:
-    from shared.models import JobRequest
     from shared.settings import Settings
 
 META_MAX_BYTES = 4096  # meta as JSON text
@@ -73,9 +72,10 @@ def leave_ttls_to_the_task(fields: dict[str, Any], result_ttl_s: int | None, fai
         fields.pop("failure_ttl", None)
 
 
-def longest_ttl_s(request: JobRequest, settings: Settings) -> int:
-    """At least as long as the job can be kept: its idempotency key and its tags' index live this long."""
-    return max(request.result_ttl_s or 0, request.failure_ttl_s or 0, settings.result_ttl_s, settings.failure_ttl_s)
+def longest_ttl_s(result_ttl_s: int | None, failure_ttl_s: int | None, settings: Settings) -> int:
+    """At least as long as the job can be kept (its own TTLs, else the defaults): its idempotency key and its
+    tags' index live this long."""
+    return max(result_ttl_s or 0, failure_ttl_s or 0, settings.result_ttl_s, settings.failure_ttl_s)
 
 
 def tag_keys(tags: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from shared import backoff, delays, idempotency, job_view, keys, wire
 from shared.catalog import Catalog, CatalogCache
 from shared.catalog import read as read_catalog
 from shared.errors import Conflict, FerryError, JobNotFound
+from shared.job_status import RESULT_TYPE_STATUS
 from shared.lifecycle import Lifecycle
 from shared.lifecycle.functions import call_together, is_missing_function
 from shared.lifecycle.lua import RESULT_ENTRIES_KEPT
@@ -34,7 +35,6 @@ from shared.tasks import TaskRegistry
 from shared.timeutil import rq_parse
 from shared.workflows import Workflows, no_dependencies
 
-RESULT_TYPE_STATUS = {b"1": JobStatus.FINISHED, b"2": JobStatus.FAILED, b"3": JobStatus.CANCELED}
 WAIT_SLICE_S = 2.0  # blocking reads are sliced so no single command outlives the socket time-out
 SUBMIT_BATCH = 500  # jobs per pipeline in submit_many
 

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared import job_settings, limits
 from shared.backoff import MAX_RETRY_DELAY_S, Backoff
+from shared.delays import MAX_DELAY_S
+from shared.job_status import JobStatus
 from shared.objects.ref import ObjectRef
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-MAX_DELAY_S = 366 * 86_400  # how far ahead a job may be scheduled (delay_s, run_at)
 LIMIT_KEY_PATTERN = r"^[A-Za-z0-9_.:@/+=-]{1,200}$"
-
-
-class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(status) ("queued", not "JobStatus.QUEUED")
-    """RQ's job states (rq/job.py), plus `unknown` for a hash whose status is missing or foreign."""
-
-    QUEUED = "queued"
-    STARTED = "started"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    DEFERRED = "deferred"
-    SCHEDULED = "scheduled"
-    STOPPED = "stopped"
-    CREATED = "created"
-    UNKNOWN = "unknown"
-
-    @property
-    def is_final(self) -> bool:
-        return self.value in FINAL_STATUSES
-
-    @classmethod
-    def parse(cls, text: str | bytes | None) -> JobStatus:
-        """The status a job hash names; UNKNOWN for anything else (a status view never fails)."""
-        if isinstance(text, bytes):
-            text = text.decode(errors="replace")
-        try:
-            return cls(text)
-        except ValueError:
-            return cls.UNKNOWN
-
-
-# The states a job never leaves (its result is written, waiters are told on keys.DONE_CHANNEL); the
-# lifecycle scripts get this set from here.
-FINAL_STATUSES = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value})
 
 
 class Dependency(BaseModel):

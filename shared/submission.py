@@ -131,13 +131,14 @@ def enqueue_call(request: JobRequest, args: dict[str, Any], settings: Settings,
     job_settings.leave_ttls_to_the_task(fields, request.result_ttl_s, request.failure_ttl_s)
     idem = keys.idempotency(request.idempotency_key) if request.idempotency_key else ""
     scheduled = ""  # the 4th key: RQ's scheduled registry, where ENQUEUE puts a delayed job instead of the queue
-    due = delays.due_unix(request, unix_now()) if request.delay_s is not None or request.run_at is not None else None
+    due = delays.due_unix(request.delay_s, request.run_at, unix_now())
     if due is not None:
         fields.update(delays.scheduled_fields(due))
         scheduled = keys.scheduled(queue)
     fields.update(backoff.job_fields(request))
     # the key (and a tag's index) outlives the job's TTLs; a key whose job expired is taken over (idem_take)
-    flat: list[Any] = [job_id, queue, job_settings.longest_ttl_s(request, settings)]
+    flat: list[Any] = [job_id, queue, job_settings.longest_ttl_s(request.result_ttl_s, request.failure_ttl_s,
+                                                                      settings)]
     for name, value in fields.items():
         flat += [name, value]
     return [keys.job(job_id), keys.queue(queue), idem, scheduled, *job_settings.tag_keys(request.tags)], flat
@@ -156,7 +157,7 @@ def new_submission(request: JobRequest, job_id: bytes | str, settings: Settings,
     log.debug("job %s: submitted (%s on %s)", job_id, request.task, queue,
               extra={"job_id": job_id, "task": request.task, "queue": queue})  # hot path: DEBUG only
     if status == JobStatus.QUEUED and (request.delay_s is not None or request.run_at is not None):
-        if delays.due_unix(request, unix_now()) is not None:
+        if delays.due_unix(request.delay_s, request.run_at, unix_now()) is not None:
             status = JobStatus.SCHEDULED
     return Submitted(id=job_id, status=status, queue=queue)
 

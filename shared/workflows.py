@@ -39,11 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared import idempotency, keys, wire
 from shared.catalog import Catalog
 from shared.errors import Conflict, FerryError, InvalidArgs, InvalidRequest, NotFound
+from shared.job_status import RESULT_TYPE_STATUS
 from shared.lifecycle import lua
 from shared.locality import placement_fields
 from shared.models import QUEUE_PATTERN, Dependency, JobRequest, JobStatus
 from shared.objects.lifetime import reference_job_objects
-from shared.objects.ref import REF_MARKER, ObjectRef
+from shared.objects.ref import REF_MARKER, ObjectRef, refs_as_json
 from shared.replies import text
 from shared.settings import Settings
 from shared.submission import checked_args, object_references
@@ -109,9 +110,7 @@ class WorkflowRequest(BaseModel):
 def step(task: str, args: dict[str, Any] | None = None, *, input: str | None = None,  # noqa: A002 - the API's word
          on_failure: OnFailure = "fail", **options: Any) -> Step:
     """A job in a workflow; `input` names the parameter that receives the previous node's result."""
-    from shared.client import _jsonify
-
-    return Step(task=task, args=_jsonify(args or {}), input=input, on_failure=on_failure, **options)
+    return Step(task=task, args=refs_as_json(args or {}), input=input, on_failure=on_failure, **options)
 
 
 def group(*members: Node | Iterable[Node]) -> Group:
@@ -337,8 +336,6 @@ class Workflows:
 
     def info(self, workflow_id: str) -> WorkflowInfo:
         """Status and results of every job, in one round trip after the workflow's own record."""
-        from shared.jobs import RESULT_TYPE_STATUS
-
         spec = self._spec(workflow_id)
         ids: list[str] = spec["jobs"]
         pipe = self.conn.pipeline(transaction=False)

@@ -16,6 +16,7 @@ supervisor: PR_SET_PDEATHSIG, and a parent check in the heartbeat thread.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -37,7 +38,7 @@ from services.worker import rq_commands
 from services.worker.execution import Executor
 from services.worker.outage import GaveUp, Outage
 from shared import keys
-from shared.backoff import with_backoff
+from shared.backoff import retry_delay_s
 from shared.errors import PERMANENT_ERRORS, FerryError, JobCanceled, JobTimeout, ShmFull
 from shared.handoff import WriteBehind
 from shared.lifecycle import TIMEOUT, Claimed, Claims, Failure, Lifecycle, Timing, new_execution_id
@@ -338,7 +339,7 @@ class WorkerProcess:
             return claimed
         failure = done.failure
         if failure.retryable:  # the back-off is fixed once, here: a re-sent settle carries the same wait
-            failure = self._retry(lambda: with_backoff(self.conn, job, failure, self.executor.tasks),
+            failure = self._retry(lambda: self._with_backoff(job, failure),
                                   "reading the job's retry back-off")
         if done.stats:
             self._retry(lambda: self._flush_stats(done.stats or {}), "recording cache counters")
@@ -351,6 +352,13 @@ class WorkerProcess:
         if not claim:
             return Claims()
         return self._retry(lambda: self.lifecycle.claim(self.name, self.queues, execution_id, claim), "claiming")
+
+    def _with_backoff(self, job: Claimed, failure: Failure) -> Failure:
+        """`failure` with the job's wait before its next attempt (shared/backoff.py; unchanged when none)."""
+        tasks = self.executor.tasks
+        default = tasks.get(job.task).retry_backoff if job.task in tasks.names() else None
+        delay = retry_delay_s(self.conn, job.id, default)
+        return dataclasses.replace(failure, delay_s=delay) if delay > 0 else failure
 
     def _extra(self, job: Claimed, done: Done | None = None) -> dict[str, Any]:
         extra: dict[str, Any] = {"job_id": job.id, "task": job.task, "queue": job.queue, "node": self.settings.node_id,

@@ -10,8 +10,8 @@ nothing the second time: no second result entry, no second count, no second job 
 from __future__ import annotations
 
 from shared import job_metrics, keys
+from shared.job_status import FINAL_STATUSES
 from shared.lifecycle import lua_delays, lua_jobsurface, lua_limits, lua_locality, lua_purge, lua_workflows
-from shared.models import FINAL_STATUSES
 
 RESULT_ENTRIES_KEPT = 10  # a job's result stream keeps its last entries (RQ keeps 10 too)
 

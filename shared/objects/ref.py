@@ -140,3 +140,14 @@ def view(ref: ObjectRef, buffer: memoryview) -> np.ndarray:
         array = array.reshape(ref.shape)
     array.flags.writeable = False
     return array
+
+
+def refs_as_json(value: Any) -> Any:
+    """`value` with every ObjectRef inside it (in dicts, lists, tuples) in its JSON form: job args as submitted."""
+    if isinstance(value, ObjectRef):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: refs_as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [refs_as_json(v) for v in value]
+    return value
