@@ -7,6 +7,7 @@ import time
 
 import redis
 
+from shared.job_context import JobContext
 from shared.schedules import schedule
 from shared.tasks import task
 
@@ -23,6 +24,12 @@ def cron_mark(label: str = "") -> int:
 
 @schedule("code-every-second", cron="* * * * * *", args={"label": "code"})
 @task("test.cron_code")
-def cron_code(label: str = "") -> int:
-    """The same, fired by a schedule declared in code (every second)."""
+def cron_code(ctx: JobContext, label: str = "") -> int:
+    """The same, fired by a schedule declared in code (every second); the run also names its job in
+    `test:cron:<label>:jobs` (a job may run again when its node is SIGKILLed mid-job)."""
+    conn = redis.Redis.from_url(os.environ["FERRY_REDIS_URL"])
+    try:
+        conn.rpush(f"test:cron:{label}:jobs", ctx.job_id)
+    finally:
+        conn.close()
     return cron_mark(label)
