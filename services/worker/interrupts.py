@@ -14,24 +14,36 @@ from types import FrameType
 
 from shared.errors import JobCanceled, JobTimeout
 
+PENDING_KEPT = 256  # cancel requests remembered for jobs not running yet (a few in flight to this process)
+
 
 class Interrupts:
     def __init__(self) -> None:
         self._armed_job: str | None = None
         self._timeout_s = 0.0
         self._cancel_for: str | None = None
+        self._pending: dict[str, None] = {}  # canceled before they started: `arm` refuses them
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(signal.SIGUSR1, self._on_cancel)
 
     def arm(self, job_id: str, timeout_s: float) -> None:
         """From here until `disarm`, JobTimeout after `timeout_s` and JobCanceled on a cancel request are raised.
+        A job whose cancel came before it started (while it was handed to this process) raises JobCanceled here.
 
         A pair of calls in try/finally rather than a context manager: this runs for every job.
         """
         self._timeout_s = timeout_s
         self._cancel_for = None
-        self._armed_job = job_id
+        self._armed_job = job_id  # before the check: a request from now on signals, one before it is pending
+        if job_id in self._pending:
+            self._armed_job = None
+            del self._pending[job_id]
+            raise JobCanceled("job was canceled before it started")
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
+
+    def forget(self, job_id: str) -> None:
+        """The job ended (or was given back): a cancel request for it no longer matters."""
+        self._pending.pop(job_id, None)
 
     def disarm(self) -> None:
         self._armed_job = None
@@ -47,7 +59,11 @@ class Interrupts:
             self.disarm()
 
     def request_cancel(self, job_id: str) -> bool:
-        """Called from another thread: interrupt the main thread if it runs `job_id`."""
+        """Called from another thread: interrupt the main thread if it runs `job_id` (True); else remember the
+        request, so the job is canceled when it starts (False)."""
+        self._pending[job_id] = None
+        while len(self._pending) > PENDING_KEPT:
+            del self._pending[next(iter(self._pending))]
         if self._armed_job != job_id:
             return False
         self._cancel_for = job_id

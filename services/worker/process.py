@@ -390,6 +390,7 @@ class WorkerProcess:
         finally:
             self.current = None
             self.cancel_held.discard(job.id)
+            self.executor.interrupts.forget(job.id)
             self.cache.release_stale()
         run_s = time.perf_counter() - clock
         self.last_run_s = run_s
