@@ -379,7 +379,7 @@ class WorkerProcess:
         failure: Failure | None = None
         payload = b""
         try:
-            if job.id in self.cancel_held:
+            if job.id in self.cancel_held or job.cancel_requested:
                 raise JobCanceled("job was canceled before it started")
             task, payload = self.executor.run(job)
             timing_task = task

@@ -68,6 +68,7 @@ class Claimed:
     enqueued_at: str
     task: str
     execution_id: str
+    cancel_requested: bool = False  # a cancel came while another worker held it (then gave it back): not run
 
     @property
     def member(self) -> str:
@@ -100,6 +101,7 @@ class Claimed:
             result_ttl_s=int(float(f["result_ttl"])) if f["result_ttl"] else None,
             failure_ttl_s=int(float(f["failure_ttl"])) if f["failure_ttl"] else None,
             enqueued_at=text("enqueued_at"), task=text("task"), execution_id=text("exec"),
+            cancel_requested=text("cancel_requested") == "1",
         )
 
     @classmethod

@@ -17,7 +17,7 @@ RESULT_ENTRIES_KEPT = 10  # a job's result stream keeps its last entries (RQ kee
 
 # The layout of one claimed job in a claim reply; `lifecycle.Claimed.from_reply` reads it, `item()` writes it.
 CLAIM_FIELDS = ("id", "queue", "data", "data_bytes", "timeout", "result_ttl", "failure_ttl", "enqueued_at", "task",
-                "exec")
+                "exec", "cancel_requested")
 
 # A dispatched job's execution id starts with this (a worker's own claims use hex ids): see `dispatch`.
 DISPATCH_PREFIX = "h"
@@ -115,10 +115,11 @@ end
 local function item(id, qname, maxdata, exec)
   local jkey = JOB .. id
   local size = redis.call('HSTRLEN', jkey, 'data')
-  local f = redis.call('HMGET', jkey, 'timeout', 'result_ttl', 'failure_ttl', 'enqueued_at', 'ferry_task')
+  local f = redis.call('HMGET', jkey, 'timeout', 'result_ttl', 'failure_ttl', 'enqueued_at', 'ferry_task',
+                       'cancel_requested')
   local data = ''
   if size <= maxdata then data = redis.call('HGET', jkey, 'data') or '' end
-  return {{id, qname, data, size, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', exec}}
+  return {{id, qname, data, size, f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', exec, f[6] or ''}}
 end
 
 -- The worker's claim record: `exec` (its latest claim) and `ids`, every job it holds in the order it runs

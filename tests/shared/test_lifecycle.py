@@ -356,3 +356,19 @@ def test_waiting_for_a_result_that_cannot_come_returns_at_once(client: Client, c
     assert not expired.ready and expired.error == "its result expired"
     assert time.monotonic() - start < 10  # none of the three waited out its 20 s
     assert conn.ping()  # the abandoned blocking reads left the pool usable
+
+
+def test_a_cancel_requested_while_another_worker_held_the_job_reaches_its_next_claim(
+        client: Client, conn: redis.Redis, lifecycle: Lifecycle):
+    """A cancel goes to the worker holding the job; if that worker gives it back unstarted (stopping, a long
+    job ahead of it), the next claim says so, and the job is canceled instead of run."""
+    (job_id,) = submit(client, retries=2)
+    execution = new_execution_id()
+    held = lifecycle.claim("a.0.1", ["default"], execution)
+    assert [j.cancel_requested for j in held] == [False]
+    assert lifecycle.cancel(job_id) == ("canceling", "")  # published to a.0.1, which never ran it
+    assert [o.outcome for o in lifecycle.release("a.0.1", execution, held)] == ["released"]
+    (job,) = lifecycle.claim("b.0.1", ["default"], new_execution_id())
+    assert job.id == job_id and job.cancel_requested
+    outcome = lifecycle.settle(job, "b.0.1", Failure("job was canceled before it started", "", retryable=False))
+    assert outcome.outcome == "canceled" and conn.hget(keys.job(job_id), "status") == b"canceled"
