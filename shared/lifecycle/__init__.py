@@ -29,11 +29,6 @@ from datetime import datetime
 from typing import Any
 
 import redis
-
-try:
-    import hiredis
-except ImportError:  # pragma: no cover - hiredis is a dependency; plain redis-py packing works too
-    hiredis = None  # type: ignore[assignment]  # the module's name stays bound; None means 'not installed'
 from redis.connection import Connection
 
 from shared import job_metrics, keys, wire
@@ -223,9 +218,12 @@ class Lifecycle:
     # --- worker ---
     def claim(self, worker: str, queues: Sequence[str], execution_id: str, count: int = 1) -> Claims:
         """Claim up to `count` jobs from `queues` in priority order; repeating the call returns the same jobs."""
-        items, wait_ms = self._claim(args=[worker, rq_now(), self.deadline(), execution_id, count, self.record_ttl_s,
-                                           self.max_data_bytes, *queues])
+        items, wait_ms = self._claim(args=self._claim_args(worker, queues, execution_id, count))
         return Claims.from_reply(items, wait_ms)
+
+    def _claim_args(self, worker: str, queues: Sequence[str], execution_id: str, count: int) -> list[Any]:
+        return [worker, rq_now(), self.deadline(), execution_id, count, self.record_ttl_s, self.max_data_bytes,
+                *queues]
 
     def finish_args(self, job: Claimed, worker: str, payload: bytes, started: float, ended: float, timing: Timing,
                     stats_key: str = "", stats: dict[str, int] | None = None, next_job: str = "",
@@ -253,8 +251,7 @@ class Lifecycle:
         """FINISH, then CLAIM as a second command of the same write: still one round trip, but Redis serves the
         job's waiters (blocked on its result stream) between the two, not after the claim (~40 µs sooner)."""
         finish = self.finish_args(job, worker, payload, started, ended, timing, stats_key, stats)
-        claim = [worker, rq_now(), self.deadline(), next_execution_id, claim_count, self.record_ttl_s,
-                 self.max_data_bytes, *claim_from]
+        claim = self._claim_args(worker, claim_from, next_execution_id, claim_count)
         finished, (items, wait_ms) = functions.call_together(self.conn, [(self._finish, (), finish),
                                                                          (self._claim, (), claim)])
         return self.finish_reply(job.id, next_execution_id, finished)[0], Claims.from_reply(items, wait_ms)
@@ -272,11 +269,7 @@ class Lifecycle:
 
     def send_finish(self, connection: Connection, args: list[Any]) -> None:
         """Write FINISH to `connection` without waiting: once written, a SIGKILL of this process cannot lose it."""
-        command = self._finish.command(args)
-        if hiredis is None:
-            connection.send_command(*command)
-        else:  # redis-py's packer walks every argument in Python first: ~10 µs a job on this path
-            connection.send_packed_command([hiredis.pack_command(command)])
+        connection.send_packed_command(functions.pack(connection, [self._finish.command(args)]))
 
     def finish_again(self, job_id: str, next_execution_id: str, args: list[Any]) -> tuple[Outcome, Claims]:
         """Send a FINISH built by `finish_args` again, synchronously (after a failed `send_finish`/`read_finish`)."""

@@ -77,11 +77,13 @@ local function set_idle(worker, qnames)
   for _, q in ipairs(qnames) do redis.call('SADD', IDLE_ON .. q, worker) end
 end
 
-local function set_busy(worker)
+local function set_busy(worker)   -- returns the queues it was idle on (none if it was not idle)
   local was = redis.call('HGET', IDLE, worker)
-  if not was then return end
+  if not was then return {{}} end
   redis.call('HDEL', IDLE, worker)
-  for _, q in ipairs(split(was)) do redis.call('SREM', IDLE_ON .. q, worker) end
+  local qnames = split(was)
+  for _, q in ipairs(qnames) do redis.call('SREM', IDLE_ON .. q, worker) end
+  return qnames
 end
 
 -- A job for queue q: wake ONE idle worker waiting on it (busy workers find the job on their next claim), so
@@ -143,22 +145,20 @@ local function claim(worker, now, deadline, exec, n, ttl, maxdata, qnames, curre
   local wkey = WORKER .. worker
   local rec = redis.call('HMGET', rkey, 'exec', 'ids')
   local out = {{}}
+  local idle = not current or current == ''
+  local function registered(e) return redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) end
+  local function undelivered(e) return idle and string.sub(e[3], 1, 1) == {_q(DISPATCH_PREFIX)} end
   if rec[1] == exec then
     for _, e in ipairs(entries(rec[2])) do
-      if e[3] == exec or (string.sub(e[3], 1, 1) == {_q(DISPATCH_PREFIX)} and (not current or current == '')
-                          and redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3])) then
-        out[#out + 1] = item(e[1], e[2], maxdata, e[3])
-      end
+      if e[3] == exec or (undelivered(e) and registered(e)) then out[#out + 1] = item(e[1], e[2], maxdata, e[3]) end
     end
     return out, -1
   end
   local held = {{}}
   for _, e in ipairs(entries(rec[2])) do   -- jobs still held from earlier claims stay first
-    if redis.call('ZSCORE', WIP .. e[2], e[1] .. ':' .. e[3]) then
+    if registered(e) then
       held[#held + 1] = table.concat(e, '@')
-      if string.sub(e[3], 1, 1) == {_q(DISPATCH_PREFIX)} and (not current or current == '') then
-        out[#out + 1] = item(e[1], e[2], maxdata, e[3])
-      end
+      if undelivered(e) then out[#out + 1] = item(e[1], e[2], maxdata, e[3]) end
     end
   end
   local claimed = 0
@@ -327,8 +327,7 @@ local function dispatch(q, now)
   while true do
     local worker = redis.call('SPOP', ikey)
     if not worker then return end
-    local qnames = split(redis.call('HGET', IDLE, worker))
-    set_busy(worker)
+    local qnames = set_busy(worker)
     local how = redis.call('HGET', CLAIM .. worker, 'dispatch')
     if redis.call('EXISTS', WORKER .. worker) == 1 then   -- else its node died: its record expired
       if not how or not now or now == '' then
@@ -345,7 +344,6 @@ local function dispatch(q, now)
           fields[#fields + 1] = #value .. ':' .. value
         end
         if redis.call('PUBLISH', CONTROL .. worker, table.concat(fields)) > 0 then return end
-        set_busy(worker)
         release(out[1][1], out[1][2], exec)   -- front of its queue again; wakes the next idle worker
         return
       end
