@@ -41,6 +41,11 @@ class Interrupts:
             raise JobCanceled("job was canceled before it started")
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """A cancel for `job_id` came before it started (it is refused at `arm` anyway; this lets the worker
+        refuse it before reading its data)."""
+        return job_id in self._pending
+
     def forget(self, job_id: str) -> None:
         """The job ended (or was given back): a cancel request for it no longer matters."""
         self._pending.pop(job_id, None)

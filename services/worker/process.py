@@ -105,7 +105,6 @@ class WorkerProcess:
         self.current_since = 0.0
         self.held: deque[Claimed] = deque()  # claimed, not started yet (prefetch)
         self.held_lock = threading.Lock()
-        self.cancel_held: set[str] = set()
         self.dispatched: dict[str, None] = {}  # execution ids of jobs dispatched to us that we took (see _take)
         self.last_run_s = 1.0
         self.inflight: tuple[Done, list[Any], str] | None = None  # a finish written to `pipe`, reply not read yet
@@ -379,7 +378,7 @@ class WorkerProcess:
         failure: Failure | None = None
         payload = b""
         try:
-            if job.id in self.cancel_held or job.cancel_requested:
+            if job.cancel_requested or self.executor.interrupts.cancel_requested(job.id):  # before its data is read
                 raise JobCanceled("job was canceled before it started")
             task, payload = self.executor.run(job)
             timing_task = task
@@ -389,7 +388,6 @@ class WorkerProcess:
             failure = self._failure(exc)
         finally:
             self.current = None
-            self.cancel_held.discard(job.id)
             self.executor.interrupts.forget(job.id)
             self.cache.release_stale()
         run_s = time.perf_counter() - clock
@@ -509,12 +507,8 @@ class WorkerProcess:
             return
         if command != "cancel":
             return
-        if self.executor.interrupts.request_cancel(job_id):
+        if self.executor.interrupts.request_cancel(job_id):  # else remembered: the job is canceled when it starts
             log.info("worker %s: interrupting job %s (cancel requested)", self.name, job_id, extra={"job_id": job_id})
-        else:
-            with self.held_lock:
-                if any(job.id == job_id for job in self.held):
-                    self.cancel_held.add(job_id)
 
     def _heartbeat(self) -> None:
         now = rq_now()
