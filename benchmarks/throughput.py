@@ -314,23 +314,19 @@ def drain_with_client(url: str, conn: redis.Redis, jobs: int, rate: float, queue
         start = time.perf_counter()
         if rate > 0 and SUBMITTER["client"] == "async":
             run.submitted = asyncio.run(submit_async(url, conn, jobs, rate, queue, workers.check_alive))
-        elif rate > 0 and SUBMITTER["client"] == "batch":
+        elif rate > 0:
+            job = {"task": "echo", "args": {"value": None}, "queue": queue, "allow_unserved": queue == UNSERVED}
             with Client(url) as client:
+                def one_call_each(n: int) -> None:
+                    for _ in range(n):
+                        client.submit(job["task"], job["args"], queue=queue, allow_unserved=queue == UNSERVED)
+
+                send = (lambda n: client.submit_many([job] * n)) if SUBMITTER["client"] == "batch" else one_call_each
                 while done_count(conn) < jobs:
                     due = int((time.perf_counter() - start) * rate) - run.submitted
                     if due > 0:
-                        client.submit_many([{"task": "echo", "args": {"value": None}, "queue": queue,
-                                             "allow_unserved": queue == UNSERVED}] * due)
+                        send(due)
                         run.submitted += due
-                    time.sleep(0.001)
-                    workers.check_alive()
-        elif rate > 0:
-            with Client(url) as client:
-                while done_count(conn) < jobs:
-                    target = int((time.perf_counter() - start) * rate)
-                    while run.submitted < target:
-                        client.submit("echo", {"value": None}, queue=queue, allow_unserved=queue == UNSERVED)
-                        run.submitted += 1
                     time.sleep(0.001)
                     workers.check_alive()
         run.submit_rate = run.submitted / (time.perf_counter() - start) if rate > 0 else 0.0
